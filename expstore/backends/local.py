@@ -1,0 +1,200 @@
+"""LocalStore: a folder on disk; atomic writes by temp file + fsync + os.replace + folder fsync."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from ..errors import InvalidURL, KeyNotFound, PreconditionFailed, StoreError
+from ..store.base import Store
+from ..store.keys import RESERVED_PREFIX
+
+TEMP_PREFIX = RESERVED_PREFIX + "tmp-"
+LOCK_NAME = RESERVED_PREFIX + "lock"
+
+
+class LocalStore(Store):
+    """Values are files under `root`; a key's `/` are sub-folders.
+
+    Every commit (write, append, delete) takes a per-folder `flock` for the instant of the
+    switch, so conditional writes are exact across threads and processes on one host.
+    """
+
+    supports_append = True
+    supports_conditional_writes = True
+
+    def __init__(self, root: str | os.PathLike[str], url: str | None = None):
+        self.root = Path(root).expanduser().absolute()
+        super().__init__(url or str(self.root))
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*key.split("/"))
+
+    def _read(self, key: str) -> bytes:
+        try:
+            with open(self._path(key), "rb", buffering=0) as f:
+                return f.read()
+        except IsADirectoryError:
+            raise KeyNotFound("no value at this key (it is a folder)", url=self.url, key=key) from None
+
+    def _read_range(self, key: str, start: int, end: int | None) -> bytes:
+        try:
+            with open(self._path(key), "rb", buffering=0) as f:
+                f.seek(start)
+                return f.read() if end is None else f.read(end - start)
+        except IsADirectoryError:
+            raise KeyNotFound("no value at this key (it is a folder)", url=self.url, key=key) from None
+
+    def _write(self, key: str, data: bytes | memoryview, if_absent: bool, if_match: str | None) -> str:
+        path = self._path(key)
+        folder = self._make_folder(path.parent, key)
+        tmp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+                with _folder_lock(folder):
+                    if if_absent and path.exists():
+                        raise PreconditionFailed("if_absent: the key already holds a value", url=self.url, key=key)
+                    if if_match is not None:
+                        current = _token(path) if path.is_file() else None
+                        if current != if_match:
+                            raise PreconditionFailed(
+                                f"if_match: version is {current!r}, expected {if_match!r}", url=self.url, key=key
+                            )
+                    _stamp_unique_mtime(fd)
+                    os.replace(tmp, path)
+                    token = _token_of(os.fstat(fd))
+            finally:
+                os.close(fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        _fsync_folder(folder)
+        return token
+
+    def _append(self, key: str, data: bytes | memoryview) -> None:
+        path = self._path(key)
+        folder = self._make_folder(path.parent, key)
+        with _folder_lock(folder):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+                _stamp_unique_mtime(fd)
+            finally:
+                os.close(fd)
+
+    def _delete(self, key: str) -> None:
+        path = self._path(key)
+        if not path.parent.is_dir():
+            raise KeyNotFound("no value at this key", url=self.url, key=key)
+        with _folder_lock(path.parent):
+            if not path.is_file():
+                raise KeyNotFound("no value at this key", url=self.url, key=key)
+            os.unlink(path)
+        _fsync_folder(path.parent)
+
+    def _exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def _size(self, key: str) -> int:
+        return self._stat(key).st_size
+
+    def _version(self, key: str) -> str:
+        return _token_of(self._stat(key))
+
+    def _stat(self, key: str) -> os.stat_result:
+        path = self._path(key)
+        st = path.stat()
+        if not path.is_file():
+            raise KeyNotFound("no value at this key (it is a folder)", url=self.url, key=key)
+        return st
+
+    def _list(self, prefix: str) -> Iterator[str]:
+        folder_part = prefix.rpartition("/")[0]
+        start = self._path(folder_part) if folder_part else self.root
+        base = f"{folder_part}/" if folder_part else ""
+        yield from _walk(start, base)
+
+    def _make_folder(self, folder: Path, key: str) -> Path:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StoreError(
+                "cannot create the key's folder: a value already sits at one of its parent segments",
+                url=self.url,
+                key=key,
+            ) from None
+        return folder
+
+
+def _walk(folder: Path, base: str) -> Iterator[str]:
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if entry.name.startswith(RESERVED_PREFIX):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(Path(entry.path), f"{base}{entry.name}/")
+        elif entry.is_file():
+            yield base + entry.name
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _token_of(st: os.stat_result) -> str:
+    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
+def _token(path: Path) -> str:
+    return _token_of(path.stat())
+
+
+def _stamp_unique_mtime(fd: int) -> None:
+    """Give the file a nanosecond mtime: the kernel's coarse clock would let two versions share a token."""
+    now = time.time_ns()
+    os.utime(fd, ns=(now, now))
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_url(url: str, location: str) -> LocalStore:
+    """Open a plain path or a `file:///abs/path` URL."""
+    if url.startswith(("file://", "FILE://")):
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise InvalidURL(f"file URLs must be absolute, file:///path (got host {parts.netloc!r})", url=url)
+        return LocalStore(unquote(parts.path), url=url)
+    return LocalStore(location, url=url)

@@ -1,0 +1,193 @@
+"""The Store protocol: one base class validates keys and arguments once; a backend fills small hooks."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from ..errors import KeyNotFound, StoreError
+from .keys import validate_key, validate_prefix
+
+BytesLike = bytes | bytearray | memoryview
+T = TypeVar("T")
+
+
+def _translated(operation: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Check the store is open and turn stray OS errors of a hook into expstore errors naming URL and key."""
+
+    def decorate(method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def wrapper(self: Store, *args: Any, **kwargs: Any) -> T:
+            key = args[0] if args else kwargs.get("key", kwargs.get("prefix"))
+            if self._closed:
+                raise StoreError(f"cannot {operation}: the store is closed", url=self.url, key=key)
+            try:
+                return method(self, *args, **kwargs)
+            except StoreError:
+                raise
+            except (FileNotFoundError, NotADirectoryError) as exc:
+                raise KeyNotFound("no value at this key", url=self.url, key=key) from exc
+            except OSError as exc:
+                raise StoreError(f"{operation} failed: {exc}", url=self.url, key=key) from exc
+
+        return wrapper
+
+    return decorate
+
+
+class Store:
+    """A flat key -> bytes store rooted at `url`.
+
+    Subclasses implement the `_hooks`; the public methods validate keys, arguments and
+    capabilities first, so every backend accepts and rejects exactly the same input.
+    """
+
+    supports_append: bool = False
+    supports_arrays: bool = False
+    supports_conditional_writes: bool = False
+
+    def __init__(self, url: str):
+        self.url = url
+        self._closed = False
+
+    # ---- public API -------------------------------------------------------------------------
+
+    @_translated("read")
+    def read(self, key: str) -> bytes:
+        """Return the whole value stored at `key`."""
+        return self._read(self._key(key))
+
+    @_translated("read_range")
+    def read_range(self, key: str, start: int, end: int | None = None) -> bytes:
+        """Return bytes `[start, end)` of the value, clamped to its size like a slice (`end=None`: to the end)."""
+        key = self._key(key)
+        if not isinstance(start, int) or start < 0:
+            raise ValueError(f"read_range start must be an int >= 0, got {start!r} for key {key!r} in {self.url!r}")
+        if end is not None and (not isinstance(end, int) or end < start):
+            raise ValueError(f"read_range end must be None or an int >= start, got {end!r} for key {key!r} in {self.url!r}")
+        if end == start:
+            self._size(key)  # still raises KeyNotFound for a missing key
+            return b""
+        return self._read_range(key, start, end)
+
+    @_translated("write")
+    def write(self, key: str, data: BytesLike, *, if_absent: bool = False, if_match: str | None = None) -> str:
+        """Atomically store `data` at `key` and return the new value's version token.
+
+        `if_absent=True` writes only when the key holds nothing; `if_match=token` only when the
+        current value still has that version. Otherwise `PreconditionFailed` and nothing changes.
+        """
+        key = self._key(key)
+        payload = _bytes_like(data, self.url, key)
+        if if_absent and if_match is not None:
+            raise ValueError(f"pass if_absent or if_match, not both (key {key!r} in {self.url!r})")
+        if (if_absent or if_match is not None) and not self.supports_conditional_writes:
+            raise StoreError("this store does not support conditional writes", url=self.url, key=key)
+        if if_match is not None and not isinstance(if_match, str):
+            raise TypeError(f"if_match must be a version token (str), got {type(if_match).__name__}")
+        return self._write(key, payload, if_absent, if_match)
+
+    @_translated("append")
+    def append(self, key: str, data: BytesLike) -> None:
+        """Add `data` at the end of the value at `key` (created if absent), where `supports_append`."""
+        key = self._key(key)
+        payload = _bytes_like(data, self.url, key)
+        if not self.supports_append:
+            raise StoreError("this store does not support append", url=self.url, key=key)
+        self._append(key, payload)
+
+    @_translated("delete")
+    def delete(self, key: str) -> None:
+        """Remove the value at `key`; `KeyNotFound` if there is none."""
+        self._delete(self._key(key))
+
+    @_translated("exists")
+    def exists(self, key: str) -> bool:
+        """Whether `key` holds a value."""
+        return self._exists(self._key(key))
+
+    @_translated("size")
+    def size(self, key: str) -> int:
+        """Length in bytes of the value at `key`."""
+        return self._size(self._key(key))
+
+    @_translated("version")
+    def version(self, key: str) -> str:
+        """Opaque token of the current value at `key`, for `write(..., if_match=token)`."""
+        return self._version(self._key(key))
+
+    @_translated("list")
+    def list(self, prefix: str = "") -> list[str]:
+        """All keys that start with `prefix` (a plain string prefix), sorted."""
+        prefix = validate_prefix(prefix, self.url)
+        return sorted(k for k in self._list(prefix) if k.startswith(prefix))
+
+    def close(self) -> None:
+        """Release the backend's resources; later calls raise `StoreError`."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    # ---- hooks for backends -----------------------------------------------------------------
+
+    def _key(self, key: object) -> str:
+        return validate_key(key, self.url)
+
+    def _read(self, key: str) -> bytes:
+        raise NotImplementedError
+
+    def _read_range(self, key: str, start: int, end: int | None) -> bytes:
+        return self._read(key)[start:end]
+
+    def _write(self, key: str, data: bytes | memoryview, if_absent: bool, if_match: str | None) -> str:
+        raise NotImplementedError
+
+    def _append(self, key: str, data: bytes | memoryview) -> None:
+        raise NotImplementedError
+
+    def _delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self._size(key)
+        except KeyNotFound:
+            return False
+        return True
+
+    def _size(self, key: str) -> int:
+        raise NotImplementedError
+
+    def _version(self, key: str) -> str:
+        raise NotImplementedError
+
+    def _list(self, prefix: str) -> Iterable[str]:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        pass
+
+
+def _bytes_like(data: object, url: str, key: str) -> bytes | memoryview:
+    """Accept bytes or any C-contiguous buffer; reject anything else with a TypeError naming the key."""
+    if isinstance(data, bytes):
+        return data
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"value for key {key!r} in {url!r} must be bytes-like, not {type(data).__name__}"
+        ) from None
+    if not view.c_contiguous:
+        raise TypeError(f"value for key {key!r} in {url!r} must be a C-contiguous buffer")
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view

@@ -1,0 +1,94 @@
+"""Fixtures shared by every test: S3 servers (started once per session) and one store per backend."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import fsspec
+import pytest
+from fsspec.implementations.memory import MemoryFileSystem
+
+from expstore import Store, open_store
+
+from .s3servers import S3Server, start_moto, start_seaweedfs
+
+
+class ConformanceFS(MemoryFileSystem):
+    """An fsspec protocol expstore has never heard of, to prove the generic fsspec backend."""
+
+    protocol = "conformancefs"
+    store: dict = {}
+    pseudo_dirs = [""]
+
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:
+        return super()._strip_protocol(path.removeprefix("conformancefs://"))
+
+
+fsspec.register_implementation("conformancefs", ConformanceFS, clobber=True)
+
+BACKENDS = ["local", "memory", "s3-moto", "s3-seaweedfs", "fsspec"]
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[S3Server]:
+    server = start_moto()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_server() -> Iterator[S3Server]:
+    server = start_seaweedfs()
+    yield server
+    server.stop()
+
+
+S3_SERVERS = ["moto", "seaweedfs"]
+
+
+@pytest.fixture(params=S3_SERVERS)
+def s3_server(request: pytest.FixtureRequest) -> S3Server:
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+def unique() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def store_location(request: pytest.FixtureRequest, tmp_path: Any) -> tuple[str, dict[str, Any]]:
+    """(url, storage_options) of a fresh, empty root on the backend named by the test's parameter."""
+    backend = request.param
+    if backend == "local":
+        return str(tmp_path / "store"), {}
+    if backend == "memory":
+        return f"memory://conformance-{unique()}", {}
+    if backend == "fsspec":
+        return f"conformancefs://conformance-{unique()}", {}
+    server: S3Server = request.getfixturevalue(f"{backend.removeprefix('s3-')}_server")
+    return f"s3://expstore-test/{unique()}", server.storage_options
+
+
+@pytest.fixture
+def reopen(store_location: tuple[str, dict[str, Any]]) -> Callable[[], Store]:
+    """Open (again) the store of `store_location`, as a new process would."""
+    url, options = store_location
+    return lambda: open_store(url, **options)
+
+
+@pytest.fixture
+def store(reopen: Callable[[], Store]) -> Iterator[Store]:
+    s = reopen()
+    yield s
+    s.close()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that asks for `store_location` (directly or through `store`) runs on every backend."""
+    if "store_location" in metafunc.fixturenames and not any(
+        m.name == "parametrize" and "store_location" in m.args[0] for m in metafunc.definition.iter_markers()
+    ):
+        metafunc.parametrize("store_location", BACKENDS, indirect=True)

