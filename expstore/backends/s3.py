@@ -24,10 +24,11 @@ MULTIPART_THRESHOLD = 64 * 2**20
 PART_SIZE = 32 * 2**20
 MAX_CONCURRENT_PARTS = 8
 
-# Worst case against an endpoint that accepts connections and never answers: 3 attempts x 10 s.
+# Worst case against an endpoint that accepts connections and never answers: about 30 s (3 attempts;
+# aiobotocore waits out the read timeout twice per attempt, measured). Override with config_kwargs.
 DEFAULT_CONFIG = {
     "connect_timeout": 3,
-    "read_timeout": 10,
+    "read_timeout": 5,
     "retries": {"max_attempts": 3, "mode": "standard"},
 }
 

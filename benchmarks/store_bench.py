@@ -1,0 +1,358 @@
+"""Store throughput against the raw operation it wraps, as time ratios measured in one run.
+
+What it measures, for one value of `--size-mib` random bytes:
+
+- local write: `LocalStore.write` (temp file + fsync + os.replace + folder fsync) against
+  `open(path, "wb")` + write + flush + `os.fsync` on the same filesystem;
+- local read: `LocalStore.read` against `np.fromfile` of the same file (page cache warm unless
+  `--drop-caches` is given and permitted);
+- S3 write / read, per server started here on 127.0.0.1 (SeaweedFS, moto): `S3Store.write` /
+  `S3Store.read` against boto3 `put_object` / `get_object(...)["Body"].read()` of the same bytes
+  on the same server and bucket, each side under its own key.
+
+Each pair runs interleaved (expstore, baseline, baseline, expstore, ...) after one untimed
+warm-up round, so drifts in disk or server state hit both sides alike.
+
+Run from the repository root (needs the dev extras for the S3 servers and boto3):
+
+    python benchmarks/store_bench.py                        # 256 MiB, 5 repeats, SeaweedFS
+    python benchmarks/store_bench.py --size-mib 64 --repeat 3 --s3 both --json bench.json
+
+Reading the table: ratio = expstore time / baseline time, from the medians of the repeats (the
+ratio of the best times in parentheses). 1.00 means no overhead, 1.10 means expstore takes 10 %
+longer than the raw operation; below 1 means expstore is faster (e.g. parallel multipart upload).
+`ok?` compares the median ratio with the target: local write and read <= 1.1, S3 <= 1.2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import shlex
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+import expstore  # noqa: E402
+from tests import s3servers  # noqa: E402
+
+MiB = 2**20
+KEY = "bench.bin"
+BUCKET = "expstore-bench"
+LOCAL_TARGET = 1.1
+S3_TARGET = 1.2
+
+
+def start_quiet_moto() -> s3servers.S3Server:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
+    return s3servers.start_moto()
+
+
+S3_SERVERS: dict[str, Callable[[], s3servers.S3Server]] = {
+    "seaweedfs": s3servers.start_seaweedfs,
+    "moto": start_quiet_moto,
+}
+
+
+@dataclass
+class Row:
+    """One expstore operation timed against its baseline; times in seconds, one per repeat."""
+
+    operation: str
+    baseline: str
+    target: float
+    size_bytes: int
+    expstore_s: list[float]
+    baseline_s: list[float]
+
+    def mib_s(self, seconds: float) -> float:
+        return self.size_bytes / MiB / seconds
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.expstore_s) / statistics.median(self.baseline_s)
+
+    @property
+    def best_ratio(self) -> float:
+        return min(self.expstore_s) / min(self.baseline_s)
+
+    @property
+    def ok(self) -> bool:
+        return self.ratio <= self.target
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "baseline": self.baseline,
+            "size_bytes": self.size_bytes,
+            "expstore_s": self.expstore_s,
+            "baseline_s": self.baseline_s,
+            "expstore_mib_s_median": self.mib_s(statistics.median(self.expstore_s)),
+            "expstore_mib_s_best": self.mib_s(min(self.expstore_s)),
+            "baseline_mib_s_median": self.mib_s(statistics.median(self.baseline_s)),
+            "baseline_mib_s_best": self.mib_s(min(self.baseline_s)),
+            "ratio_median": self.ratio,
+            "ratio_best": self.best_ratio,
+            "target": self.target,
+            "ok": self.ok,
+        }
+
+
+# ---- timing -------------------------------------------------------------------------------
+
+
+def time_pair(
+    expstore_op: Callable[[], object],
+    baseline_op: Callable[[], object],
+    repeat: int,
+    before_each: Callable[[], None] | None = None,
+) -> tuple[list[float], list[float]]:
+    """Run both operations once untimed, then `repeat` timed rounds, swapping which goes first.
+
+    A result (read bytes) is freed after the clock stops, so deallocation is not timed.
+    """
+    ops = (expstore_op, baseline_op)
+    for op in ops:
+        op()
+    times: tuple[list[float], list[float]] = ([], [])
+    for round_ in range(repeat):
+        for side in (0, 1) if round_ % 2 == 0 else (1, 0):
+            if before_each is not None:
+                before_each()
+            start = time.perf_counter()
+            result = ops[side]()
+            times[side].append(time.perf_counter() - start)
+            del result
+    return times
+
+
+def drop_page_cache() -> None:
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def cache_mode(requested: bool) -> tuple[Callable[[], None] | None, str]:
+    """The hook to run before each timed local read, and the cache state to print."""
+    if not requested:
+        return None, "warm (the file is in the page cache after the writes)"
+    try:
+        drop_page_cache()
+    except OSError as exc:
+        return None, f"warm (--drop-caches not applied: {exc.strerror or exc})"
+    return drop_page_cache, "cold (--drop-caches applied: page cache dropped before every timed read)"
+
+
+# ---- local --------------------------------------------------------------------------------
+
+
+def raw_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def local_rows(folder: Path, data: bytes, repeat: int, before_read: Callable[[], None] | None) -> list[Row]:
+    """Both sides overwrite an existing file of the same size in every timed round (the warm-up
+    round creates them): expstore replaces it by rename, the baseline truncates and rewrites it.
+    That is the common case of a rewritten result, and neither side gets a fresh-file advantage.
+    Both reads read the same file, the one expstore wrote, so the on-disk layout is identical.
+    """
+    store = expstore.open_store(str(folder / "expstore"))
+    store_path = folder / "expstore" / KEY
+    raw_path = folder / "raw" / KEY
+    raw_path.parent.mkdir()
+    with store:
+        writes = time_pair(lambda: store.write(KEY, data), lambda: raw_write(raw_path, data), repeat)
+        reads = time_pair(
+            lambda: store.read(KEY), lambda: np.fromfile(store_path, dtype=np.uint8), repeat, before_read
+        )
+    size = len(data)
+    return [
+        Row("local write", "open+write+fsync", LOCAL_TARGET, size, *writes),
+        Row("local read", "np.fromfile", LOCAL_TARGET, size, *reads),
+    ]
+
+
+@contextlib.contextmanager
+def scratch_folder(parent: Path | None) -> Iterator[Path]:
+    """A fresh folder inside `parent` (default ./.bench-tmp), removed at the end with what it holds."""
+    default = parent is None
+    parent = Path(".bench-tmp").absolute() if parent is None else parent
+    created_parent = default and not parent.exists()
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="store-bench-", dir=parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if created_parent:
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+
+
+# ---- S3 -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def s3_server(name: str) -> Iterator[s3servers.S3Server]:
+    """Start the server; stopping it also discards the objects written (SeaweedFS's data folder, moto's memory)."""
+    server = S3_SERVERS[name]()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def s3_rows(name: str, data: bytes, repeat: int) -> list[Row]:
+    with s3_server(name) as server:
+        client = server.boto3_client()
+        client.create_bucket(Bucket=BUCKET)
+        boto3_key = f"boto3/{KEY}"
+        with expstore.open_store(f"s3://{BUCKET}/expstore", **server.storage_options) as store:
+            writes = time_pair(
+                lambda: store.write(KEY, data),
+                lambda: client.put_object(Bucket=BUCKET, Key=boto3_key, Body=data),
+                repeat,
+            )
+            reads = time_pair(
+                lambda: store.read(KEY),
+                lambda: client.get_object(Bucket=BUCKET, Key=boto3_key)["Body"].read(),
+                repeat,
+            )
+            if store.read(KEY) != data:
+                raise RuntimeError(f"{name}: expstore read back different bytes")
+    size = len(data)
+    return [
+        Row(f"s3 write ({name})", "boto3 put_object", S3_TARGET, size, *writes),
+        Row(f"s3 read ({name})", "boto3 get_object+read", S3_TARGET, size, *reads),
+    ]
+
+
+# ---- report -------------------------------------------------------------------------------
+
+
+def table(rows: list[Row]) -> str:
+    header = [
+        "operation",
+        "expstore MiB/s",
+        "baseline",
+        "baseline MiB/s",
+        "ratio (expstore t / baseline t)",
+        "target",
+        "ok?",
+    ]
+    lines = [
+        [
+            row.operation,
+            f"{row.mib_s(statistics.median(row.expstore_s)):.0f} ({row.mib_s(min(row.expstore_s)):.0f})",
+            row.baseline,
+            f"{row.mib_s(statistics.median(row.baseline_s)):.0f} ({row.mib_s(min(row.baseline_s)):.0f})",
+            f"{row.ratio:.2f} ({row.best_ratio:.2f})",
+            f"<= {row.target:.1f}",
+            "ok" if row.ok else "NO",
+        ]
+        for row in rows
+    ]
+    widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
+    render = [" | ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip() for cells in [header, *lines]]
+    render.insert(1, "-+-".join("-" * width for width in widths))
+    return "\n".join(render)
+
+
+def package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine() -> str:
+    versions = ", ".join(f"{name} {package_version(name)}" for name in ("numpy", "s3fs", "boto3", "expstore"))
+    return f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {versions}"
+
+
+# ---- main ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=256, help="value size in MiB (default 256)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed rounds per operation (default 5)")
+    parser.add_argument("--dir", type=Path, help="folder for the local files (default ./.bench-tmp, removed after)")
+    parser.add_argument("--s3", choices=["seaweedfs", "moto", "both", "none"], default="seaweedfs")
+    parser.add_argument("--drop-caches", action="store_true", help="drop the page cache before each local read (root)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the rows and run details here")
+    args = parser.parse_args(argv)
+    if args.size_mib < 1 or args.repeat < 1:
+        parser.error("--size-mib and --repeat must be >= 1")
+    return args
+
+
+def interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # so the `finally` blocks remove files and stop servers
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, interrupt_on_sigterm)
+    servers = {"both": ["seaweedfs", "moto"], "none": []}.get(args.s3, [args.s3])
+    data = np.random.default_rng(0).integers(0, 256, args.size_mib * MiB, dtype=np.uint8).tobytes()
+    before_read, cache = cache_mode(args.drop_caches)
+
+    with scratch_folder(args.dir) as folder:
+        rows = local_rows(folder, data, args.repeat, before_read)
+    for name in servers:
+        rows += s3_rows(name, data, args.repeat)
+
+    command = shlex.join(sys.orig_argv)
+    notes = [
+        f"{args.size_mib} MiB of random bytes; median of {args.repeat} repeats, best in parentheses;"
+        " ratio = expstore time / baseline time; ok? judges the median ratio",
+        f"local read cache: {cache}",
+    ]
+    if "moto" in servers:
+        notes.append("moto runs in this process (ThreadedMotoServer): server and client share the GIL")
+    print(table(rows))
+    print()
+    print("\n".join(f"note: {note}" for note in notes))
+    print(f"machine: {machine()}")
+    print(f"command: {command}")
+    if args.json is not None:
+        report = {
+            "command": command,
+            "machine": machine(),
+            "size_mib": args.size_mib,
+            "repeat": args.repeat,
+            "local_read_cache": cache,
+            "rows": [row.as_json() for row in rows],
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: local files removed, S3 servers stopped", file=sys.stderr)
+        sys.exit(130)

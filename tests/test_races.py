@@ -1,0 +1,31 @@
+"""Racing writers: 4 processes x 25 compare-and-swap increments of one counter end at exactly 100."""
+
+from __future__ import annotations
+
+import multiprocessing
+import uuid
+
+import pytest
+
+from expstore import open_store
+
+from .workers import increment
+
+PROCESSES, INCREMENTS = 4, 25
+
+
+def _race(url: str, options: dict) -> None:
+    open_store(url, **options).write("counter", b"0")
+    with multiprocessing.get_context("spawn").Pool(PROCESSES) as pool:
+        conflicts = pool.starmap(increment, [(url, options, INCREMENTS)] * PROCESSES)
+    assert int(open_store(url, **options).read("counter")) == PROCESSES * INCREMENTS
+    return sum(conflicts)
+
+
+def test_local_counter_ends_exact(tmp_path):
+    _race(str(tmp_path / "race"), {})
+
+
+@pytest.mark.s3
+def test_s3_counter_ends_exact(s3_server):
+    _race(f"s3://expstore-test/race-{uuid.uuid4().hex[:8]}", s3_server.storage_options)
