@@ -9,9 +9,8 @@ import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
-from ..errors import InvalidURL, KeyNotFound, PreconditionFailed, StoreError
+from ..errors import KeyNotFound, PreconditionFailed, StoreError
 from ..store.base import Store
 from ..store.keys import RESERVED_PREFIX
 
@@ -191,10 +190,5 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def open_url(url: str, location: str) -> LocalStore:
-    """Open a plain path or a `file:///abs/path` URL."""
-    if url.startswith(("file://", "FILE://")):
-        parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost"):
-            raise InvalidURL(f"file URLs must be absolute, file:///path (got host {parts.netloc!r})", url=url)
-        return LocalStore(unquote(parts.path), url=url)
+    """Open a local folder; `location` is its path (the registry has already decoded `file://`)."""
     return LocalStore(location, url=url)

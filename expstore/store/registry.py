@@ -10,6 +10,7 @@ import importlib
 import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from ..errors import BackendUnavailable, InvalidURL
 from .base import Store
@@ -27,7 +28,11 @@ BACKENDS: dict[str, Backend] = {
     "file": Backend("expstore.backends.local"),
     "memory": Backend("expstore.backends.memory"),
     "s3": Backend("expstore.backends.s3", extra="s3"),
+    "h5": Backend("expstore.backends.hdf5", extra="hdf5"),
+    "zarr": Backend("expstore.backends.zarr", extra="zarr"),  # also zarr+s3://, zarr+memory://
 }
+# A local path with a segment ending in one of these opens that file/folder as a container store.
+CONTAINER_SUFFIXES = {".h5": "h5", ".hdf5": "h5", ".zarr": "zarr"}
 # Any other scheme goes to the generic fsspec backend if fsspec knows the protocol.
 FSSPEC_FALLBACK = Backend("expstore.backends.fsspec")
 
@@ -48,9 +53,51 @@ def open_store(url: str | os.PathLike[str] | Store, **storage_options: Any) -> S
     if not url.strip():
         raise InvalidURL("empty store URL", url=url)
     scheme, location = split_url(url)
-    backend = BACKENDS.get(scheme, FSSPEC_FALLBACK)
+    if scheme == "file":
+        location = _local_location(url, location)
+        scheme = _container_scheme(location) or "file"
+    inner = ""
+    if scheme in ("h5", "zarr") or scheme.startswith("zarr+"):
+        location, inner = split_container(location, scheme)
+    backend = BACKENDS.get(scheme.partition("+")[0], FSSPEC_FALLBACK)
     module = _import(backend, scheme, url)
-    return module.open_url(url, location, **storage_options)
+    store = module.open_url(url if not inner else url[: len(url) - len(inner) - 1], location, **storage_options)
+    if inner:
+        from .prefixed import PrefixedStore
+
+        return PrefixedStore(store, inner, url)
+    return store
+
+
+def split_container(location: str, scheme: str) -> tuple[str, str]:
+    """Split `runs/exp.h5/checkpoints` into the container `runs/exp.h5` and the key prefix `checkpoints`.
+
+    Without a segment carrying the container's suffix, the whole location is the container.
+    """
+    kind = scheme.partition("+")[0]
+    parts = location.split("/")
+    for i, part in enumerate(parts):
+        if CONTAINER_SUFFIXES.get(os.path.splitext(part)[1].lower()) == kind:
+            return "/".join(parts[: i + 1]), "/".join(p for p in parts[i + 1 :] if p)
+    return location, ""
+
+
+def _container_scheme(path: str) -> str | None:
+    for part in path.split("/"):
+        kind = CONTAINER_SUFFIXES.get(os.path.splitext(part)[1].lower())
+        if kind:
+            return kind
+    return None
+
+
+def _local_location(url: str, location: str) -> str:
+    """The path a plain path or a `file:///abs/path` URL names."""
+    if "://" not in url:
+        return location
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise InvalidURL(f"file URLs must be absolute, file:///path (got host {parts.netloc!r})", url=url)
+    return unquote(parts.path)
 
 
 def split_url(url: str) -> tuple[str, str]:
