@@ -20,7 +20,7 @@ Run from the repository root (needs the dev extras for the S3 servers and boto3)
 
 Reading the table: ratio = expstore time / baseline time, from the medians of the repeats (the
 ratio of the best times in parentheses). 1.00 means no overhead, 1.10 means expstore takes 10 %
-longer than the raw operation; below 1 means expstore is faster (e.g. parallel multipart upload).
+longer than the raw operation; below 1 means expstore is faster than the baseline.
 `ok?` compares the median ratio with the target: local write and read <= 1.1, S3 <= 1.2.
 """
 
@@ -195,10 +195,10 @@ def local_rows(folder: Path, data: bytes, repeat: int, before_read: Callable[[],
 
 @contextlib.contextmanager
 def scratch_folder(parent: Path | None) -> Iterator[Path]:
-    """A fresh folder inside `parent` (default ./.bench-tmp), removed at the end with what it holds."""
-    default = parent is None
+    """A fresh folder inside `parent` (default ./.bench-tmp), removed at the end with what it holds;
+    `parent` too if this created it and it is left empty."""
     parent = Path(".bench-tmp").absolute() if parent is None else parent
-    created_parent = default and not parent.exists()
+    created_parent = not parent.exists()
     parent.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="store-bench-", dir=parent))
     try:
@@ -298,8 +298,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=256, help="value size in MiB (default 256)")
     parser.add_argument("--repeat", type=int, default=5, help="timed rounds per operation (default 5)")
-    parser.add_argument("--dir", type=Path, help="folder for the local files (default ./.bench-tmp, removed after)")
-    parser.add_argument("--s3", choices=["seaweedfs", "moto", "both", "none"], default="seaweedfs")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        help="folder on the disk to measure (default ./.bench-tmp); the files made in it are removed after",
+    )
+    parser.add_argument(
+        "--s3",
+        choices=["seaweedfs", "moto", "both", "none"],
+        default="seaweedfs",
+        help="S3 server(s) to start on 127.0.0.1 and measure (default seaweedfs)",
+    )
     parser.add_argument("--drop-caches", action="store_true", help="drop the page cache before each local read (root)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the rows and run details here")
     args = parser.parse_args(argv)

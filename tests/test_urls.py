@@ -87,9 +87,9 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
 
 
-def test_missing_s3fs_raises_backend_unavailable_naming_the_extra():
+def test_missing_s3_packages_raise_backend_unavailable_naming_the_extra():
     result = _run(
-        "import sys; sys.modules['s3fs'] = None\n"
+        "import sys; sys.modules['botocore'] = None\n"
         "from expstore import open_store, BackendUnavailable\n"
         "try:\n    open_store('s3://bucket/x')\n"
         "except BackendUnavailable as e:\n    print(e)\n"

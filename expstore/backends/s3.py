@@ -1,39 +1,67 @@
-"""S3Store: `s3://bucket/prefix` on s3fs (credentials, endpoints and config as s3fs users know them).
+"""S3Store: `s3://bucket/prefix` on botocore's client, configured with s3fs's option names.
 
 One PUT per value (parallel multipart above `MULTIPART_THRESHOLD` for unconditional writes),
 conditional writes with `If-None-Match: *` / `If-Match: <etag>`, range GETs, and bounded
-timeouts and retries so that a dead endpoint fails in seconds, not minutes.
+timeouts and retries so that a dead endpoint fails in seconds, not minutes. Why botocore and
+not s3fs for the transfers: see docs/decisions.md (s3fs reads 2.4-3.9x slower than boto3 here).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import s3fs
+import botocore.session
+from botocore import UNSIGNED
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from fsspec.asyn import sync
-from fsspec.exceptions import FSTimeoutError
 
 from ..errors import BackendUnavailable, InvalidURL, KeyNotFound, PreconditionFailed, StoreError
 from ..store.base import Store
 
-MULTIPART_THRESHOLD = 64 * 2**20
-PART_SIZE = 32 * 2**20
-MAX_CONCURRENT_PARTS = 8
+MULTIPART_THRESHOLD = 256 * 2**20
+PART_SIZE = 64 * 2**20
+MAX_CONCURRENT_PARTS = 4
 
-# Worst case against an endpoint that accepts connections and never answers: about 30 s (3 attempts;
-# aiobotocore waits out the read timeout twice per attempt, measured). Override with config_kwargs.
-DEFAULT_CONFIG = {
+# Against an endpoint that accepts connections and never answers, each attempt waits about twice
+# the read timeout (measured): 3 attempts give BackendUnavailable after ~25 s. Override with config_kwargs.
+DEFAULT_CONFIG: dict[str, Any] = {
     "connect_timeout": 3,
     "read_timeout": 5,
     "retries": {"max_attempts": 3, "mode": "standard"},
 }
 
+# The s3fs storage options that mean something for one client; anything else is a TypeError.
+S3FS_OPTIONS = {"endpoint_url", "key", "secret", "token", "anon", "profile", "client_kwargs", "config_kwargs"}
+
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _PRECONDITION = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
+
+
+def make_client(url: str, **storage_options: Any) -> Any:
+    """A botocore S3 client from s3fs-style storage options (credentials also from the AWS env/config)."""
+    unknown = set(storage_options) - S3FS_OPTIONS
+    if unknown:
+        raise TypeError(f"unknown S3 storage options {sorted(unknown)} for {url!r}; known: {sorted(S3FS_OPTIONS)}")
+    config = {**DEFAULT_CONFIG, **(storage_options.get("config_kwargs") or {})}
+    if storage_options.get("anon"):
+        config["signature_version"] = UNSIGNED
+    session = botocore.session.Session(profile=storage_options.get("profile"))
+    client_kwargs = dict(storage_options.get("client_kwargs") or {})
+    if storage_options.get("endpoint_url"):
+        client_kwargs["endpoint_url"] = storage_options["endpoint_url"]
+    if "region_name" not in client_kwargs and not session.get_config_variable("region"):
+        client_kwargs["region_name"] = "us-east-1"  # S3-compatible servers ignore it; AWS redirects
+    return session.create_client(
+        "s3",
+        aws_access_key_id=storage_options.get("key"),
+        aws_secret_access_key=storage_options.get("secret"),
+        aws_session_token=storage_options.get("token"),
+        config=Config(**config),
+        **client_kwargs,
+    )
 
 
 class S3Store(Store):
@@ -46,11 +74,7 @@ class S3Store(Store):
             raise InvalidURL("an S3 URL needs a bucket: s3://bucket/prefix", url=url)
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        config = dict(DEFAULT_CONFIG)
-        config.update(storage_options.pop("config_kwargs", {}) or {})
-        storage_options.setdefault("skip_instance_cache", True)  # this store owns its retry setting
-        self.fs = s3fs.S3FileSystem(config_kwargs=config, **storage_options)
-        self.fs.retries = 1  # botocore retries (above); s3fs's own loop would multiply them
+        self.client = make_client(url, **storage_options)
         super().__init__(url)
 
     # ---- plumbing ---------------------------------------------------------------------------
@@ -60,32 +84,29 @@ class S3Store(Store):
 
     def _call(self, method: str, key: str | None, **kwargs: Any) -> Any:
         with self._errors(key):
-            return self.fs.call_s3(method, Bucket=self.bucket, **kwargs)
+            return getattr(self.client, method)(Bucket=self.bucket, **kwargs)
 
     @contextlib.contextmanager
     def _errors(self, key: str | None) -> Iterator[None]:
-        """Translate botocore / s3fs failures into expstore errors naming the URL and key."""
+        """Translate botocore failures into expstore errors naming the URL and key."""
         try:
             yield
-        except StoreError:
-            raise
-        except (BotoCoreError, FSTimeoutError, asyncio.TimeoutError) as exc:
-            raise BackendUnavailable(f"S3 endpoint unreachable: {exc}", url=self.url, key=key) from exc
-        except Exception as exc:
-            client_error = exc if isinstance(exc, ClientError) else exc.__cause__
-            if not isinstance(client_error, ClientError):
-                raise
-            error = client_error.response.get("Error", {})
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
-            status = str(client_error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-            message = error.get("Message") or str(client_error)
+            status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+            message = error.get("Message") or str(exc)
             if code == "NoSuchBucket":
                 raise KeyNotFound(f"bucket {self.bucket!r} does not exist", url=self.url, key=key) from exc
             if code in _NOT_FOUND or status == "404":
                 raise KeyNotFound("no value at this key", url=self.url, key=key) from exc
             if code in _PRECONDITION or status in _PRECONDITION:
                 raise PreconditionFailed(f"S3 precondition failed: {message}", url=self.url, key=key) from exc
+            if code == "InvalidRange" or status == "416":
+                raise _RangePastEnd from exc
             raise StoreError(f"S3 error {code or status}: {message}", url=self.url, key=key) from exc
+        except BotoCoreError as exc:
+            raise BackendUnavailable(f"S3 endpoint unreachable: {exc}", url=self.url, key=key) from exc
 
     def _head(self, key: str) -> dict[str, Any]:
         return self._call("head_object", key, Key=self._object(key))
@@ -93,20 +114,19 @@ class S3Store(Store):
     # ---- hooks ------------------------------------------------------------------------------
 
     def _read(self, key: str) -> bytes:
+        response = self._call("get_object", key, Key=self._object(key))
         with self._errors(key):
-            return self.fs.cat_file(f"{self.bucket}/{self._object(key)}")
+            return response["Body"].read()
 
     def _read_range(self, key: str, start: int, end: int | None) -> bytes:
         stop = "" if end is None else str(end - 1)
         try:
             response = self._call("get_object", key, Key=self._object(key), Range=f"bytes={start}-{stop}")
-        except StoreError as exc:
-            if "InvalidRange" in str(exc) or "416" in str(exc):  # start at or past the end
-                self._head(key)
-                return b""
-            raise
+        except _RangePastEnd:
+            self._head(key)  # S3 answers 416 to a start at or past the end: an empty slice if the key exists
+            return b""
         with self._errors(key):
-            return sync(self.fs.loop, response["Body"].read)
+            return response["Body"].read()
 
     def _write(self, key: str, data: bytes | memoryview, if_absent: bool, if_match: str | None) -> str:
         conditions: dict[str, str] = {}
@@ -132,40 +152,29 @@ class S3Store(Store):
                     raise
                 # AWS and moto answer If-Match on a missing object with 404 NoSuchKey, SeaweedFS with 412.
                 raise PreconditionFailed("if_match: the key holds no value", url=self.url, key=key) from exc
-        with self._errors(key):
-            return sync(self.fs.loop, self._multipart, self._object(key), memoryview(data))
+        return self._multipart(key, memoryview(data))
 
-    async def _multipart(self, name: str, view: memoryview) -> str:
-        upload = await self.fs._call_s3("create_multipart_upload", Bucket=self.bucket, Key=name)
-        upload_id = upload["UploadId"]
-        limit = asyncio.Semaphore(MAX_CONCURRENT_PARTS)
+    def _multipart(self, key: str, view: memoryview) -> str:
+        name = self._object(key)
+        upload_id = self._call("create_multipart_upload", key, Key=name)["UploadId"]
 
-        async def send(number: int, start: int) -> dict[str, Any]:
-            async with limit:
-                part = await self.fs._call_s3(
-                    "upload_part",
-                    Bucket=self.bucket,
-                    Key=name,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=bytes(view[start : start + PART_SIZE]),
-                )
+        def send(number: int) -> dict[str, Any]:
+            start = (number - 1) * PART_SIZE
+            part = self._call(
+                "upload_part", key, Key=name, UploadId=upload_id, PartNumber=number,
+                Body=bytes(view[start : start + PART_SIZE]),
+            )
             return {"PartNumber": number, "ETag": part["ETag"]}
 
         try:
-            parts = await asyncio.gather(
-                *(send(i + 1, start) for i, start in enumerate(range(0, len(view), PART_SIZE)))
-            )
-            done = await self.fs._call_s3(
-                "complete_multipart_upload",
-                Bucket=self.bucket,
-                Key=name,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": list(parts)},
+            with ThreadPoolExecutor(MAX_CONCURRENT_PARTS) as pool:
+                parts = list(pool.map(send, range(1, -(-len(view) // PART_SIZE) + 1)))
+            done = self._call(
+                "complete_multipart_upload", key, Key=name, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
         except BaseException:
             with contextlib.suppress(Exception):
-                await self.fs._call_s3("abort_multipart_upload", Bucket=self.bucket, Key=name, UploadId=upload_id)
+                self._call("abort_multipart_upload", key, Key=name, UploadId=upload_id)
             raise
         return done["ETag"]
 
@@ -208,8 +217,15 @@ class S3Store(Store):
                 return
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
+    def _close(self) -> None:
+        self.client.close()
+
+
+class _RangePastEnd(Exception):
+    """S3 answered 416: the requested range starts at or past the end of the object."""
+
 
 def open_url(url: str, location: str, **storage_options: Any) -> S3Store:
-    """Open `s3://bucket[/prefix]`; storage options go to `s3fs.S3FileSystem` (endpoint_url, key, ...)."""
+    """Open `s3://bucket[/prefix]`; storage options use s3fs's names (endpoint_url, key, secret, ...)."""
     bucket, _, prefix = location.partition("/")
     return S3Store(bucket, prefix, url, **storage_options)
