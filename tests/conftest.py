@@ -29,7 +29,10 @@ class ConformanceFS(MemoryFileSystem):
 
 fsspec.register_implementation("conformancefs", ConformanceFS, clobber=True)
 
-BACKENDS = ["local", "memory", "s3-moto", "s3-seaweedfs", "fsspec"]
+BACKENDS = [
+    "local", "memory", "s3-moto", "s3-seaweedfs", "fsspec",
+    "hdf5", "hdf5-inner",
+]
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +71,17 @@ def store_location(request: pytest.FixtureRequest, tmp_path: Any) -> tuple[str, 
         return f"memory://conformance-{unique()}", {}
     if backend == "fsspec":
         return f"conformancefs://conformance-{unique()}", {}
-    server: S3Server = request.getfixturevalue(f"{backend.removeprefix('s3-')}_server")
+    if backend == "hdf5":
+        return str(tmp_path / "run.h5"), {}
+    if backend == "hdf5-inner":  # a path that runs through the file: store run.h5, keys under inner/
+        return str(tmp_path / "run.h5" / "inner"), {}
+    if backend == "zarr-local":
+        return str(tmp_path / "run.zarr"), {}
+    if backend == "zarr-memory":
+        return f"zarr+memory://conformance-{unique()}", {}
+    server: S3Server = request.getfixturevalue(f"{backend.rpartition('-')[2]}_server")
+    if backend.startswith("zarr-"):
+        return f"zarr+s3://expstore-test/{unique()}.zarr", server.storage_options
     return f"s3://expstore-test/{unique()}", server.storage_options
 
 
