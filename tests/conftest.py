@@ -31,7 +31,7 @@ fsspec.register_implementation("conformancefs", ConformanceFS, clobber=True)
 
 BACKENDS = [
     "local", "memory", "s3-moto", "s3-seaweedfs", "fsspec",
-    "hdf5", "hdf5-inner",
+    "hdf5", "hdf5-inner", "zarr-local", "zarr-memory", "zarr-s3-moto", "zarr-s3-seaweedfs",
 ]
 
 
@@ -86,17 +86,23 @@ def store_location(request: pytest.FixtureRequest, tmp_path: Any) -> tuple[str, 
 
 
 @pytest.fixture
-def reopen(store_location: tuple[str, dict[str, Any]]) -> Callable[[], Store]:
-    """Open (again) the store of `store_location`, as a new process would."""
+def reopen(store_location: tuple[str, dict[str, Any]]) -> Iterator[Callable[[], Store]]:
+    """Open (again) the store of `store_location`, as a new process would; closed after the test."""
     url, options = store_location
-    return lambda: open_store(url, **options)
+    opened: list[Store] = []
+
+    def open_again() -> Store:
+        opened.append(open_store(url, **options))
+        return opened[-1]
+
+    yield open_again
+    for s in opened:
+        s.close()
 
 
 @pytest.fixture
-def store(reopen: Callable[[], Store]) -> Iterator[Store]:
-    s = reopen()
-    yield s
-    s.close()
+def store(reopen: Callable[[], Store]) -> Store:
+    return reopen()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
