@@ -51,13 +51,17 @@ class LocalStore(Store):
             raise KeyNotFound("no value at this key (it is a folder)", url=self.url, key=key) from None
 
     def _write(self, key: str, data: bytes | memoryview, if_absent: bool, if_match: str | None) -> str:
+        return self._write_parts(key, [data], if_absent, if_match)
+
+    def _write_parts(self, key: str, parts: list[bytes | memoryview], if_absent: bool, if_match: str | None) -> str:
         path = self._path(key)
         folder = self._make_folder(path.parent, key)
         tmp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                _write_all(fd, data)
+                for part in parts:
+                    _write_all(fd, part)
                 os.fsync(fd)
                 with _folder_lock(folder):
                     if if_absent and path.exists():

@@ -59,6 +59,10 @@ class PrefixedStore(Store):
         return self.inner.write(self._full(key), data, if_absent=if_absent, if_match=if_match)
 
     @_outer_errors
+    def _write_parts(self, key: str, parts: list[bytes | memoryview], if_absent: bool, if_match: str | None) -> str:
+        return self.inner.write(self._full(key), parts, if_absent=if_absent, if_match=if_match)
+
+    @_outer_errors
     def _append(self, key: str, data: bytes | memoryview) -> None:
         self.inner.append(self._full(key), data)
 

@@ -8,24 +8,42 @@ their path (`"model/w"`), under which array-native stores keep them as real data
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 Skeleton = dict[str, Any]
 
+# flatten(fallback=): (value, path, where) -> (skeleton node, payload array stored under `path`).
+EncodeFallback = Callable[[Any, str, str], tuple[Skeleton, np.ndarray]]
+# unflatten(fallback=): (node of a type unflatten does not know, arrays) -> value.
+DecodeFallback = Callable[[Skeleton, Mapping[str, Any]], Any]
 
-def flatten(tree: Any, name: str = "tree") -> tuple[Skeleton, dict[str, np.ndarray]]:
+_BUILTIN_NODES = frozenset({"none", "bool", "int", "float", "str", "bytes", "npscalar", "array", "dict", "list", "tuple"})
+
+
+def flatten(
+    tree: Any, name: str = "tree", fallback: EncodeFallback | None = None
+) -> tuple[Skeleton, dict[str, np.ndarray]]:
     """Return (skeleton, {path: array}); `TypeError` names the first leaf that cannot be stored,
-    as `name['optimizer']['fn']`."""
+    as `name['optimizer']['fn']`.
+
+    With `fallback`, such a leaf (any other type, an object-dtype array, a dict with non-str keys,
+    a list/tuple subclass) is handed to `fallback(value, path, where)` instead, which returns the
+    skeleton node to put there and an array that is stored under `path` (e.g. a pickle as uint8).
+    """
     arrays: dict[str, np.ndarray] = {}
-    return _encode(tree, [], name, arrays), arrays
+    return _encode(tree, [], name, arrays, fallback), arrays
 
 
-def unflatten(skeleton: Skeleton, arrays: Mapping[str, Any]) -> Any:
-    """Rebuild the tree; an array path missing from `arrays` (not selected) is left out of its parent."""
-    return _decode(skeleton, arrays)
+def unflatten(skeleton: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback | None = None) -> Any:
+    """Rebuild the tree; an array path missing from `arrays` (not selected) is left out of its parent.
+
+    With `fallback`, a node of a type this module does not know is rebuilt by `fallback(node, arrays)`;
+    such a node that has a `path` missing from `arrays` is left out like an unselected array.
+    """
+    return _decode(skeleton, arrays, fallback)
 
 
 def array_paths(skeleton: Skeleton) -> list[str]:
@@ -66,20 +84,26 @@ def escape_segment(name: str) -> str:
     return escaped
 
 
-def _encode(value: Any, path: list[str], where: str, arrays: dict[str, np.ndarray]) -> Skeleton:
+def _encode(
+    value: Any, path: list[str], where: str, arrays: dict[str, np.ndarray], fallback: EncodeFallback | None = None
+) -> Skeleton:
     if value is None:
         return {"t": "none"}
     if isinstance(value, bool):
         return {"t": "bool", "v": value}
     if isinstance(value, np.ndarray):
         if value.dtype.hasobject:
-            raise TypeError(f"{where}: numpy arrays of dtype object cannot be stored without pickle")
+            return _unstorable(
+                value, path, where, arrays, fallback, f"{where}: numpy arrays of dtype object cannot be stored without pickle"
+            )
         name = "/".join(path) if path else "%root"
         arrays[name] = value
         return {"t": "array", "path": name}
     if isinstance(value, np.generic):
         if value.dtype.hasobject:
-            raise TypeError(f"{where}: numpy scalars of dtype object cannot be stored without pickle")
+            return _unstorable(
+                value, path, where, arrays, fallback, f"{where}: numpy scalars of dtype object cannot be stored without pickle"
+            )
         return {"t": "npscalar", "dtype": np.lib.format.dtype_to_descr(value.dtype), "v": value.tobytes().hex()}
     if isinstance(value, int):
         return {"t": "int", "v": str(int(value))}
@@ -90,22 +114,45 @@ def _encode(value: Any, path: list[str], where: str, arrays: dict[str, np.ndarra
     if isinstance(value, bytes):
         return {"t": "bytes", "v": base64.b64encode(value).decode("ascii")}
     if isinstance(value, dict):
+        if fallback is not None and not all(isinstance(key, str) for key in value):
+            return _unstorable(value, path, where, arrays, fallback, "")
         items = []
         for key, child in value.items():
             if not isinstance(key, str):
                 raise TypeError(f"{where}: dict keys must be str, got {type(key).__name__} {key!r}")
-            items.append([key, _encode(child, [*path, escape_segment(key)], f"{where}[{key!r}]", arrays)])
+            items.append([key, _encode(child, [*path, escape_segment(key)], f"{where}[{key!r}]", arrays, fallback)])
         return {"t": "dict", "items": items}
     if isinstance(value, (list, tuple)):
         kind = "tuple" if isinstance(value, tuple) else "list"
         if type(value) not in (list, tuple):
-            raise TypeError(f"{where}: {type(value).__name__} is not a plain list or tuple")
-        children = [_encode(child, [*path, str(i)], f"{where}[{i}]", arrays) for i, child in enumerate(value)]
+            return _unstorable(
+                value, path, where, arrays, fallback, f"{where}: {type(value).__name__} is not a plain list or tuple"
+            )
+        children = [_encode(child, [*path, str(i)], f"{where}[{i}]", arrays, fallback) for i, child in enumerate(value)]
         return {"t": kind, "items": children}
-    raise TypeError(f"{where}: cannot store a {type(value).__module__}.{type(value).__qualname__} without pickle")
+    return _unstorable(
+        value,
+        path,
+        where,
+        arrays,
+        fallback,
+        f"{where}: cannot store a {type(value).__module__}.{type(value).__qualname__} without pickle",
+    )
 
 
-def _decode(node: Skeleton, arrays: Mapping[str, Any]) -> Any:
+def _unstorable(
+    value: Any, path: list[str], where: str, arrays: dict[str, np.ndarray], fallback: EncodeFallback | None, message: str
+) -> Skeleton:
+    """A leaf the skeleton cannot hold: `TypeError(message)`, or the fallback's node and payload array."""
+    if fallback is None:
+        raise TypeError(message)
+    name = "/".join(path) if path else "%root"
+    node, payload = fallback(value, name, where)
+    arrays[name] = payload
+    return node
+
+
+def _decode(node: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback | None = None) -> Any:
     kind = node["t"]
     if kind == "none":
         return None
@@ -125,16 +172,20 @@ def _decode(node: Skeleton, arrays: Mapping[str, Any]) -> Any:
     if kind == "array":
         return arrays[node["path"]]
     if kind == "dict":
-        return {k: _decode(c, arrays) for k, c in node["items"] if _present(c, arrays)}
+        return {k: _decode(c, arrays, fallback) for k, c in node["items"] if _present(c, arrays, fallback)}
     if kind in ("list", "tuple"):
-        children = [_decode(c, arrays) for c in node["items"] if _present(c, arrays)]
+        children = [_decode(c, arrays, fallback) for c in node["items"] if _present(c, arrays, fallback)]
         return tuple(children) if kind == "tuple" else children
+    if fallback is not None:
+        return fallback(node, arrays)
     raise ValueError(f"unknown skeleton node type {kind!r}")
 
 
-def _present(node: Skeleton, arrays: Mapping[str, Any]) -> bool:
+def _present(node: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback | None = None) -> bool:
     """A node survives a `select=` read unless it is an array that was not read, or holds only such."""
     if node["t"] == "array":
+        return node["path"] in arrays
+    if fallback is not None and node["t"] not in _BUILTIN_NODES and "path" in node:
         return node["path"] in arrays
     return True
 
