@@ -31,7 +31,7 @@ fsspec.register_implementation("conformancefs", ConformanceFS, clobber=True)
 
 BACKENDS = [
     "local", "memory", "s3-moto", "s3-seaweedfs", "fsspec",
-    "hdf5", "hdf5-inner", "zarr-local", "zarr-memory", "zarr-s3-moto", "zarr-s3-seaweedfs",
+    "hdf5", "hdf5-inner", "hdf5-memory", "zarr-local", "zarr-memory", "zarr-s3-moto", "zarr-s3-seaweedfs",
 ]
 
 
@@ -75,6 +75,8 @@ def store_location(request: pytest.FixtureRequest, tmp_path: Any) -> tuple[str, 
         return str(tmp_path / "run.h5"), {}
     if backend == "hdf5-inner":  # a path that runs through the file: store run.h5, keys under inner/
         return str(tmp_path / "run.h5" / "inner"), {}
+    if backend == "hdf5-memory":
+        return f"h5+memory://conformance-{unique()}", {}
     if backend == "zarr-local":
         return str(tmp_path / "run.zarr"), {}
     if backend == "zarr-memory":

@@ -114,3 +114,12 @@ def test_a_store_passes_through_and_rejects_extra_options():
     assert open_store(store) is store
     with pytest.raises(TypeError):
         open_store(store, endpoint_url="http://x")
+
+
+def test_hdf5_lives_on_local_disk_or_in_memory_only():
+    pytest.importorskip("h5py")
+    with pytest.raises(InvalidURL, match="h5\\+memory"):
+        open_store("h5+s3://bucket/run.h5")
+    first = open_store("h5+memory://urls-test")
+    first.write("k", b"v")
+    assert open_store("h5+memory://urls-test").read("k") == b"v"

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import h5py
 import numpy as np
 
-from ..errors import CorruptData, KeyNotFound, PreconditionFailed, StoreError
+from ..errors import CorruptData, InvalidURL, KeyNotFound, PreconditionFailed, StoreError
 from ..store.base import Store
 from .journal import JournaledFile, fsync_folder, recover
 from ..store.keys import RESERVED_PREFIX
@@ -143,24 +143,50 @@ class _Handle:
                 self.fd = None
 
 
-_HANDLES: dict[str, _Handle] = {}
+class _MemoryHandle:
+    """`h5+memory://name`: an in-memory HDF5 file (h5py's core driver) that lives as long as the
+    process, shared by every store of that name, like `memory://`. Nothing to journal: a crash
+    loses it anyway."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.lock = threading.RLock()
+        self.refs = 0
+        self.h5: h5py.File | None = None
+
+    def file(self, url: str, key: str | None, create: bool) -> h5py.File | None:
+        if self.h5 is None and create:
+            self.h5 = h5py.File(f"{self.path}-{uuid.uuid4().hex}", "w", driver="core", backing_store=False)
+        return self.h5
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        pass  # the checks before each change refuse bad input; h5py itself cannot fail half-way in memory
+
+    def close(self) -> None:
+        pass  # kept for the process: a reopened store of the same name sees the same values
+
+
+_HANDLES: dict[str, _Handle | _MemoryHandle] = {}
 _HANDLES_LOCK = threading.Lock()
 
 
-def _acquire(path: str) -> _Handle:
-    real = os.path.realpath(path)
+def _acquire(path: str, in_memory: bool = False) -> _Handle | _MemoryHandle:
+    real = path if in_memory else os.path.realpath(path)
     with _HANDLES_LOCK:
         handle = _HANDLES.get(real)
         if handle is None:
-            handle = _HANDLES[real] = _Handle(real)
+            handle = _HANDLES[real] = _MemoryHandle(real) if in_memory else _Handle(real)
         handle.refs += 1
         return handle
 
 
-def _release(handle: _Handle) -> None:
+def _release(handle: _Handle | _MemoryHandle) -> None:
     with _HANDLES_LOCK:
         handle.refs -= 1
-        if handle.refs > 0:
+        if handle.refs > 0 or isinstance(handle, _MemoryHandle):
             return
         del _HANDLES[handle.path]
     with handle.lock:
@@ -188,14 +214,19 @@ class HDF5Store(Store):
     supports_conditional_writes = True
     supports_append = False
 
-    def __init__(self, path: str | os.PathLike[str], url: str | None = None, **dataset_options: Any):
+    def __init__(
+        self, path: str | os.PathLike[str], url: str | None = None, *, in_memory: bool = False, **dataset_options: Any
+    ):
         unknown = sorted(set(dataset_options) - DATASET_OPTIONS)
         if unknown:
             raise TypeError(f"unknown HDF5 storage options {unknown} (known: {sorted(DATASET_OPTIONS)})")
-        self.path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+        if in_memory:
+            self.path = f"h5+memory://{os.fspath(path).strip('/')}"
+        else:
+            self.path = os.path.abspath(os.path.expanduser(os.fspath(path)))
         self.dataset_options = dataset_options
         super().__init__(url or self.path)
-        self._handle = _acquire(self.path)
+        self._handle = _acquire(self.path, in_memory)
         try:  # an existing file is opened (locked, recovered, checked) now, so errors show at open
             with self._handle.lock:
                 self._handle.file(self.url, None, create=False)
@@ -435,6 +466,11 @@ def _walk(group: h5py.Group, base: str) -> Iterator[str]:
 
 
 def open_url(url: str, location: str, **storage_options: Any) -> HDF5Store:
-    """Open the HDF5 file at `location` (created on the first write); options are h5py dataset
-    options for tree arrays (`compression="gzip"`, `compression_opts=4`, `shuffle`, `chunks`...)."""
+    """Open the HDF5 file at `location` (created on the first write), or `h5+memory://name`; options
+    are h5py dataset options for tree arrays (`compression="gzip"`, `compression_opts=4`, ...)."""
+    scheme = url.partition("://")[0].lower() if "://" in url else "file"
+    if scheme == "h5+memory":
+        return HDF5Store(location, url=url, in_memory=True, **storage_options)
+    if scheme not in ("h5", "file"):
+        raise InvalidURL("HDF5 stores live on local disk (run.h5, h5:///abs/run.h5) or in memory (h5+memory://name)", url=url)
     return HDF5Store(location, url=url, **storage_options)
