@@ -31,22 +31,15 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import shlex
-import shutil
-import signal
-import statistics
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import numpy as np
+from benchlib import (
+    MiB, Row, bench_parser, machine, parse_bench_args, print_report, raw_write, run, scratch_folder, time_pair
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -54,11 +47,11 @@ sys.path.insert(0, str(REPO_ROOT))
 import expstore  # noqa: E402
 from tests import s3servers  # noqa: E402
 
-MiB = 2**20
 KEY = "bench.bin"
 BUCKET = "expstore-bench"
 LOCAL_TARGET = 1.1
 S3_TARGET = 1.2
+PACKAGES = ("numpy", "s3fs", "boto3", "expstore")
 
 
 def start_quiet_moto() -> s3servers.S3Server:
@@ -72,76 +65,7 @@ S3_SERVERS: dict[str, Callable[[], s3servers.S3Server]] = {
 }
 
 
-@dataclass
-class Row:
-    """One expstore operation timed against its baseline; times in seconds, one per repeat."""
-
-    operation: str
-    baseline: str
-    target: float
-    size_bytes: int
-    expstore_s: list[float]
-    baseline_s: list[float]
-
-    def mib_s(self, seconds: float) -> float:
-        return self.size_bytes / MiB / seconds
-
-    @property
-    def ratio(self) -> float:
-        return statistics.median(self.expstore_s) / statistics.median(self.baseline_s)
-
-    @property
-    def best_ratio(self) -> float:
-        return min(self.expstore_s) / min(self.baseline_s)
-
-    @property
-    def ok(self) -> bool:
-        return self.ratio <= self.target
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "operation": self.operation,
-            "baseline": self.baseline,
-            "size_bytes": self.size_bytes,
-            "expstore_s": self.expstore_s,
-            "baseline_s": self.baseline_s,
-            "expstore_mib_s_median": self.mib_s(statistics.median(self.expstore_s)),
-            "expstore_mib_s_best": self.mib_s(min(self.expstore_s)),
-            "baseline_mib_s_median": self.mib_s(statistics.median(self.baseline_s)),
-            "baseline_mib_s_best": self.mib_s(min(self.baseline_s)),
-            "ratio_median": self.ratio,
-            "ratio_best": self.best_ratio,
-            "target": self.target,
-            "ok": self.ok,
-        }
-
-
 # ---- timing -------------------------------------------------------------------------------
-
-
-def time_pair(
-    expstore_op: Callable[[], object],
-    baseline_op: Callable[[], object],
-    repeat: int,
-    before_each: Callable[[], None] | None = None,
-) -> tuple[list[float], list[float]]:
-    """Run both operations once untimed, then `repeat` timed rounds, swapping which goes first.
-
-    A result (read bytes) is freed after the clock stops, so deallocation is not timed.
-    """
-    ops = (expstore_op, baseline_op)
-    for op in ops:
-        op()
-    times: tuple[list[float], list[float]] = ([], [])
-    for round_ in range(repeat):
-        for side in (0, 1) if round_ % 2 == 0 else (1, 0):
-            if before_each is not None:
-                before_each()
-            start = time.perf_counter()
-            result = ops[side]()
-            times[side].append(time.perf_counter() - start)
-            del result
-    return times
 
 
 def drop_page_cache() -> None:
@@ -164,13 +88,6 @@ def cache_mode(requested: bool) -> tuple[Callable[[], None] | None, str]:
 # ---- local --------------------------------------------------------------------------------
 
 
-def raw_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def local_rows(folder: Path, data: bytes, repeat: int, before_read: Callable[[], None] | None) -> list[Row]:
     """Both sides overwrite an existing file of the same size in every timed round (the warm-up
     round creates them): expstore replaces it by rename, the baseline truncates and rewrites it.
@@ -191,23 +108,6 @@ def local_rows(folder: Path, data: bytes, repeat: int, before_read: Callable[[],
         Row("local write", "open+write+fsync", LOCAL_TARGET, size, *writes),
         Row("local read", "np.fromfile", LOCAL_TARGET, size, *reads),
     ]
-
-
-@contextlib.contextmanager
-def scratch_folder(parent: Path | None) -> Iterator[Path]:
-    """A fresh folder inside `parent` (default ./.bench-tmp), removed at the end with what it holds;
-    `parent` too if this created it and it is left empty."""
-    parent = Path(".bench-tmp").absolute() if parent is None else parent
-    created_parent = not parent.exists()
-    parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="store-bench-", dir=parent))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-        if created_parent:
-            with contextlib.suppress(OSError):
-                parent.rmdir()
 
 
 # ---- S3 -----------------------------------------------------------------------------------
@@ -248,61 +148,11 @@ def s3_rows(name: str, data: bytes, repeat: int) -> list[Row]:
     ]
 
 
-# ---- report -------------------------------------------------------------------------------
-
-
-def table(rows: list[Row]) -> str:
-    header = [
-        "operation",
-        "expstore MiB/s",
-        "baseline",
-        "baseline MiB/s",
-        "ratio (expstore t / baseline t)",
-        "target",
-        "ok?",
-    ]
-    lines = [
-        [
-            row.operation,
-            f"{row.mib_s(statistics.median(row.expstore_s)):.0f} ({row.mib_s(min(row.expstore_s)):.0f})",
-            row.baseline,
-            f"{row.mib_s(statistics.median(row.baseline_s)):.0f} ({row.mib_s(min(row.baseline_s)):.0f})",
-            f"{row.ratio:.2f} ({row.best_ratio:.2f})",
-            f"<= {row.target:.1f}",
-            "ok" if row.ok else "NO",
-        ]
-        for row in rows
-    ]
-    widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
-    render = [" | ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip() for cells in [header, *lines]]
-    render.insert(1, "-+-".join("-" * width for width in widths))
-    return "\n".join(render)
-
-
-def package_version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def machine() -> str:
-    versions = ", ".join(f"{name} {package_version(name)}" for name in ("numpy", "s3fs", "boto3", "expstore"))
-    return f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {versions}"
-
-
 # ---- main ---------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=256, help="value size in MiB (default 256)")
-    parser.add_argument("--repeat", type=int, default=5, help="timed rounds per operation (default 5)")
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        help="folder on the disk to measure (default ./.bench-tmp); the files made in it are removed after",
-    )
+    parser = bench_parser(__doc__.split("\n\n")[0], size_help="value size in MiB (default 256)")
     parser.add_argument(
         "--s3",
         choices=["seaweedfs", "moto", "both", "none"],
@@ -310,25 +160,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="S3 server(s) to start on 127.0.0.1 and measure (default seaweedfs)",
     )
     parser.add_argument("--drop-caches", action="store_true", help="drop the page cache before each local read (root)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the rows and run details here")
-    args = parser.parse_args(argv)
-    if args.size_mib < 1 or args.repeat < 1:
-        parser.error("--size-mib and --repeat must be >= 1")
-    return args
-
-
-def interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # so the `finally` blocks remove files and stop servers
+    return parse_bench_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, interrupt_on_sigterm)
     servers = {"both": ["seaweedfs", "moto"], "none": []}.get(args.s3, [args.s3])
     data = np.random.default_rng(0).integers(0, 256, args.size_mib * MiB, dtype=np.uint8).tobytes()
     before_read, cache = cache_mode(args.drop_caches)
 
-    with scratch_folder(args.dir) as folder:
+    with scratch_folder(args.dir, "store-bench-") as folder:
         rows = local_rows(folder, data, args.repeat, before_read)
     for name in servers:
         rows += s3_rows(name, data, args.repeat)
@@ -341,15 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if "moto" in servers:
         notes.append("moto runs in this process (ThreadedMotoServer): server and client share the GIL")
-    print(table(rows))
-    print()
-    print("\n".join(f"note: {note}" for note in notes))
-    print(f"machine: {machine()}")
-    print(f"command: {command}")
+    print_report(rows, notes, machine(PACKAGES), command)
     if args.json is not None:
         report = {
             "command": command,
-            "machine": machine(),
+            "machine": machine(PACKAGES),
             "size_mib": args.size_mib,
             "repeat": args.repeat,
             "local_read_cache": cache,
@@ -360,8 +197,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted: local files removed, S3 servers stopped", file=sys.stderr)
-        sys.exit(130)
+    run(main, "interrupted: local files removed, S3 servers stopped")

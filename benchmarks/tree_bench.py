@@ -44,29 +44,22 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import shlex
 import shutil
-import signal
-import statistics
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
+from benchlib import (
+    MiB, Row, bench_parser, machine, parse_bench_args, print_report, raw_write, run, scratch_folder, time_pair
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 import expstore  # noqa: E402
 
-MiB = 2**20
 N_ARRAYS = 8
 COLUMNS = 4096
 TREE_KEY = "ckpt"
@@ -74,54 +67,7 @@ BYTES_KEY = "ckpt.bin"
 LIBRARY_TARGET = 1.3
 LOCAL_TARGET = 1.1
 BACKENDS = ("hdf5", "zarr", "local")
-
-
-@dataclass
-class Row:
-    """One expstore operation timed against its baseline; times in seconds, one per repeat.
-
-    A derived row (target None) divides the times of two measured rows instead.
-    """
-
-    operation: str
-    baseline: str
-    target: float | None
-    size_bytes: int
-    expstore_s: list[float]
-    baseline_s: list[float]
-
-    def mib_s(self, seconds: float) -> float:
-        return self.size_bytes / MiB / seconds
-
-    @property
-    def ratio(self) -> float:
-        return statistics.median(self.expstore_s) / statistics.median(self.baseline_s)
-
-    @property
-    def best_ratio(self) -> float:
-        return min(self.expstore_s) / min(self.baseline_s)
-
-    @property
-    def ok(self) -> bool | None:
-        return None if self.target is None else self.ratio <= self.target
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "operation": self.operation,
-            "baseline": self.baseline,
-            "derived": self.target is None,
-            "size_bytes": self.size_bytes,
-            "expstore_s": self.expstore_s,
-            "baseline_s": self.baseline_s,
-            "expstore_mib_s_median": self.mib_s(statistics.median(self.expstore_s)),
-            "expstore_mib_s_best": self.mib_s(min(self.expstore_s)),
-            "baseline_mib_s_median": self.mib_s(statistics.median(self.baseline_s)),
-            "baseline_mib_s_best": self.mib_s(min(self.baseline_s)),
-            "ratio_median": self.ratio,
-            "ratio_best": self.best_ratio,
-            "target": self.target,
-            "ok": self.ok,
-        }
+PACKAGES = ("numpy", "h5py", "zarr", "expstore")
 
 
 def derived(operation: str, numerator: Row, denominator: Row) -> Row:
@@ -136,32 +82,14 @@ def derived(operation: str, numerator: Row, denominator: Row) -> Row:
     )
 
 
+def row_json(row: Row) -> dict[str, Any]:
+    """`row.as_json()` with a `derived` flag (no target: a derived row) after the baseline."""
+    fields = row.as_json()
+    head = {key: fields.pop(key) for key in ("operation", "baseline")}
+    return {**head, "derived": row.target is None, **fields}
+
+
 # ---- timing -------------------------------------------------------------------------------
-
-
-def time_pair(
-    expstore_op: Callable[[], object],
-    baseline_op: Callable[[], object],
-    repeat: int,
-    before_each: Callable[[], None] | None = None,
-) -> tuple[list[float], list[float]]:
-    """Run both operations once untimed, then `repeat` timed rounds, swapping which goes first.
-
-    A result (read arrays) is freed after the clock stops, so deallocation is not timed.
-    """
-    ops = (expstore_op, baseline_op)
-    for op in ops:
-        op()
-    times: tuple[list[float], list[float]] = ([], [])
-    for round_ in range(repeat):
-        for side in (0, 1) if round_ % 2 == 0 else (1, 0):
-            if before_each is not None:
-                before_each()
-            start = time.perf_counter()
-            result = ops[side]()
-            times[side].append(time.perf_counter() - start)
-            del result
-    return times
 
 
 class FreshPaths:
@@ -386,13 +314,6 @@ def fsync_tree(root: Path) -> None:
 # ---- local bytes ----------------------------------------------------------------------------
 
 
-def raw_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def local_rows(folder: Path, tree: dict[str, dict[str, np.ndarray]], repeat: int) -> tuple[list[Row], list[str]]:
     """Both sides overwrite an existing file of the same size in every timed round, as in store_bench.py."""
     data = b"".join(a.tobytes() for a in flat(tree).values())
@@ -406,70 +327,16 @@ def local_rows(folder: Path, tree: dict[str, dict[str, np.ndarray]], repeat: int
     return [Row("local bytes write", "open+write+fsync", LOCAL_TARGET, len(data), *writes)], notes
 
 
-@contextlib.contextmanager
-def scratch_folder(parent: Path | None) -> Iterator[Path]:
-    """A fresh folder inside `parent` (default ./.bench-tmp), removed at the end with what it holds;
-    `parent` too if this created it and it is left empty."""
-    parent = Path(".bench-tmp").absolute() if parent is None else parent
-    created_parent = not parent.exists()
-    parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="tree-bench-", dir=parent))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-        if created_parent:
-            with contextlib.suppress(OSError):
-                parent.rmdir()
-
-
 # ---- report -------------------------------------------------------------------------------
 
 
-def table(rows: list[Row]) -> str:
-    header = [
-        "operation",
-        "expstore MiB/s",
-        "baseline",
-        "baseline MiB/s",
-        "ratio (expstore t / baseline t)",
-        "target",
-        "ok?",
-    ]
-    lines = [
-        [
-            row.operation,
-            f"{row.mib_s(statistics.median(row.expstore_s)):.0f} ({row.mib_s(min(row.expstore_s)):.0f})",
-            row.baseline,
-            f"{row.mib_s(statistics.median(row.baseline_s)):.0f} ({row.mib_s(min(row.baseline_s)):.0f})",
-            f"{row.ratio:.2f} ({row.best_ratio:.2f})",
-            "-" if row.target is None else f"<= {row.target:.1f}",
-            "-" if row.ok is None else "ok" if row.ok else "NO",
-        ]
-        for row in rows
-    ]
-    widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
-    render = [" | ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip() for cells in [header, *lines]]
-    render.insert(1, "-+-".join("-" * width for width in widths))
-    return "\n".join(render)
-
-
-def package_version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def machine() -> str:
-    versions = ", ".join(f"{name} {package_version(name)}" for name in ("numpy", "h5py", "zarr", "expstore"))
+def hdf5_version() -> list[str]:
+    """The HDF5 library's version for the machine line, or nothing without h5py."""
     try:
         import h5py
-
-        versions += f", HDF5 {h5py.version.hdf5_version}"
     except ImportError:
-        pass
-    return f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {versions}"
+        return []
+    return [f"HDF5 {h5py.version.hdf5_version}"]
 
 
 # ---- main ---------------------------------------------------------------------------------
@@ -484,34 +351,18 @@ def parse_backends(text: str) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=256, help="tree size in MiB, over 8 arrays (default 256)")
-    parser.add_argument("--repeat", type=int, default=5, help="timed rounds per operation (default 5)")
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        help="folder on the disk to measure (default ./.bench-tmp); the files made in it are removed after",
-    )
+    parser = bench_parser(__doc__.split("\n\n")[0], size_help="tree size in MiB, over 8 arrays (default 256)")
     parser.add_argument(
         "--backends",
         type=parse_backends,
         default=list(BACKENDS),
         help="comma-separated subset of hdf5,zarr,local to measure (default all)",
     )
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the rows and run details here")
-    args = parser.parse_args(argv)
-    if args.size_mib < 1 or args.repeat < 1:
-        parser.error("--size-mib and --repeat must be >= 1")
-    return args
-
-
-def interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # so the `finally` blocks close the stores and remove files
+    return parse_bench_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, interrupt_on_sigterm)
     tree = make_tree(args.size_mib)
     shape = next(iter(flat(tree).values())).shape
 
@@ -523,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         " and os.sync() before every timed write; reads: page cache warm",
     ]
     measured: dict[str, Row] = {}
-    with scratch_folder(args.dir) as scratch:
+    with scratch_folder(args.dir, "tree-bench-") as scratch:
         for backend in args.backends:
             folder = scratch / backend
             folder.mkdir()
@@ -547,30 +398,22 @@ def main(argv: list[str] | None = None) -> int:
             notes.append("derived rows: expstore's tree write time over its bytes write time of the same data")
 
     command = shlex.join(sys.orig_argv)
-    print(table(rows))
-    print()
-    print("\n".join(f"note: {note}" for note in notes))
-    print(f"machine: {machine()}")
-    print(f"command: {command}")
+    print_report(rows, notes, machine(PACKAGES, hdf5_version()), command)
     if args.json is not None:
         report = {
             "command": command,
-            "machine": machine(),
+            "machine": machine(PACKAGES, hdf5_version()),
             "size_mib": args.size_mib,
             "repeat": args.repeat,
             "backends": args.backends,
             "array_shape": list(shape),
             "arrays": N_ARRAYS,
             "notes": notes,
-            "rows": [row.as_json() for row in rows],
+            "rows": [row_json(row) for row in rows],
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted: stores closed, benchmark files removed", file=sys.stderr)
-        sys.exit(130)
+    run(main, "interrupted: stores closed, benchmark files removed")
