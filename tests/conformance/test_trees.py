@@ -5,12 +5,13 @@ Array-native stores (HDF5, Zarr) keep real datasets; the others one checkpoint o
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
 
 from expstore import InvalidKey, KeyNotFound, StoreError
+
+from ..trees import assert_same
 
 
 @pytest.fixture
@@ -41,32 +42,11 @@ def _tree():
     }
 
 
-def _assert_same(a, b, where="tree"):
-    assert type(a) is type(b), f"{where}: {type(a)} != {type(b)}"
-    if isinstance(a, dict):
-        assert list(a) == list(b), where
-        for k in a:
-            _assert_same(a[k], b[k], f"{where}[{k!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and a.shape == b.shape, f"{where}: {a.dtype}{a.shape} != {b.dtype}{b.shape}"
-        assert np.array_equal(a, b), where
-    elif isinstance(a, np.generic):
-        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), where
-    elif isinstance(a, float):
-        assert (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b)), where
-    else:
-        assert a == b, where
-
-
 def test_tree_round_trips_exactly(array_store):
     tree = _tree()
     token = array_store.write_tree("ckpt/state", tree)
     assert isinstance(token, str)
-    _assert_same(tree, array_store.read_tree("ckpt/state"))
+    assert_same(tree, array_store.read_tree("ckpt/state"))
 
 
 def test_tree_is_one_key_and_delete_removes_all_of_it(array_store):

@@ -1,0 +1,687 @@
+"""Checkpoints of a training run on any store: `CheckpointManager` and friends (DESIGN §4–5).
+
+Layout in the checkpoint directory (any store URL, path or `Store`)::
+
+    <exp>_iter_<iteration:06d>.ckpt   one checkpoint (one object on bytes stores; a tree of
+                                      datasets on array-native stores: HDF5, Zarr)
+    <exp>_index.json                  the index: the checkpoints that exist, sorted by iteration
+
+Commit order of a save: write the checkpoint, then replace the index (compare-and-swap where the
+store supports conditional writes, retried on conflict), then delete what retention dropped. The
+index is the truth: readers only see the checkpoints it names, and `gc()` removes the others.
+
+Decisions:
+
+* `should_save_checkpoint(i)` is true for ``i > 0 and i % save_frequency == 0`` (iteration 0 is
+  the untrained start and is not saved).
+* A ref (what `save_checkpoint` returns and `list_checkpoints()` reports as ``path``) is the URL of
+  one checkpoint: ``store.url + "/" + key``. `load_checkpoint` also takes a bare key or an entry of
+  `list_checkpoints()`.
+* Retention keeps the `keep_last_n` highest iterations (all when None), every tagged checkpoint
+  (any tag pins, e.g. ``"final"``, ``"at_threshold"``), the `keep_best_n` best by
+  ``metadata[metric]`` (entries without that metric are no candidates), the newest checkpoint,
+  and the checkpoint this manager last loaded (the one a run resumed from).
+* On array-native stores pickle cannot be used: ``allow_pickle=True`` there raises `TypeError`
+  at construction.
+* `resume_from_checkpoint(url)`: the URL of one checkpoint loads it; the URL of a checkpoint
+  directory loads the latest valid checkpoint of its only experiment (pass ``experiment=`` when
+  it holds several).
+* `gc()` must not run while another process is saving to the same experiment: an object written
+  but not yet in the index would be removed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import re
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from .codec import _check_extra, _make_array, _parse_object, read_checkpoint, read_manifest, write_checkpoint
+from .errors import CorruptData, InvalidKey, KeyNotFound, PreconditionFailed, StoreError
+from .store.base import Store
+from .store.registry import open_store
+
+__all__ = [
+    "AutoCheckpoint",
+    "CheckpointManager",
+    "backup_checkpoint",
+    "create_checkpoint_manager",
+    "resume_from_checkpoint",
+]
+
+INDEX_FORMAT = "expstore.checkpoint-index"
+INDEX_VERSION = 1
+CAS_ATTEMPTS = 50
+_CKPT_RE = re.compile(r"^(?P<exp>.+)_iter_(?P<it>\d+)\.ckpt$")
+_UNREADABLE = (CorruptData, KeyNotFound)
+
+
+# ---- small helpers -------------------------------------------------------------------------------
+
+
+def validate_experiment_name(name: object) -> str:
+    """Return `name` if it can name an experiment (no separators, `..`, control chars, not empty), else `InvalidKey`."""
+    if not isinstance(name, str):
+        raise InvalidKey(f"experiment name must be a str, got {type(name).__name__} {name!r}")
+    reason = None
+    if not name or not name.strip():
+        reason = "is empty"
+    elif "/" in name or "\\" in name:
+        reason = "contains a path separator"
+    elif ".." in name:
+        reason = "contains '..'"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        reason = "contains NUL or a control character"
+    if reason:
+        raise InvalidKey(f"invalid experiment name {name!r}: it {reason}")
+    return name
+
+
+def _positive_int_or_none(value: object, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be an int >= 1 or None, got {value!r}")
+    return value
+
+
+def _check_metadata(metadata: Any) -> dict[str, Any]:
+    """Metadata must be a dict of strict JSON; `TypeError` names the offending field."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    try:
+        _check_extra({"metadata": metadata})
+    except TypeError as exc:
+        raise TypeError(str(exc).replace("extra['metadata']", "metadata", 1)) from None
+    return json.loads(json.dumps(metadata))  # a private, plain copy (tuples become lists)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _join(url: str, key: str) -> str:
+    """The ref of `key` in the store at `url`."""
+    return url + key if url.endswith("/") else f"{url}/{key}"
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """Split the URL of one checkpoint into (store URL, key)."""
+    base, _, key = ref.rstrip("/").rpartition("/")
+    if not base or not _CKPT_RE.match(key):
+        raise ValueError(f"{ref!r} is not the URL of a checkpoint (…/<exp>_iter_<n>.ckpt)")
+    if base.endswith(":/"):  # memory://key -> "memory:/" + "key"
+        base += "/"
+    return base, key
+
+
+def _read_any(store: Store, key: str, select: list[str] | None, allow_pickle: bool) -> dict[str, Any]:
+    """Read one checkpoint from `store` into the loaded-checkpoint dict."""
+    if isinstance(select, str):
+        select = [select]
+    if store.supports_arrays:
+        tree = store.read_tree(key, select=None if select is None else [f"state/{p}" for p in select])
+        if not isinstance(tree, dict) or "state" not in tree:
+            raise CorruptData("not a checkpoint tree (no 'state')", url=store.url, key=key)
+        info = tree
+    else:
+        state, manifest = read_checkpoint(store, key, select=select, allow_pickle=allow_pickle)
+        info = dict(manifest.get("extra") or {})
+        info["state"] = state
+    return {
+        "iteration": info.get("iteration"),
+        "timestamp": info.get("timestamp"),
+        "state": info["state"],
+        "metadata": info.get("metadata") or {},
+    }
+
+
+def _verify_object(store: Store, key: str) -> None:
+    """Raise if the checkpoint at `key` cannot be read whole or fails a checksum (never unpickles)."""
+    if store.supports_arrays:
+        store.read_tree(key)
+        return
+    data = store.read(key)
+    layout = _parse_object(memoryview(data), store, key)
+    for e in layout.entries.values():
+        _make_array(data, e.begin, e, store, key, copy=False)
+
+
+# ---- the index -----------------------------------------------------------------------------------
+
+
+def _parse_index(raw: bytes, store: Store, key: str, experiment: str) -> list[dict[str, Any]]:
+    """The entries of an index object; `CorruptData` naming it when malformed."""
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT:
+            raise ValueError(f"format is not {INDEX_FORMAT!r}")
+        if doc.get("version") != INDEX_VERSION:
+            raise ValueError(f"unknown index version {doc.get('version')!r}")
+        entries = doc["checkpoints"]
+        if not isinstance(entries, list):
+            raise ValueError("'checkpoints' is not a list")
+        for e in entries:
+            if not isinstance(e, dict) or isinstance(e.get("iteration"), bool) or not isinstance(e.get("iteration"), int):
+                raise ValueError(f"bad entry {e!r}")
+            if not isinstance(e.get("key"), str) or not _CKPT_RE.match(e["key"]):
+                raise ValueError(f"bad key in entry {e!r}")
+            e.setdefault("tags", [])
+            e.setdefault("metadata", {})
+            e.setdefault("timestamp", None)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptData(f"corrupt checkpoint index of experiment {experiment!r}: {exc}", url=store.url, key=key) from None
+    return sorted(entries, key=lambda e: e["iteration"])
+
+
+def _encode_index(experiment: str, entries: list[dict[str, Any]]) -> bytes:
+    doc = {
+        "format": INDEX_FORMAT,
+        "version": INDEX_VERSION,
+        "experiment": experiment,
+        "checkpoints": sorted(entries, key=lambda e: e["iteration"]),
+    }
+    return json.dumps(doc, indent=1, allow_nan=False).encode()
+
+
+def select_retained(
+    entries: list[dict[str, Any]],
+    keep_last_n: int | None,
+    keep_best_n: int | None = None,
+    metric: str | None = None,
+    mode: str = "min",
+    protect: frozenset[int] = frozenset(),
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split index entries into (kept, dropped) by the retention rules of the module docstring."""
+    if keep_last_n is None or not entries:
+        return list(entries), []
+    by_iter = sorted(entries, key=lambda e: e["iteration"])
+    keep = {e["iteration"] for e in by_iter[-keep_last_n:]}
+    keep.add(by_iter[-1]["iteration"])
+    keep |= {e["iteration"] for e in by_iter if e.get("tags")}
+    keep |= set(protect)
+    if keep_best_n and metric:
+        scored = [e for e in by_iter if _score(e, metric) is not None]
+        scored.sort(key=lambda e: _score(e, metric), reverse=(mode == "max"))
+        keep |= {e["iteration"] for e in scored[:keep_best_n]}
+    kept = [e for e in by_iter if e["iteration"] in keep]
+    dropped = [e for e in by_iter if e["iteration"] not in keep]
+    return kept, dropped
+
+
+def _score(entry: Mapping[str, Any], metric: str) -> float | None:
+    value = (entry.get("metadata") or {}).get(metric)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+# ---- the manager ---------------------------------------------------------------------------------
+
+
+class CheckpointManager:
+    """Save, list, load and prune the checkpoints of one experiment in one store."""
+
+    def __init__(
+        self,
+        checkpoint_dir: Any,
+        experiment_name: str,
+        keep_last_n: int | None = 3,
+        save_frequency: int = 100,
+        *,
+        keep_best_n: int | None = None,
+        metric: str | None = None,
+        mode: str = "min",
+        allow_pickle: bool = False,
+        async_save: bool = False,
+        **storage_options: Any,
+    ):
+        self.experiment_name = validate_experiment_name(experiment_name)
+        self.keep_last_n = _positive_int_or_none(keep_last_n, "keep_last_n")
+        if _positive_int_or_none(save_frequency, "save_frequency") is None:
+            raise ValueError("save_frequency must be an int >= 1, got None")
+        self.save_frequency = save_frequency
+        self.keep_best_n = _positive_int_or_none(keep_best_n, "keep_best_n")
+        if self.keep_best_n is not None and not metric:
+            raise ValueError("keep_best_n needs metric= (the metadata field to rank by)")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.metric, self.mode, self.allow_pickle = metric, mode, bool(allow_pickle)
+        self.store = open_store(checkpoint_dir, **storage_options)
+        self._owns_store = not isinstance(checkpoint_dir, Store)
+        self.storage_options = dict(storage_options)
+        if self.allow_pickle and self.store.supports_arrays:
+            raise TypeError(
+                f"allow_pickle=True is not available on the array-native store {self.store.url!r}: "
+                "it keeps checkpoints as real datasets; use a bytes store (local, S3, memory) for pickled leaves"
+            )
+        self.index_key = f"{self.experiment_name}_index.json"
+        self._resumed_from: int | None = None
+        self.async_save = bool(async_save)
+        self._pending: threading.Thread | None = None
+        self._pending_error: BaseException | None = None
+
+    # -- names ------------------------------------------------------------------------------------
+
+    def key_for(self, iteration: int) -> str:
+        """The key of the checkpoint of `iteration`."""
+        return f"{self.experiment_name}_iter_{iteration:06d}.ckpt"
+
+    def ref_for(self, key: str) -> str:
+        """The ref (URL) of the checkpoint at `key` in this manager's store."""
+        return _join(self.store.url, key)
+
+    def should_save_checkpoint(self, iteration: int) -> bool:
+        """True when `iteration` > 0 is a multiple of `save_frequency`."""
+        return iteration > 0 and iteration % self.save_frequency == 0
+
+    # -- index ------------------------------------------------------------------------------------
+
+    def _read_index(self) -> tuple[list[dict[str, Any]], str | None]:
+        """(entries, version token or None when there is no index). Version is taken before the read."""
+        version = None
+        if self.store.supports_conditional_writes:
+            try:
+                version = self.store.version(self.index_key)
+            except KeyNotFound:
+                return [], None
+        try:
+            raw = self.store.read(self.index_key)
+        except KeyNotFound:
+            return [], None
+        return _parse_index(raw, self.store, self.index_key, self.experiment_name), version
+
+    def _entries(self) -> list[dict[str, Any]]:
+        self.wait_until_finished()
+        return self._read_index()[0]
+
+    def _commit(self, add: dict[str, Any] | None = None, prune: bool = True) -> list[dict[str, Any]]:
+        """Add/replace entry `add` in the index (CAS, retried) and apply retention; return dropped entries."""
+        for attempt in range(CAS_ATTEMPTS):
+            entries, version = self._read_index()
+            if add is not None:
+                entries = [e for e in entries if e["iteration"] != add["iteration"]] + [add]
+            protect = frozenset([self._resumed_from]) if self._resumed_from is not None else frozenset()
+            kept, dropped = (
+                select_retained(entries, self.keep_last_n, self.keep_best_n, self.metric, self.mode, protect)
+                if prune
+                else (entries, [])
+            )
+            data = _encode_index(self.experiment_name, kept)
+            if not self.store.supports_conditional_writes:
+                self.store.write(self.index_key, data)
+                return dropped
+            try:
+                if version is None:
+                    self.store.write(self.index_key, data, if_absent=True)
+                else:
+                    self.store.write(self.index_key, data, if_match=version)
+                return dropped
+            except PreconditionFailed:
+                time.sleep(random.uniform(0, min(0.5, 0.005 * 2 ** min(attempt, 7))))
+        raise PreconditionFailed(
+            f"could not update the checkpoint index after {CAS_ATTEMPTS} attempts (too many concurrent writers)",
+            url=self.store.url,
+            key=self.index_key,
+        )
+
+    def _delete_quietly(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                self.store.delete(key)
+            except KeyNotFound:
+                pass
+
+    # -- save -------------------------------------------------------------------------------------
+
+    def save_checkpoint(
+        self,
+        state: Any,
+        iteration: int,
+        metadata: dict[str, Any] | None = None,
+        *,
+        tag: str | None = None,
+        blocking: bool | None = None,
+    ) -> str:
+        """Save `state` as the checkpoint of `iteration` (replacing one that exists); return its ref.
+
+        `metadata` must be a JSON dict (`TypeError` names a bad field). `tag` (e.g. "final") pins the
+        checkpoint against retention. A leaf that cannot be stored without pickle raises `TypeError`
+        naming its path, and nothing is written.
+
+        `blocking=False` (default: not `async_save`) copies the state (`copy.deepcopy`) and returns
+        the ref at once; a background thread writes and commits. At most one save is in flight: the
+        next save, load, list, verify, gc or close waits for it first, and an error it hit is raised
+        then (never lost); `wait_until_finished()` waits explicitly.
+        """
+        self.wait_until_finished()
+        if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+            raise ValueError(f"iteration must be an int >= 0, got {iteration!r}")
+        if tag is not None and (not isinstance(tag, str) or not tag):
+            raise TypeError(f"tag must be a non-empty str or None, got {tag!r}")
+        meta = _check_metadata(metadata)
+        if blocking is None:
+            blocking = not self.async_save
+        if not blocking:
+            snapshot = copy.deepcopy(state)
+            self._pending = threading.Thread(
+                target=self._save_in_background, args=(snapshot, iteration, meta, tag), name="expstore-checkpoint-save"
+            )
+            self._pending.start()
+            return self.ref_for(self.key_for(iteration))
+        return self._save_now(state, iteration, meta, tag)
+
+    def _save_in_background(self, state: Any, iteration: int, meta: dict[str, Any], tag: str | None) -> None:
+        try:
+            self._save_now(state, iteration, meta, tag)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's next call
+            self._pending_error = exc
+
+    def wait_until_finished(self) -> None:
+        """Wait for the save in flight, if any; re-raise the error it hit."""
+        pending = self._pending
+        if pending is not None:
+            pending.join()
+            self._pending = None
+        error, self._pending_error = self._pending_error, None
+        if error is not None:
+            raise error
+
+    def _save_now(self, state: Any, iteration: int, meta: dict[str, Any], tag: str | None) -> str:
+        key, timestamp = self.key_for(iteration), _now()
+        tags = [tag] if tag else []
+        self._write_object(key, state, iteration, timestamp, meta, tags)
+        entry = {"iteration": iteration, "key": key, "timestamp": timestamp, "tags": tags, "metadata": meta}
+        dropped = self._commit(entry)
+        self._delete_quietly([e["key"] for e in dropped])  # may include `key` itself when it falls below the window
+        return self.ref_for(key)
+
+    def _write_object(
+        self, key: str, state: Any, iteration: int, timestamp: str, meta: dict[str, Any], tags: list[str]
+    ) -> None:
+        if self.store.supports_arrays:
+            tree = {"iteration": iteration, "timestamp": timestamp, "metadata": meta, "tags": tags,
+                    "experiment": self.experiment_name, "state": state}
+            self.store.write_tree(key, tree)
+            return
+        extra = {"iteration": iteration, "timestamp": timestamp, "metadata": meta, "tags": tags,
+                 "experiment": self.experiment_name}
+        write_checkpoint(self.store, key, state, extra=extra, allow_pickle=self.allow_pickle)
+
+    # -- read -------------------------------------------------------------------------------------
+
+    def list_checkpoints(self) -> list[dict[str, Any]]:
+        """The checkpoints the index names, oldest (lowest iteration) first.
+
+        Each is ``{"iteration", "path", "key", "timestamp", "tags", "metadata"}``; `path` is the ref.
+        """
+        return [
+            {
+                "iteration": e["iteration"],
+                "path": self.ref_for(e["key"]),
+                "key": e["key"],
+                "timestamp": e.get("timestamp"),
+                "tags": list(e.get("tags") or []),
+                "metadata": e.get("metadata") or {},
+            }
+            for e in self._entries()
+        ]
+
+    def _resolve(self, path: Any) -> tuple[Store, str]:
+        """(store, key) of a ref, key or `list_checkpoints()` entry."""
+        if isinstance(path, Mapping):
+            path = path.get("path") or path.get("key")
+        if not isinstance(path, str):
+            raise TypeError(f"path must be a ref, a key or an entry of list_checkpoints(), got {type(path).__name__}")
+        own = _join(self.store.url, "")
+        if path.startswith(own) and "/" not in path[len(own):]:
+            return self.store, path[len(own):]
+        if "/" not in path and "\\" not in path:
+            return self.store, path
+        url, key = split_ref(path)
+        return open_store(url, **self.storage_options), key
+
+    def load_checkpoint(self, path: Any = None, *, select: list[str] | None = None) -> dict[str, Any]:
+        """Load a checkpoint: ``{"iteration", "timestamp", "state", "metadata"}``.
+
+        `path=None` loads the highest iteration the index names, falling back to the next lower one
+        (with a warning) when it is corrupt or missing; `FileNotFoundError` (`KeyNotFound`) when none
+        is readable. `select=["model/w"]` reads only those arrays of the state.
+        """
+        self.wait_until_finished()
+        if path is not None:
+            store, key = self._resolve(path)
+            try:
+                loaded = _read_any(store, key, select, self.allow_pickle)
+            finally:
+                if store is not self.store:
+                    store.close()
+            if store is self.store and isinstance(loaded.get("iteration"), int):
+                self._resumed_from = loaded["iteration"]
+            return loaded
+        entries = self._entries()
+        for entry in reversed(entries):
+            try:
+                loaded = _read_any(self.store, entry["key"], select, self.allow_pickle)
+            except _UNREADABLE as exc:
+                warnings.warn(f"skipping unreadable checkpoint {self.ref_for(entry['key'])}: {exc}", RuntimeWarning, stacklevel=2)
+                continue
+            self._resumed_from = entry["iteration"]
+            return loaded
+        what = "no readable checkpoint" if entries else "no checkpoint"
+        raise KeyNotFound(f"{what} of experiment {self.experiment_name!r}", url=self.store.url, key=self.index_key)
+
+    # -- maintenance ------------------------------------------------------------------------------
+
+    def verify(self) -> list[str]:
+        """Read every indexed checkpoint whole and check its checksums; return the refs of bad ones."""
+        bad = []
+        for e in self._entries():
+            try:
+                _verify_object(self.store, e["key"])
+            except StoreError:
+                bad.append(self.ref_for(e["key"]))
+        return bad
+
+    def gc(self) -> list[str]:
+        """Delete `<exp>_iter_*.ckpt` objects the index does not name (left by crashes); return their keys.
+
+        Do not run it while another process saves to this experiment.
+        """
+        named = {e["key"] for e in self._entries()}
+        orphans = []
+        for key in self.store.list(f"{self.experiment_name}_iter_"):
+            m = _CKPT_RE.match(key)
+            if m and m["exp"] == self.experiment_name and key not in named:
+                orphans.append(key)
+        self._delete_quietly(orphans)
+        return orphans
+
+    def close(self) -> None:
+        """Wait for a pending save (raising its error), then close the store if this manager opened it."""
+        try:
+            self.wait_until_finished()
+        finally:
+            if self._owns_store:
+                self.store.close()
+
+    def __enter__(self) -> CheckpointManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"CheckpointManager({self.store.url!r}, {self.experiment_name!r}, keep_last_n={self.keep_last_n})"
+
+
+def create_checkpoint_manager(
+    experiment_name: str, checkpoint_dir: Any, keep_last_n: int | None = 3, save_frequency: int = 100, **kwargs: Any
+) -> CheckpointManager:
+    """The seed's factory: `CheckpointManager(checkpoint_dir, experiment_name, keep_last_n, save_frequency)`."""
+    return CheckpointManager(checkpoint_dir, experiment_name, keep_last_n, save_frequency, **kwargs)
+
+
+# ---- module functions ----------------------------------------------------------------------------
+
+
+def _experiments_in(store: Store) -> list[str]:
+    return [k[: -len("_index.json")] for k in store.list("") if k.endswith("_index.json") and "/" not in k]
+
+
+def resume_from_checkpoint(
+    url_or_ref: Any, *, experiment: str | None = None, allow_pickle: bool = False, **storage_options: Any
+) -> dict[str, Any]:
+    """Load a checkpoint to resume from.
+
+    The URL of one checkpoint (a ref) loads that one. The URL of a checkpoint directory loads the
+    latest valid checkpoint of its experiment (``experiment=`` picks one when several share the
+    directory; `ValueError` if ambiguous); `FileNotFoundError` when there is none.
+    """
+    if isinstance(url_or_ref, str):
+        last = url_or_ref.rstrip("/").rpartition("/")[2]
+        if _CKPT_RE.match(last):
+            url, key = split_ref(url_or_ref)
+            with open_store(url, **storage_options) as store:
+                return _read_any(store, key, None, allow_pickle)
+    store = open_store(url_or_ref, **storage_options)
+    try:
+        if experiment is None:
+            found = _experiments_in(store)
+            if not found:
+                raise KeyNotFound("no checkpoint index in this directory", url=store.url)
+            if len(found) > 1:
+                raise ValueError(f"{store.url!r} holds the experiments {found!r}; pass experiment=")
+            experiment = found[0]
+        return CheckpointManager(store, experiment, keep_last_n=None, allow_pickle=allow_pickle).load_checkpoint()
+    finally:
+        if not isinstance(url_or_ref, Store):
+            store.close()
+
+
+def backup_checkpoint(
+    ref: Any,
+    backup_url: Any,
+    *,
+    source_options: Mapping[str, Any] | None = None,
+    allow_pickle: bool = False,
+    **storage_options: Any,
+) -> str:
+    """Copy the checkpoint at `ref` into the checkpoint directory `backup_url` (any store) and add it
+    to the index there (never pruned by this call); return the new ref.
+
+    `storage_options` apply to the backup store, `source_options` to the store of `ref`.
+    Between two bytes stores the object's bytes are copied (nothing is decoded or unpickled);
+    to or from an array-native store the checkpoint is loaded and saved again.
+    """
+    if isinstance(ref, Mapping):
+        ref = ref["path"]
+    src_url, key = split_ref(ref)
+    experiment = _CKPT_RE.match(key)["exp"]  # type: ignore[index]
+    with open_store(src_url, **dict(source_options or {})) as src, CheckpointManager(
+        backup_url, experiment, keep_last_n=None, allow_pickle=allow_pickle, **storage_options
+    ) as dest:
+        return _copy_checkpoint(src, key, dest, allow_pickle)
+
+
+def _copy_checkpoint(src: Store, key: str, dest: CheckpointManager, allow_pickle: bool) -> str:
+    if not src.supports_arrays and not dest.store.supports_arrays:
+        data = src.read(key)
+        extra = _parse_object(memoryview(data), src, key).manifest.get("extra") or {}  # never copy garbage
+        dest.store.write(key, data)
+        entry = {
+            "iteration": extra.get("iteration", int(_CKPT_RE.match(key)["it"])),  # type: ignore[index]
+            "key": key,
+            "timestamp": extra.get("timestamp"),
+            "tags": list(extra.get("tags") or []),
+            "metadata": extra.get("metadata") or {},
+        }
+        dest._commit(entry, prune=False)
+        return dest.ref_for(key)
+    loaded = _read_any(src, key, None, allow_pickle)
+    tags = _tags_of(src, key)
+    return dest.save_checkpoint(loaded["state"], loaded["iteration"], loaded["metadata"], tag=tags[0] if tags else None)
+
+
+def _tags_of(store: Store, key: str) -> list[str]:
+    """Tags recorded in the checkpoint itself (bytes stores: manifest; array stores: the tree)."""
+    try:
+        if store.supports_arrays:
+            return list(store.read_tree(key).get("tags") or [])
+        return list((read_manifest(store, key).get("extra") or {}).get("tags") or [])
+    except (StoreError, AttributeError):
+        return []
+
+
+# ---- saving on crash and preemption --------------------------------------------------------------
+
+
+class AutoCheckpoint:
+    """Context manager that saves a checkpoint when the block exits with an exception or the
+    process gets SIGTERM / SIGINT (the preemption signals clouds send), then re-raises / exits.
+
+    `get_state()` returns ``(state, iteration)`` or ``(state, iteration, metadata)``. The saved
+    checkpoint's metadata gets ``"reason"`` ("exception: ValueError", "signal: SIGTERM").
+    After a signal: SIGINT raises `KeyboardInterrupt`, SIGTERM raises ``SystemExit(128 + 15)``
+    (exit status 143, as if killed). Signal handlers are installed only from the main thread; the
+    previous handlers are restored on exit.
+    """
+
+    def __init__(
+        self,
+        manager: CheckpointManager,
+        get_state: Any,
+        *,
+        signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT),
+        tag: str | None = None,
+    ):
+        self.manager, self.get_state, self.signals, self.tag = manager, get_state, tuple(signals), tag
+        self.saved_ref: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def save(self, reason: str) -> str | None:
+        """Save the state `get_state()` returns now (once per context); return its ref."""
+        if self.saved_ref is not None:
+            return self.saved_ref
+        got = tuple(self.get_state())
+        state, iteration, metadata = (got + (None,))[:3] if len(got) == 2 else got
+        meta = dict(metadata or {})
+        meta["reason"] = reason
+        self.saved_ref = self.manager.save_checkpoint(state, iteration, meta, tag=self.tag, blocking=True)
+        return self.saved_ref
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._restore()
+        try:
+            self.save(f"signal: {signal.Signals(signum).name}")
+        finally:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def __enter__(self) -> AutoCheckpoint:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.signals:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        self._restore()
+        if exc_type is not None and self.saved_ref is None:
+            self.save(f"exception: {exc_type.__name__}")
+        return False
