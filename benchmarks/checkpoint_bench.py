@@ -404,7 +404,7 @@ def memory_rows(folder: Path, size_mib: int) -> tuple[list[MemRow], list[str]]:
     rows = [MemRow("save extra peak RSS", "state size", MEMORY_TARGET, size, extra["save"])]
     note = (
         "memory: each in a fresh subprocess, ru_maxrss after the call minus before it (state built first);"
-        f" for information: async save (deepcopy + background write) {extra['async'] / MiB:.1f} MiB"
+        f" for information: async save (host copy + background write) {extra['async'] / MiB:.1f} MiB"
         f" ({extra['async'] / size:.0%} of the state), pickle.dump p5 + fsync {extra['pickle'] / MiB:.1f} MiB"
         f" ({extra['pickle'] / size:.0%})"
     )
@@ -605,8 +605,8 @@ def main(argv: list[str] | None = None) -> int:
         " baselines truncate and rewrite one file",
         "loads: page cache warm; every side touches one byte per 4 KiB page of every array it returns (timed);"
         " expstore's local load maps the file (MAP_PRIVATE) and checks every array's crc32c",
-        "async: the time save_checkpoint(blocking=False) takes to return (it deep-copies the state, then"
-        " starts a thread); the background write is waited for before the next round, untimed",
+        "async: the time save_checkpoint(blocking=False) takes to return (it copies the arrays into host buffers the"
+        " manager reuses from save to save, then starts a thread); the background write is waited for before the next round, untimed",
     ]
     with scratch_folder(args.dir, "checkpoint-bench-") as scratch:
         for name, fn in (("local", lambda f: local_rows(f, state, args.repeat)),

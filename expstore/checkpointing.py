@@ -32,7 +32,6 @@ Decisions:
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 import re
@@ -46,6 +45,7 @@ from typing import Any
 
 from .codec import _check_extra, _make_array, _parse_object, read_checkpoint, read_manifest, write_checkpoint
 from .errors import CorruptData, InvalidKey, KeyNotFound, PreconditionFailed, StoreError
+from .snapshot import SnapshotPool
 from .store.base import Store
 from .store.registry import open_store
 
@@ -270,6 +270,7 @@ class CheckpointManager:
         self.async_save = bool(async_save)
         self._pending: threading.Thread | None = None
         self._pending_error: BaseException | None = None
+        self._snapshots = SnapshotPool()
 
     # -- names ------------------------------------------------------------------------------------
 
@@ -359,8 +360,9 @@ class CheckpointManager:
         checkpoint against retention. A leaf that cannot be stored without pickle raises `TypeError`
         naming its path, and nothing is written.
 
-        `blocking=False` (default: not `async_save`) copies the state (`copy.deepcopy`) and returns
-        the ref at once; a background thread writes and commits. At most one save is in flight: the
+        `blocking=False` (default: not `async_save`) copies the state and returns the ref at once
+        (arrays into host buffers the manager keeps and reuses from save to save, the rest by
+        `copy.deepcopy`); a background thread writes and commits. At most one save is in flight: the
         next save, load, list, verify, gc or close waits for it first, and an error it hit is raised
         then (never lost); `wait_until_finished()` waits explicitly.
         """
@@ -373,7 +375,7 @@ class CheckpointManager:
         if blocking is None:
             blocking = not self.async_save
         if not blocking:
-            snapshot = copy.deepcopy(state)
+            snapshot = self._snapshots.take(state)
             self._pending = threading.Thread(
                 target=self._save_in_background, args=(snapshot, iteration, meta, tag), name="expstore-checkpoint-save"
             )
@@ -508,10 +510,11 @@ class CheckpointManager:
         return orphans
 
     def close(self) -> None:
-        """Wait for a pending save (raising its error), then close the store if this manager opened it."""
+        """Wait for a pending save (raising its error), free the async buffers, close the store if opened here."""
         try:
             self.wait_until_finished()
         finally:
+            self._snapshots = SnapshotPool()
             if self._owns_store:
                 self.store.close()
 

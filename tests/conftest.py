@@ -33,6 +33,10 @@ BACKENDS = [
     "local", "memory", "s3-moto", "s3-seaweedfs", "fsspec",
     "hdf5", "hdf5-inner", "hdf5-memory", "zarr-local", "zarr-memory", "zarr-s3-moto", "zarr-s3-seaweedfs",
 ]
+# The facades (checkpointing, logging, export, runs) sit on the Store protocol, which the conformance
+# suite checks on every variant above; a module sets `STORE_BACKENDS = FACADE_BACKENDS` to run on one
+# variant of each kind: local, memory, S3 on both servers, HDF5 and Zarr.
+FACADE_BACKENDS = ["local", "memory", "s3-moto", "s3-seaweedfs", "hdf5", "zarr-local"]
 
 
 @pytest.fixture(scope="session")
@@ -108,8 +112,9 @@ def store(reopen: Callable[[], Store]) -> Store:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every test that asks for `store_location` (directly or through `store`) runs on every backend."""
+    """A test that asks for `store_location` (directly or through `store`) runs on every backend, or on
+    the module's `STORE_BACKENDS`."""
     if "store_location" in metafunc.fixturenames and not any(
         m.name == "parametrize" and "store_location" in m.args[0] for m in metafunc.definition.iter_markers()
     ):
-        metafunc.parametrize("store_location", BACKENDS, indirect=True)
+        metafunc.parametrize("store_location", getattr(metafunc.module, "STORE_BACKENDS", BACKENDS), indirect=True)

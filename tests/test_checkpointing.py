@@ -26,6 +26,9 @@ from expstore.errors import CorruptData, InvalidKey
 
 from .checkpoint_workers import save_iterations
 from .trees import assert_same
+from .conftest import FACADE_BACKENDS
+
+STORE_BACKENDS = FACADE_BACKENDS
 
 
 _OPEN: list[CheckpointManager] = []
@@ -395,6 +398,31 @@ def test_async_save_copies_state_and_commits(store_location):
     a.save_checkpoint(small(1), 1)
     a.save_checkpoint(small(2), 2)  # waits for the first
     assert iterations(a) == [1, 2]  # list waits for the pending save
+
+
+def test_async_saves_reusing_host_buffers_keep_each_state(tmp_path):
+    """Async saves copy arrays into buffers reused from save to save: each save keeps its own values,
+    also for an array shared twice in the tree, non-contiguous views and lists."""
+    m = CheckpointManager(tmp_path, "exp", keep_last_n=None, async_save=True)
+    shared = np.zeros(6)
+    state = {"a": shared, "b": shared, "l": [np.zeros(3), np.zeros(3)], "view": np.zeros((4, 4))[:, 1], "n": 0}
+    for i in range(1, 4):
+        shared[:] = i
+        state["l"][0][:], state["l"][1][:] = i, -i
+        state["view"].base[:, 1] = 10 * i
+        state["n"] = i
+        m.save_checkpoint(state, i)
+        shared[:] = 99  # the caller changes everything right after the call returns
+        state["l"][0][:] = state["l"][1][:] = 99
+    for i in range(1, 4):
+        got = m.load_checkpoint(m.ref_for(m.key_for(i)))["state"]
+        np.testing.assert_array_equal(got["a"], np.full(6, i))
+        np.testing.assert_array_equal(got["b"], np.full(6, i))
+        np.testing.assert_array_equal(got["l"][0], np.full(3, i))
+        np.testing.assert_array_equal(got["l"][1], np.full(3, -i))
+        np.testing.assert_array_equal(got["view"], np.full(4, 10 * i))
+        assert got["n"] == i
+    m.close()
 
 
 def test_async_save_error_is_raised_on_next_call(tmp_path):
