@@ -118,22 +118,6 @@ class S3Store(Store):
         with self._errors(key):
             return response["Body"].read()
 
-    def _read_buffer(self, key: str) -> bytearray:
-        response = self._call("get_object", key, Key=self._object(key))
-        buffer = bytearray(response["ContentLength"])
-        view, filled = memoryview(buffer), 0
-        with self._errors(key):
-            body = response["Body"]
-            while filled < len(buffer):
-                got = body.readinto(view[filled:])
-                if not got:
-                    break
-                filled += got
-            body.readinto(bytearray(1))  # at the end: lets botocore check the length it was promised
-        if filled != len(buffer):
-            raise StoreError(f"read cut short: {filled} of {len(buffer)} bytes", url=self.url, key=key)
-        return buffer
-
     def _read_range(self, key: str, start: int, end: int | None) -> bytes:
         stop = "" if end is None else str(end - 1)
         try:

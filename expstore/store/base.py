@@ -59,12 +59,6 @@ class Store:
         """Return the whole value stored at `key`."""
         return self._read(self._key(key))
 
-    @_translated("read")
-    def read_buffer(self, key: str) -> bytearray:
-        """Return the whole value at `key` in a writable buffer the caller owns, so arrays can view
-        it without a copy (S3 reads the response straight into it)."""
-        return self._read_buffer(self._key(key))
-
     @_translated("read_range")
     def read_range(self, key: str, start: int, end: int | None = None) -> bytes:
         """Return bytes `[start, end)` of the value, clamped to its size like a slice (`end=None`: to the end)."""
@@ -175,9 +169,6 @@ class Store:
 
     def _read(self, key: str) -> bytes:
         raise NotImplementedError
-
-    def _read_buffer(self, key: str) -> bytearray:
-        return bytearray(self._read(key))
 
     def _read_range(self, key: str, start: int, end: int | None) -> bytes:
         return self._read(key)[start:end]

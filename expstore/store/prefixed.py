@@ -51,10 +51,6 @@ class PrefixedStore(Store):
         return self.inner.read(self._full(key))
 
     @_outer_errors
-    def _read_buffer(self, key: str) -> bytearray:
-        return self.inner.read_buffer(self._full(key))
-
-    @_outer_errors
     def _read_range(self, key: str, start: int, end: int | None) -> bytes:
         return self.inner.read_range(self._full(key), start, end)
 
