@@ -352,3 +352,14 @@ def test_unknown_storage_option_is_a_type_error_naming_it(tmp_path):
     with pytest.raises(TypeError, match="compresion"):
         open_store(tmp_path / "run.h5", compresion="gzip")
     assert not (tmp_path / "run.h5").exists()
+
+
+@pytest.mark.parametrize("dtype", ["<U3", "datetime64[s]", "timedelta64[ms]"])
+def test_a_dtype_hdf5_cannot_store_is_a_type_error_naming_the_array(tmp_path, dtype):
+    store = open_store(str(tmp_path / "run.h5"))
+    store.write_tree("kept", {"w": np.arange(3)})
+    with pytest.raises(TypeError, match=r"'bad/x'.*cannot store"):
+        store.write_tree("new", {"ok": np.ones(2), "bad": {"x": np.zeros(2, dtype=dtype)}})
+    assert not store.exists("new")
+    np.testing.assert_array_equal(store.read_tree("kept")["w"], np.arange(3))
+    store.close()
