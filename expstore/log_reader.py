@@ -1,0 +1,170 @@
+"""Read an experiment's logs back from any store, finalized or not (segments of a running or crashed run).
+
+A location is the URL or path of ``<name>_structured.jsonl`` / ``<name>.log`` (which need not
+exist yet on a store without append: its segments are read), or the folder holding them plus
+``experiment_name=`` (optional when the folder holds one experiment), or an open `Store`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from .errors import KeyNotFound
+from .log_layout import STRUCTURED_SUFFIX, TEXT_SUFFIX, experiments_in, join_lines, segments_prefix, structured_key, text_key
+from .store.base import Store
+from .store.registry import open_store
+
+READ_ATTEMPTS = 3  # a segment can vanish while we read it (finalize merged it): read again
+
+
+def _open(location: Any, experiment_name: str | None, storage_options: dict[str, Any]) -> tuple[Store, str, bool]:
+    """(store, experiment name, whether we opened the store) of a reader's location."""
+    if isinstance(location, os.PathLike):
+        location = os.fspath(location)
+    if isinstance(location, str) and experiment_name is None:
+        base, _, last = location.rstrip("/").rpartition("/")
+        for suffix in (STRUCTURED_SUFFIX, TEXT_SUFFIX):
+            if last.endswith(suffix) and len(last) > len(suffix):
+                if base.endswith(":/"):  # memory://x_structured.jsonl
+                    base += "/"
+                return open_store(base or ".", **storage_options), last[: -len(suffix)], True
+    store = open_store(location, **storage_options)
+    owned = not isinstance(location, Store)
+    if experiment_name is None:
+        found = experiments_in(store.list(""))
+        if len(found) != 1:
+            if owned:
+                store.close()
+            if not found:
+                raise KeyNotFound("no experiment logs here", url=store.url)
+            raise ValueError(f"{store.url!r} holds the logs of {found!r}; pass experiment_name=")
+        experiment_name = found[0]
+    return store, experiment_name, owned
+
+
+def _sources(store: Store, final: str, prefix: str, ending: str) -> tuple[list[tuple[str, bytes]], bool]:
+    """[(key, bytes)] of the final file then every segment of one kind, and whether segments exist."""
+    for attempt in range(READ_ATTEMPTS):
+        segments = [k for k in store.list(prefix) if k.endswith(ending)]
+        out = []
+        try:
+            out.append((final, store.read(final)))
+        except KeyNotFound:
+            pass
+        try:
+            out += [(k, store.read(k)) for k in segments]
+        except KeyNotFound:
+            if attempt + 1 < READ_ATTEMPTS:
+                continue  # merged and deleted by a finalize meanwhile: the final file has it now
+            raise
+        if not out:
+            raise KeyNotFound("no logs of this experiment (neither the final file nor segments)", url=store.url, key=final)
+        return out, bool(segments)
+    raise AssertionError("unreachable")
+
+
+def _parse(sources: Iterable[tuple[str, bytes]], url: str, dedupe: bool) -> list[dict[str, Any]]:
+    """The events of JSONL sources; unreadable lines (a torn last line of a killed run) are skipped with a warning."""
+    events: list[dict[str, Any]] = []
+    seen: set[bytes] = set()
+    skipped: list[str] = []
+    for index, (key, data) in enumerate(sources):
+        lines = data.split(b"\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            if dedupe:
+                if index == 0:
+                    seen.add(line)
+                elif line in seen:  # read while finalize merged this segment into the final file
+                    continue
+            try:
+                event = json.loads(line)
+                if not isinstance(event, dict) or "event_type" not in event:
+                    raise ValueError("not an event object")
+            except (ValueError, UnicodeDecodeError):
+                torn = number == len(lines)  # no newline after it: the writer died mid-line
+                skipped.append(f"{key} line {number}{' (truncated last line)' if torn else ''}")
+                continue
+            events.append(event)
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} unreadable log line(s) in {url}: {', '.join(skipped[:5])}"
+            + (" ..." if len(skipped) > 5 else ""),
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return events
+
+
+def load_structured_logs(
+    url_or_path: Any, experiment_name: str | None = None, **storage_options: Any
+) -> list[dict[str, Any]]:
+    """All events of an experiment, oldest first, from the final JSONL file and/or its segments."""
+    store, name, owned = _open(url_or_path, experiment_name, storage_options)
+    try:
+        sources, has_segments = _sources(store, structured_key(name), segments_prefix(name), ".jsonl")
+        return _parse(sources, store.url, dedupe=has_segments and sources[0][0] == structured_key(name))
+    finally:
+        if owned:
+            store.close()
+
+
+def load_text_log(url_or_path: Any, experiment_name: str | None = None, **storage_options: Any) -> str:
+    """The human-readable log of an experiment, from the final `.log` file and/or its segments."""
+    store, name, owned = _open(url_or_path, experiment_name, storage_options)
+    try:
+        sources, _ = _sources(store, text_key(name), segments_prefix(name), ".log")
+        return join_lines([data for _, data in sources]).decode("utf-8", "replace")
+    finally:
+        if owned:
+            store.close()
+
+
+def _seconds(stamp: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def analyze_logs(url_or_path: Any, experiment_name: str | None = None, **storage_options: Any) -> dict[str, Any]:
+    """Summary of a run: event counts, final status (None while running or after a crash), duration, last metrics.
+
+    Also takes an already loaded list of events.
+    """
+    events = (
+        url_or_path
+        if isinstance(url_or_path, list)
+        else load_structured_logs(url_or_path, experiment_name, **storage_options)
+    )
+    counts: dict[str, int] = {}
+    last_metrics: dict[str, Any] = {}
+    final_status = None
+    for event in events:
+        kind = event.get("event_type")
+        counts[kind] = counts.get(kind, 0) + 1
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        if kind in ("metrics", "progress") and isinstance(data.get("metrics"), dict):
+            last_metrics.update(data["metrics"])
+        elif kind == "experiment_start":
+            final_status = None
+        elif kind == "experiment_end":
+            final_status = data.get("final_status")
+    times = [t for t in (_seconds(e.get("timestamp")) for e in events) if t is not None]
+    return {
+        "total_events": len(events),
+        "event_counts": counts,
+        "final_status": final_status,
+        "start_time": events[0].get("timestamp") if events else None,
+        "end_time": events[-1].get("timestamp") if events else None,
+        "duration_seconds": max(times) - min(times) if times else None,
+        "sessions": counts.get("experiment_start", 0),
+        "errors": counts.get("error", 0),
+        "final_metrics": last_metrics,
+    }
