@@ -146,7 +146,7 @@ def _read_any(store: Store, key: str, select: list[str] | None, allow_pickle: bo
     }
 
 
-def _verify_object(store: Store, key: str) -> None:
+def verify_object(store: Store, key: str) -> None:
     """Raise if the checkpoint at `key` cannot be read whole or fails a checksum (never unpickles)."""
     if store.supports_arrays:
         store.read_tree(key)
@@ -490,7 +490,7 @@ class CheckpointManager:
         bad = []
         for e in self._entries():
             try:
-                _verify_object(self.store, e["key"])
+                verify_object(self.store, e["key"])
             except StoreError:
                 bad.append(self.ref_for(e["key"]))
         return bad

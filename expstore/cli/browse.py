@@ -1,0 +1,252 @@
+"""`expstore ls` and `expstore show`: what a run left behind, and what one checkpoint holds."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+from typing import Any
+
+import numpy as np
+
+from ..checkpointing import CheckpointManager
+from ..codec import read_manifest
+from ..errors import StoreError
+from ..store.base import Store
+from .common import UsageError, age_seconds, fmt_number, human_age, human_size, join_url, open_url, print_json, short, table
+from .layout import CheckpointDir, Run, checkpoint_target, discover
+
+
+def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Add `ls` and `show` (and `logs`, from its own module)."""
+    from . import logs
+
+    p = sub.add_parser("ls", parents=parents, help="list runs: checkpoints (iteration, size, age, tags), logs, exports")
+    p.add_argument("url", metavar="URL", help="the demo's --url (a root of runs), one run, or a checkpoint directory")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_ls)
+    p = sub.add_parser("show", parents=parents, help="a checkpoint's manifest: leaves with dtype/shape, metadata, checksums")
+    p.add_argument("url", metavar="URL_OR_CKPT", help="one checkpoint, or a run/root (shows each experiment's latest)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_show)
+    logs.register(sub, parents)
+
+
+# ---- ls ------------------------------------------------------------------------------------------
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    """List every run under the URL."""
+    runs = [_describe_run(args, run) for run in discover(args, args.url)]
+    if args.json:
+        print_json({"url": args.url, "runs": runs})
+        return 0
+    for i, run in enumerate(runs):
+        if i:
+            print()
+        print(f"run {run['name']}  {run['url']}")
+        for history in run["checkpoints"]:
+            _print_history(history)
+        for kind in ("logs", "results", "other"):
+            if run[kind]:
+                print(f"  {kind}")
+                print(table([[f["key"], human_size(f["size"]), f.get("note", "")] for f in _collapse(run[kind])], indent="    "))
+    return 0
+
+
+def _print_history(history: dict[str, Any]) -> None:
+    entries = history["entries"]
+    print(f"  checkpoints  {history['experiment']}: {len(entries)} in {history['url']}")
+    if history.get("error"):
+        print(f"    index unreadable: {history['error']}")
+    rows = [[e["iteration"], human_size(e["size"]), human_age(e["age_s"]), ",".join(e["tags"]) or "-",
+             " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={short(v, 20)}" for k, v in e["metadata"].items())]
+            for e in entries]
+    if rows:
+        print(table(rows, ["iteration", "size", "age", "tags", "metadata"], indent="    "))
+    if history["orphans"]:
+        print(f"    + {len(history['orphans'])} object(s) the index does not name (expstore gc removes them)")
+
+
+def _describe_run(args: argparse.Namespace, run: Run) -> dict[str, Any]:
+    store = open_url(args, run.url)
+    try:
+        files = {kind: [{"key": k, "size": _size(store, k)} for k in getattr(run, kind)] for kind in ("logs", "results", "other")}
+    finally:
+        store.close()
+    return {"name": run.name, "url": run.url, "checkpoints": [_describe_history(args, c) for c in run.checkpoints], **files}
+
+
+def _describe_history(args: argparse.Namespace, ckpt: CheckpointDir) -> dict[str, Any]:
+    """The index entries of one experiment, with object sizes and ages; an unreadable index is reported, not raised."""
+    store = open_url(args, ckpt.url)
+    doc: dict[str, Any] = {"experiment": ckpt.experiment, "url": ckpt.url, "entries": [], "orphans": [], "error": None}
+    try:
+        manager = CheckpointManager(store, ckpt.experiment, keep_last_n=None)
+        try:
+            listed = manager.list_checkpoints()
+        except StoreError as exc:
+            doc["error"] = str(exc)
+            return doc
+        for c in listed:
+            doc["entries"].append({"iteration": c["iteration"], "ref": c["path"], "size": _size(store, c["key"]),
+                                   "timestamp": c["timestamp"], "age_s": age_seconds(c["timestamp"]),
+                                   "tags": c["tags"], "metadata": c["metadata"]})
+        named = {c["key"] for c in listed}
+        doc["orphans"] = [k for k in store.list(f"{ckpt.experiment}_iter_") if k.endswith(".ckpt") and k not in named]
+        return doc
+    finally:
+        store.close()
+
+
+def _size(store: Store, key: str) -> int | None:
+    try:
+        return store.size(key)
+    except StoreError:
+        return None
+
+
+def _collapse(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per logger segment folder (`x.segments/`) instead of one per segment."""
+    out: list[dict[str, Any]] = []
+    groups: dict[str, dict[str, Any]] = {}
+    for f in files:
+        head, sep, _ = f["key"].partition(".segments/")
+        if not sep:
+            out.append(f)
+            continue
+        group = groups.get(head)
+        if group is None:
+            group = groups[head] = {"key": head + ".segments/", "size": 0, "count": 0}
+            out.append(group)
+        group["size"] += f["size"] or 0
+        group["count"] += 1
+        group["note"] = f"{group['count']} segment(s): a running or crashed run"
+    return out
+
+
+# ---- show ----------------------------------------------------------------------------------------
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print the manifest of one checkpoint, or of the latest checkpoint of each experiment under the URL."""
+    docs = [describe_checkpoint(args, url, key) for url, key in _targets(args)]
+    if args.json:
+        print_json(docs[0] if checkpoint_target(args.url) else docs)
+        return 0
+    for i, doc in enumerate(docs):
+        if i:
+            print()
+        _print_checkpoint(doc)
+    return 0
+
+
+def _targets(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(directory URL, key) of what `show` should describe."""
+    target = checkpoint_target(args.url)
+    if target:
+        return [target[:2]]
+    found = []
+    for run in discover(args, args.url):
+        for ckpt in run.checkpoints:
+            store = open_url(args, ckpt.url)
+            try:
+                listed = CheckpointManager(store, ckpt.experiment, keep_last_n=None).list_checkpoints()
+            finally:
+                store.close()
+            if listed:
+                found.append((ckpt.url, listed[-1]["key"]))
+    if not found:
+        raise UsageError(f"no checkpoint found at {args.url!r}")
+    return found
+
+
+def describe_checkpoint(args: argparse.Namespace, url: str, key: str) -> dict[str, Any]:
+    """The manifest of one checkpoint as a plain dict: info, metadata, and one entry per leaf of the state."""
+    store = open_url(args, url)
+    try:
+        size = store.size(key)
+        if store.supports_arrays:
+            tree = store.read_tree(key)
+            info, leaves = tree, _tree_leaves(tree.get("state"), "")
+        else:
+            manifest = read_manifest(store, key)
+            info, leaves = manifest.get("extra") or {}, _skeleton_leaves(manifest["tree"], manifest["arrays"], "")
+    finally:
+        store.close()
+    return {"ref": join_url(url, key), "experiment": info.get("experiment"), "iteration": info.get("iteration"),
+            "timestamp": info.get("timestamp"), "tags": list(info.get("tags") or []), "size": size,
+            "metadata": info.get("metadata") or {}, "leaves": leaves}
+
+
+def _print_checkpoint(doc: dict[str, Any]) -> None:
+    print(f"checkpoint  {doc['ref']}")
+    print(f"  experiment {doc['experiment']}   iteration {doc['iteration']}   saved {doc['timestamp']} "
+          f"({human_age(age_seconds(doc['timestamp']))} ago)   size {human_size(doc['size'])}   "
+          f"tags {','.join(doc['tags']) or '-'}")
+    for k, v in doc["metadata"].items():
+        print(f"  metadata   {k} = {fmt_number(v)}")
+    rows = []
+    for leaf in doc["leaves"]:
+        if leaf["kind"] in ("array", "pickle"):
+            crc = "-" if leaf.get("crc32c") is None else f"crc32c {leaf['crc32c']:08x}"
+            rows.append([leaf["path"] or "(root)", leaf["kind"], leaf["dtype"], tuple(leaf["shape"]), crc])
+        else:
+            rows.append([leaf["path"] or "(root)", leaf["kind"], short(leaf.get("value"), 40), "", ""])
+    print("  state")
+    print(table(rows, ["path", "kind", "dtype / value", "shape", "checksum"], indent="    "))
+
+
+def _skeleton_leaves(node: dict[str, Any], arrays: dict[str, Any], path: str) -> list[dict[str, Any]]:
+    """Leaves of a codec skeleton (no array data is read)."""
+    t = node["t"]
+    if t == "dict":
+        return [leaf for k, child in node["items"] for leaf in _skeleton_leaves(child, arrays, _child(path, k))]
+    if t in ("list", "tuple"):
+        return [leaf for i, child in enumerate(node["items"]) for leaf in _skeleton_leaves(child, arrays, _child(path, i))]
+    if t in ("array", "pickle"):
+        a = arrays.get(node["path"], {})
+        return [{"path": path, "kind": t, "dtype": _dtype_name(a.get("dtype")), "shape": a.get("shape", []),
+                 "crc32c": a.get("crc32c"), "encoding": a.get("encoding")}]
+    return [{"path": path, "kind": t, "value": _skeleton_value(node)}]
+
+
+def _dtype_name(descr: Any) -> str:
+    """'float64' for '<f8', '>int32' for '>i4'; structured descriptions as their text."""
+    try:
+        dtype = np.dtype(descr if isinstance(descr, str) else [tuple(f) for f in descr])
+    except (TypeError, ValueError):
+        return str(descr)
+    return dtype.name if dtype.byteorder in "=|<" else f">{dtype.name}"
+
+
+def _skeleton_value(node: dict[str, Any]) -> Any:
+    t, v = node["t"], node.get("v")
+    if t == "bytes":
+        return f"<{len(base64.b64decode(v))} bytes>"
+    if t == "npscalar":
+        return np.frombuffer(bytes.fromhex(v), dtype=np.dtype(node["dtype"]))[0].item()
+    if t == "int":
+        return int(v)
+    if t == "float":
+        return float(v)
+    return v
+
+
+def _tree_leaves(value: Any, path: str) -> list[dict[str, Any]]:
+    """Leaves of a tree read from an array-native store (HDF5, Zarr): no stored checksums there."""
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _tree_leaves(v, _child(path, k))]
+    if isinstance(value, (list, tuple)):
+        return [leaf for i, v in enumerate(value) for leaf in _tree_leaves(v, _child(path, i))]
+    if isinstance(value, np.ndarray):
+        return [{"path": path, "kind": "array", "dtype": _dtype_name(value.dtype.str), "shape": list(value.shape),
+                 "crc32c": None}]
+    if isinstance(value, np.generic):
+        return [{"path": path, "kind": "npscalar", "value": value.item()}]
+    if isinstance(value, bytes):
+        return [{"path": path, "kind": "bytes", "value": f"<{len(value)} bytes>"}]
+    return [{"path": path, "kind": type(value).__name__.replace("NoneType", "none"), "value": value}]
+
+
+def _child(path: str, name: Any) -> str:
+    return f"{path}/{name}" if path else str(name)
