@@ -299,10 +299,15 @@ def summary_statistics(results: Results) -> dict[str, dict[str, float | int]]:
 
 
 def _summary_bytes(results: Results) -> bytes:
+    statistics = summary_statistics(results)
+    for key in statistics:
+        if not isinstance(key, (str, int, float, bool, type(None))):  # what JSON object keys can be
+            i = next(i for i, row in enumerate(results) if key in row)
+            raise TypeError(f"cannot write summary statistics: results[{i}] has the key {key!r} ({type(key).__name__}); JSON keys must be str")
     summary = {
         "timestamp": datetime.now().isoformat(),
         "num_experiments": len(results),
-        "statistics": summary_statistics(results),
+        "statistics": statistics,
     }
     return json.dumps(summary, indent=2).encode("utf-8")
 

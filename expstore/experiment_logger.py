@@ -13,14 +13,18 @@ numbered segments elsewhere, merged by `finalize`). See docs/logging.md.
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
 import traceback
 import warnings
+import weakref
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+
+import numpy as np
 
 from .checkpointing import validate_experiment_name
 from .log_format import LOG_DATE_FORMAT, LOG_FORMAT, format_pairs
@@ -87,13 +91,62 @@ def _text(message: Any, data: Any) -> str:
         return f"<message could not be formatted: {type(exc).__name__}: {exc}>"
 
 
+# Values that cannot change after they are logged; anything else is copied when it is logged,
+# because the flusher encodes it later (an array the loop keeps updating in place must be logged
+# as it was at the call, not as it is at the next flush).
+_IMMUTABLE = frozenset({float, int, str, bool, type(None), np.float64, np.float32, np.float16, np.int64, np.int32, np.bool_})
+
+
+def _frozen(value: Any) -> Any:
+    """A copy of a mutable value as it is now (arrays and containers); other objects as they are."""
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, (list, dict, set, tuple, bytearray)):
+        try:
+            return copy.deepcopy(value)
+        except Exception:  # noqa: BLE001 - an uncopyable value is logged as it is at the flush
+            return value
+    return value
+
+
+def _snapshot(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` (a fresh dict) with its mutable values copied, so later in-place changes do not leak into the log."""
+    for key, value in values.items():
+        if type(value) not in _IMMUTABLE:
+            values[key] = _frozen(value)  # same key: the dict does not change size while iterated
+    return values
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception as exc:  # noqa: BLE001 - a value whose str() fails must not stop training
+        return f"<{type(value).__name__} whose str() failed: {type(exc).__name__}: {exc}>"
+
+
+def _render(message: Any, args: tuple[Any, ...]) -> str:
+    """``message % args`` as `logging` does it (one mapping argument works too); never raises."""
+    if not args:
+        return message if type(message) is str else _safe_str(message)
+    if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+        args = args[0]  # type: ignore[assignment]
+    try:
+        return _safe_str(message) % args
+    except Exception as exc:  # noqa: BLE001 - a bad format must not stop training (logging would print and go on)
+        try:
+            shown = repr(args)
+        except Exception:  # noqa: BLE001
+            shown = f"<{len(args)} args>"
+        return f"{_safe_str(message)} <message could not be formatted with args {shown:.200}: {type(exc).__name__}: {exc}>"
+
+
 def _as_dict(value: Any, what: str) -> dict[str, Any]:
-    """A plain copy of a mapping argument; `TypeError` naming `what` for anything else."""
+    """A plain copy of a mapping argument (mutable values copied); `TypeError` naming `what` for anything else."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise TypeError(f"{what} must be a dict (name -> value), got {type(value).__name__} {value!r:.80}")
-    return dict(value)
+    return _snapshot(dict(value))
 
 
 def _percent(iteration: Any, total: Any) -> float | None:
@@ -176,6 +229,10 @@ class ExperimentLogger:
         for handler in self._handlers:
             self.logger.addHandler(handler)
         self._quiet = [h for h in self._handlers if isinstance(h, _StoreHandler)]  # handlers that need no record
+        # Dropped without finalize: detach the handlers and let the flusher write what is queued and
+        # stop (no thread per forgotten logger). At interpreter exit `flush_all` does the flushing.
+        self._release = weakref.finalize(self, _release, self.logger, list(self._handlers), self.sink)
+        self._release.atexit = False
         self._summary: dict[str, Any] | None = None
         self._event(INFO, "experiment_start", {
             "experiment_name": experiment_name,
@@ -216,7 +273,7 @@ class ExperimentLogger:
         """Record metric values (a dict name -> value), optionally at a step."""
         if type(metrics) is not dict:
             metrics = _as_dict(metrics, "metrics")
-        self._event(INFO, "metrics", {"step": step, "metrics": metrics.copy()}, _metrics_message)
+        self._event(INFO, "metrics", {"step": step, "metrics": _snapshot(metrics.copy())}, _metrics_message)
 
     def log_result(self, result: Mapping[str, Any]) -> None:
         """Record a result (a dict)."""
@@ -227,11 +284,11 @@ class ExperimentLogger:
         if isinstance(error, BaseException):
             data = {
                 "error_type": type(error).__name__,
-                "message": str(error),
+                "message": _safe_str(error),
                 "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
             }
         else:
-            data = {"error_type": "Error", "message": str(error), "traceback": None}
+            data = {"error_type": "Error", "message": _safe_str(error), "traceback": None}
         data["context"] = _as_dict(context, "context")
         self._event(ERROR, "error", data, _error_message)
 
@@ -241,19 +298,19 @@ class ExperimentLogger:
 
     def debug(self, message: str, *args: Any) -> None:
         """A human DEBUG line (``message % args``)."""
-        self._event(DEBUG, None, None, message % args if args else str(message))
+        self._event(DEBUG, None, None, _render(message, args))
 
     def info(self, message: str, *args: Any) -> None:
         """A human INFO line (``message % args``)."""
-        self._event(INFO, None, None, message % args if args else str(message))
+        self._event(INFO, None, None, _render(message, args))
 
     def warning(self, message: str, *args: Any) -> None:
         """A human WARNING line (``message % args``)."""
-        self._event(WARNING, None, None, message % args if args else str(message))
+        self._event(WARNING, None, None, _render(message, args))
 
     def error(self, message: str, *args: Any) -> None:
         """A human ERROR line (``message % args``)."""
-        self._event(ERROR, None, None, message % args if args else str(message))
+        self._event(ERROR, None, None, _render(message, args))
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Write everything logged so far now (one attempt); False if the store did not finish in `timeout`."""
@@ -278,6 +335,7 @@ class ExperimentLogger:
             self.logger.removeHandler(handler)
             handler.close()  # a console handler leaves sys.stdout open
         self._put = self._after_finalize
+        self._release.detach()
         stats = self.sink.close(finalize=True, timeout=timeout) if self.sink else {}
         self._summary = {"final_status": final_status, "duration_seconds": duration, **stats}
         lost = stats.get("events_lost", 0) + stats.get("lines_lost", 0)
@@ -322,6 +380,14 @@ class ExperimentLogger:
     def structured_log_file(self) -> str | None:
         """URL of ``<name>_structured.jsonl`` (None without file logging); `load_structured_logs` takes it."""
         return f"{self.store.url.rstrip('/')}/{structured_key(self.experiment_name)}" if self.store else None
+
+
+def _release(logger: logging.Logger, handlers: list[logging.Handler], sink: LogSink | None) -> None:
+    """What a garbage-collected, unfinalized `ExperimentLogger` leaves: its handlers detached, its flusher stopping."""
+    for handler in handlers:
+        logger.removeHandler(handler)  # a no-op when a later logger of this name replaced them
+    if sink is not None:
+        sink.release()
 
 
 def _ignore(item: Any) -> None:  # noqa: ARG001

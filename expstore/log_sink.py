@@ -99,6 +99,7 @@ class LogSink:
         self._cond = threading.Condition()
         self._requested = self._done = 0  # flush generations
         self._closing = False
+        self._released = False  # stopped by `release`: the thread itself unregisters and closes the store
         self._retry_at = 0.0
         self._failures = 0
         self.stats = {"events_written": 0, "events_lost": 0, "lines_lost": 0, "write_errors": 0, "last_error": None}
@@ -123,6 +124,14 @@ class LogSink:
         with self._cond:
             self._wake.set()
             self._cond.wait_for(lambda: len(self.queue) < MAX_QUEUED // 2 or not self._thread.is_alive(), 10.0)
+
+    def release(self) -> None:
+        """Stop the flusher after a last write, without waiting (its logger was garbage-collected unfinalized)."""
+        with self._cond:
+            if not self._closing:
+                self._closing = "flush"  # type: ignore[assignment]
+                self._released = True
+            self._wake.set()
 
     def close(self, finalize: bool = True, timeout: float | None = 60.0) -> dict[str, Any]:
         """Stop the flusher after a last write (the merged final files when `finalize`); return the stats."""
@@ -165,6 +174,13 @@ class LogSink:
                     self._done = self._requested
                 self._cond.notify_all()
             if closing:
+                if self._released:
+                    _LIVE.discard(self)
+                    if self.owns_store:
+                        try:
+                            self.store.close()
+                        except Exception:  # noqa: BLE001 - nobody is left to tell
+                            pass
                 return
 
     def _drain(self) -> None:

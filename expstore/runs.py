@@ -81,6 +81,7 @@ CHECKPOINT_METADATA = "checkpoint_metadata"
 _TS_RE = re.compile(r"^\d{8}_\d{6}$")
 _RUN_RE = re.compile(r"^(?P<section>.+?)_(?P<ts>\d{8}_\d{6})_(?P<rest>[^/]+)$")
 _REST_RE = re.compile(r"^(?:e(?P<epochs>\d+)_)?(?P<name>.+)\.(?P<ext>pkl|parquet|json)$")
+_EPOCHS_LIKE = re.compile(r"^e\d+_")  # a model type that the file names would read back as an epochs part
 _JSON = NumpyEncoder()
 
 
@@ -315,6 +316,14 @@ def save_run(
     frames = _check_results(results)
     essential = _essential(essential_metadata)
     metrics, weights = _split_checkpoints(checkpoints) if checkpoints is not None else ({}, [])
+    if essential.get("epochs") is None:
+        for model_type in [*frames, *metrics]:
+            if _EPOCHS_LIKE.match(str(model_type)):
+                raise ValueError(
+                    f"model type {model_type!r} would read back as epochs={str(model_type)[1:].partition('_')[0]} "
+                    f"and model type {str(model_type).partition('_')[2]!r} (file names are <section>_<TS>[_e<epochs>]_<model>): "
+                    "pass epochs= or choose another model type name"
+                )
     with _opened(output_dir, storage_options) as store:
         run = _Run(section, _free_timestamp(store, section), essential.get("epochs"))
         files = {}

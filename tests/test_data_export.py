@@ -199,6 +199,8 @@ def test_unserializable_value_names_row_and_key(tmp_path: Any) -> None:
         export_results_csv([{"a": 1}, {3: 1}], tmp_path / "r.json")
     with pytest.raises(TypeError, match="metadata must be a dict"):
         export_results_json([], tmp_path / "r.json", metadata=[1])
+    with pytest.raises(TypeError, match=r"results\[1\] has the key \(1, 2\)"):
+        export_summary_statistics([{"a": 1}, {(1, 2): 0.5}], tmp_path / "r.json")
     with pytest.raises(TypeError, match=r"df.attrs\['fn'\]"):
         frame = pd.DataFrame({"a": [1]})
         frame.attrs["fn"] = print

@@ -391,3 +391,62 @@ def test_exit_without_finalize_flushes_at_exit(moto_server):
     assert proc.stdout.read().split() == ["done"] and proc.wait(timeout=30) == 0
     events = load_structured_logs(url, "leaver", **moto_server.storage_options)
     assert metric_ids(events) == list(range(500))
+
+
+# ---- review fixes ------------------------------------------------------------------------------------
+
+
+class _BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+def test_bad_format_arguments_and_broken_str_never_raise_in_the_training_loop(memory_url):
+    logger = create_experiment_logger("fmt", memory_url, verbose=True)
+    logger.info("loss %d", "not a number")  # logging itself would print an error and go on
+    logger.warning("50% done after %s", "x")  # a stray '%' in the message
+    logger.error("two %s %s", "args")
+    logger.info("by name %(step)d", {"step": 7})  # logging's one-mapping form
+    logger.info(_BadStr())
+    logger.log_error(_BadStr())
+    logger.finalize()
+    text = load_text_log(memory_url, "fmt")
+    assert "loss %d" in text and "could not be formatted" in text and "not a number" in text
+    assert "by name 7" in text and "whose str() failed" in text
+    assert kinds(load_structured_logs(memory_url, "fmt")) == ["experiment_start", "error", "experiment_end"]
+
+
+def test_values_changed_in_place_are_logged_as_they_were_at_the_call(store_location):
+    url, options = store_location
+    logger = ExperimentLogger("inplace", url, log_to_console=False, flush_interval=60, **options)
+    confusion, history, nested = np.zeros(3), [1], {"a": [1]}
+    logger.log_metrics({"confusion": confusion, "history": history}, step=1)
+    logger.log_progress(1, 10, {"confusion": confusion})
+    logger.log_result({"nested": nested})
+    confusion += 5
+    history.append(2)
+    nested["a"].append(2)
+    logger.finalize()  # the flusher encodes the events only now
+    events = load_structured_logs(url, "inplace", **options)
+    assert events[1]["data"]["metrics"] == {"confusion": [0.0, 0.0, 0.0], "history": [1]}
+    assert events[2]["data"]["metrics"] == {"confusion": [0.0, 0.0, 0.0]}
+    assert events[3]["data"] == {"nested": {"a": [1]}}
+
+
+def test_a_logger_dropped_without_finalize_writes_its_events_and_stops_its_thread(memory_url):
+    import gc
+    import threading
+
+    def trial() -> None:
+        logger = ExperimentLogger("dropped", memory_url, log_to_console=False, flush_interval=60)
+        for i in range(100):
+            logger.log_metrics({"i": i}, step=i)
+
+    trial()
+    gc.collect()
+    deadline = time.monotonic() + 20  # generous: only the outcome is asserted, never speed
+    while any(t.name == "expstore-log-dropped" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the flusher of a dropped logger never stopped"
+        time.sleep(0.02)
+    assert metric_ids(load_structured_logs(memory_url, "dropped")) == list(range(100))
+    assert logging.getLogger("experiment.dropped").handlers == []  # no handler left writing into a dead queue

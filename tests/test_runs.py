@@ -191,6 +191,10 @@ def test_migrate_legacy_runs(tmp_path: Path) -> None:
         (lambda d: save_run(results(), "s", d, checkpoints={"adam": {0: {"final": 3}}}), TypeError,
          r"checkpoints\['adam'\]\[0\]\['final'\] must be a dict"),
         (lambda d: save_run({"checkpoint_metadata": pd.DataFrame()}, "s", d), ValueError, "cannot be a model type"),
+        # without epochs, s_<TS>_e3_mlp.pkl would read back as epochs=3, model type 'mlp'
+        (lambda d: save_run({"e3_mlp": pd.DataFrame({"a": [1]})}, "s", d), ValueError, "model type 'e3_mlp' would read back"),
+        (lambda d: save_run(results(), "s", d, checkpoints={"e3_mlp": {0: {"final": {"acc": 1.0}}}}), ValueError,
+         "model type 'e3_mlp' would read back"),
         (lambda d: load_run("s", "2024", d), ValueError, "timestamp must look like"),
         (lambda d: load_run("nope", "20240101_120000", d), KeyNotFound, "no run of section 'nope'"),
     ],
@@ -208,3 +212,11 @@ def test_unstorable_weights_write_no_run(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="fn"):
         save_run(results(), "s", tmp_path, checkpoints=bad)
     assert list_runs(tmp_path) == []
+
+
+def test_model_type_that_looks_like_an_epochs_part_round_trips_with_epochs(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"a": [1, 2]})
+    ts = save_run({"e3_mlp": frame}, "s", tmp_path, epochs=10)
+    loaded, meta = load_run("s", ts, tmp_path)
+    assert list(loaded) == ["e3_mlp"] and meta["epochs"] == 10
+    assert [r["model_types"] for r in list_runs(tmp_path)] == [["e3_mlp"]]
