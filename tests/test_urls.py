@@ -70,6 +70,13 @@ def test_malformed_and_empty_urls():
         open_store(42)
 
 
+@pytest.mark.parametrize("url", ["memory://e1/..", "memory://e1/../x", "s3://b/a/../c", "zarr+memory://x/./y", "file:///tmp/a/../b"])
+def test_dot_segments_in_a_url_with_a_scheme_are_invalid(url):
+    with pytest.raises(InvalidURL, match=r"'\.\.?' segments") as caught:
+        open_store(url)
+    assert url in str(caught.value)
+
+
 def test_fsspec_protocol_whose_package_is_missing_names_it():
     pytest.importorskip("fsspec")
     try:

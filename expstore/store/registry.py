@@ -108,6 +108,9 @@ def split_url(url: str) -> tuple[str, str]:
     scheme = scheme.lower()
     if not scheme or not scheme[0].isalpha() or not scheme.replace("+", "").replace("-", "").replace(".", "").isalnum():
         raise InvalidURL(f"malformed URL scheme {scheme!r}", url=url)
+    if any(part in (".", "..") for part in location.split("/")):
+        # object stores do not resolve them: `s3://b/a/../c` would be a literal prefix `a/../c`
+        raise InvalidURL("a URL with a scheme may not contain '.' or '..' segments", url=url)
     return scheme, location
 
 
