@@ -202,10 +202,26 @@ def _pretty_row(row: Mapping[str, Any]) -> str:
     return _INDENTED.encode(row).replace("\n", "\n    ")  # json escapes newlines inside strings
 
 
+def _pretty_flat_rows(results: Results) -> str | None:
+    """The results list at depth 1 as ``json.dumps(..., indent=2)`` writes it, in one C-encoder
+    call, when every row is a non-empty dict of plain values; else None.
+
+    The encoder puts ``},\n      {`` only between rows then (JSON escapes newlines in strings,
+    and no value is a container), so one replace turns the row separators into indent=2's."""
+    if not all(type(row) is dict and row for row in results):
+        return None
+    if not {type(v) for row in results for v in row.values()} <= _PLAIN:
+        return None
+    inner = _FLAT_ROW.encode(results)[2:-2]  # without the outer "[{" and "}]"
+    return "[\n    {\n      " + inner.replace("},\n      {", "\n    },\n    {\n      ") + "\n    }\n  ]"
+
+
 def _pretty_json(doc: dict[str, Any]) -> str:
-    """``json.dumps(doc, indent=2, cls=NumpyEncoder)`` of the export layout, built row by row."""
-    rows = [_pretty_row(row) for row in doc["results"]]
-    body = "[\n    " + ",\n    ".join(rows) + "\n  ]" if rows else "[]"
+    """``json.dumps(doc, indent=2, cls=NumpyEncoder)`` of the export layout, flat rows in one call."""
+    results = doc["results"]
+    body = _pretty_flat_rows(results) if results else "[]"
+    if body is None:
+        body = "[\n    " + ",\n    ".join(_pretty_row(row) for row in results) + "\n  ]"
     metadata = _INDENTED.encode(doc["metadata"]).replace("\n", "\n  ")
     timestamp = _COMPACT.encode(doc["timestamp"])
     return (

@@ -249,6 +249,15 @@ def test_json_round_trip(rows: list[dict[str, Any]], metadata: dict[str, Any], p
         assert text == json.dumps(doc, indent=2)
 
 
+def test_pretty_json_of_flat_rows_with_separator_lookalike_strings_is_json_dumps_indent_2() -> None:
+    rows = [{"s": "},\n      {", "t": "}, {", "n": float("nan")}, {"s": "x", "i": 2**70, "b": None}]
+    url = f"memory://export-json-{uuid.uuid4().hex}/r.json"
+    export_results_json(rows, url)
+    doc = load_results_json(url)
+    assert read(url.rpartition("/")[0], {}, "r.json").decode() == json.dumps(doc, indent=2)
+    assert doc["results"][0]["s"] == "},\n      {"
+
+
 csv_cells = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 
 
