@@ -43,6 +43,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from . import sharding
 from .codec import _check_extra, _make_array, _parse_object, read_checkpoint, read_manifest, write_checkpoint
 from .errors import CorruptData, InvalidKey, KeyNotFound, PreconditionFailed, StoreError
 from .snapshot import SnapshotPool
@@ -60,7 +61,7 @@ __all__ = [
 INDEX_FORMAT = "expstore.checkpoint-index"
 INDEX_VERSION = 1
 CAS_ATTEMPTS = 50
-_CKPT_RE = re.compile(r"^(?P<exp>.+)_iter_(?P<it>\d+)\.ckpt$")
+_CKPT_RE = re.compile(r"^(?P<exp>[^/]+)_iter_(?P<it>\d+)(?:\.ckpt|/manifest\.json)$")  # one object | sharded
 _UNREADABLE = (CorruptData, KeyNotFound)
 
 
@@ -118,15 +119,20 @@ def _join(url: str, key: str) -> str:
 def split_ref(ref: str) -> tuple[str, str]:
     """Split the URL of one checkpoint into (store URL, key)."""
     base, _, key = ref.rstrip("/").rpartition("/")
+    if key == sharding.MANIFEST:
+        base, _, folder = base.rpartition("/")
+        key = f"{folder}/{key}"
     if not base or not _CKPT_RE.match(key):
-        raise ValueError(f"{ref!r} is not the URL of a checkpoint (…/<exp>_iter_<n>.ckpt)")
+        raise ValueError(f"{ref!r} is not the URL of a checkpoint (…/<exp>_iter_<n>.ckpt or …/<exp>_iter_<n>/manifest.json)")
     if base.endswith(":/"):  # memory://key -> "memory:/" + "key"
         base += "/"
     return base, key
 
 
 def _read_any(store: Store, key: str, select: list[str] | None, allow_pickle: bool) -> dict[str, Any]:
-    """Read one checkpoint from `store` into the loaded-checkpoint dict."""
+    """Read one checkpoint from `store` into the loaded-checkpoint dict (a sharded one as rank 0)."""
+    if sharding.is_manifest_key(key):
+        return sharding.load(store, key, rank=0, world_size=None, select=select, allow_pickle=allow_pickle)
     if isinstance(select, str):
         select = [select]
     if store.supports_arrays:
@@ -244,6 +250,8 @@ class CheckpointManager:
         mode: str = "min",
         allow_pickle: bool = False,
         async_save: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
         **storage_options: Any,
     ):
         self.experiment_name = validate_experiment_name(experiment_name)
@@ -266,6 +274,7 @@ class CheckpointManager:
                 "it keeps checkpoints as real datasets; use a bytes store (local, S3, memory) for pickled leaves"
             )
         self.index_key = f"{self.experiment_name}_index.json"
+        self.rank, self.world_size = sharding.check_ranks(rank, world_size, self.store)
         self._resumed_from: int | None = None
         self.async_save = bool(async_save)
         self._pending: threading.Thread | None = None
@@ -275,7 +284,9 @@ class CheckpointManager:
     # -- names ------------------------------------------------------------------------------------
 
     def key_for(self, iteration: int) -> str:
-        """The key of the checkpoint of `iteration`."""
+        """The key of the checkpoint of `iteration` (its manifest when this manager saves shards)."""
+        if self.world_size is not None:
+            return sharding.manifest_key(self.experiment_name, iteration)
         return f"{self.experiment_name}_iter_{iteration:06d}.ckpt"
 
     def ref_for(self, key: str) -> str:
@@ -337,7 +348,7 @@ class CheckpointManager:
         )
 
     def _delete_quietly(self, keys: list[str]) -> None:
-        for key in keys:
+        for key in [k for key in keys for k in sharding.objects_of(self.store, key)]:
             try:
                 self.store.delete(key)
             except KeyNotFound:
@@ -402,6 +413,8 @@ class CheckpointManager:
     def _save_now(self, state: Any, iteration: int, meta: dict[str, Any], tag: str | None) -> str:
         key, timestamp = self.key_for(iteration), _now()
         tags = [tag] if tag else []
+        if self.world_size is not None:
+            return sharding.save_shard(self, state, iteration, timestamp, meta, tags)
         self._write_object(key, state, iteration, timestamp, meta, tags)
         entry = {"iteration": iteration, "key": key, "timestamp": timestamp, "tags": tags, "metadata": meta}
         dropped = self._commit(entry)
@@ -446,25 +459,37 @@ class CheckpointManager:
         if not isinstance(path, str):
             raise TypeError(f"path must be a ref, a key or an entry of list_checkpoints(), got {type(path).__name__}")
         own = _join(self.store.url, "")
-        if path.startswith(own) and "/" not in path[len(own):]:
+        if path.startswith(own) and _CKPT_RE.match(path[len(own):]):
             return self.store, path[len(own):]
-        if "/" not in path and "\\" not in path:
+        if ("/" not in path and "\\" not in path) or _CKPT_RE.match(path):
             return self.store, path
         url, key = split_ref(path)
         return open_store(url, **self.storage_options), key
 
-    def load_checkpoint(self, path: Any = None, *, select: list[str] | None = None) -> dict[str, Any]:
+    def _read(self, store: Store, key: str, select: Any, rank: int | None, world_size: int | None) -> dict[str, Any]:
+        """Read one checkpoint; a sharded one as rank `rank` of `world_size` (default: this manager's)."""
+        if not sharding.is_manifest_key(key):
+            return _read_any(store, key, select, self.allow_pickle)
+        rank = (self.rank or 0) if rank is None else rank
+        world_size = self.world_size if world_size is None else world_size
+        return sharding.load(store, key, rank=rank, world_size=world_size, select=select, allow_pickle=self.allow_pickle)
+
+    def load_checkpoint(
+        self, path: Any = None, *, select: list[str] | None = None, rank: int | None = None, world_size: int | None = None
+    ) -> dict[str, Any]:
         """Load a checkpoint: ``{"iteration", "timestamp", "state", "metadata"}``.
 
         `path=None` loads the highest iteration the index names, falling back to the next lower one
         (with a warning) when it is corrupt or missing; `FileNotFoundError` (`KeyNotFound`) when none
-        is readable. `select=["model/w"]` reads only those arrays of the state.
+        is readable. `select=["model/w"]` reads only those arrays of the state. A sharded checkpoint
+        loads as rank `rank` of `world_size` (default: this manager's, else rank 0 of the saved world
+        size); another world size re-shards its `ShardedArray` leaves (docs/checkpointing.md).
         """
         self.wait_until_finished()
         if path is not None:
             store, key = self._resolve(path)
             try:
-                loaded = _read_any(store, key, select, self.allow_pickle)
+                loaded = self._read(store, key, select, rank, world_size)
             finally:
                 if store is not self.store:
                     store.close()
@@ -474,7 +499,7 @@ class CheckpointManager:
         entries = self._entries()
         for entry in reversed(entries):
             try:
-                loaded = _read_any(self.store, entry["key"], select, self.allow_pickle)
+                loaded = self._read(self.store, entry["key"], select, rank, world_size)
             except _UNREADABLE as exc:
                 warnings.warn(f"skipping unreadable checkpoint {self.ref_for(entry['key'])}: {exc}", RuntimeWarning, stacklevel=2)
                 continue
@@ -490,23 +515,25 @@ class CheckpointManager:
         bad = []
         for e in self._entries():
             try:
-                verify_object(self.store, e["key"])
+                (sharding.verify if sharding.is_manifest_key(e["key"]) else verify_object)(self.store, e["key"])
             except StoreError:
                 bad.append(self.ref_for(e["key"]))
         return bad
 
     def gc(self) -> list[str]:
-        """Delete `<exp>_iter_*.ckpt` objects the index does not name (left by crashes); return their keys.
+        """Delete `<exp>_iter_*.ckpt` objects and sharded-checkpoint folders the index does not name
+        (left by crashes, or by ranks of a save that never completed); return their keys.
 
         Do not run it while another process saves to this experiment.
         """
         named = {e["key"] for e in self._entries()}
-        orphans = []
-        for key in self.store.list(f"{self.experiment_name}_iter_"):
+        keys = self.store.list(f"{self.experiment_name}_iter_")
+        orphans = sharding.orphans(keys, named, self.experiment_name)
+        for key in keys:
             m = _CKPT_RE.match(key)
-            if m and m["exp"] == self.experiment_name and key not in named:
+            if m and m["exp"] == self.experiment_name and key not in named and "/" not in key:
                 orphans.append(key)
-        self._delete_quietly(orphans)
+        self._delete_quietly(sorted(orphans, key=sharding.is_manifest_key))  # a folder's manifest last
         return orphans
 
     def close(self) -> None:
@@ -553,7 +580,7 @@ def resume_from_checkpoint(
     """
     if isinstance(url_or_ref, str):
         last = url_or_ref.rstrip("/").rpartition("/")[2]
-        if _CKPT_RE.match(last):
+        if _CKPT_RE.match(last) or last == sharding.MANIFEST:
             url, key = split_ref(url_or_ref)
             with open_store(url, **storage_options) as store:
                 return _read_any(store, key, None, allow_pickle)
@@ -598,6 +625,8 @@ def backup_checkpoint(
 
 
 def _copy_checkpoint(src: Store, key: str, dest: CheckpointManager, allow_pickle: bool) -> str:
+    if sharding.is_manifest_key(key):
+        raise NotImplementedError(f"backing up a sharded checkpoint ({key!r}) is not supported yet")
     if not src.supports_arrays and not dest.store.supports_arrays:
         data = src.read(key)
         extra = _parse_object(memoryview(data), src, key).manifest.get("extra") or {}  # never copy garbage
