@@ -380,7 +380,9 @@ def read_checkpoint(
     return _rebuild(layout, arrays, allow_pickle, store, key), layout.manifest
 
 
-def _read_layout(store: Store, key: str) -> _Layout:
+def read_header_bytes(store: Store, key: str) -> tuple[bytes, bytes]:
+    """The 8-byte header length and the header of the object at `key`, by two range reads;
+    `CorruptData` when either is cut short or the length is not sane."""
     head = store.read_range(key, 0, 8)
     if len(head) < 8:
         raise CorruptData(f"truncated checkpoint: {len(head)} bytes, less than the 8-byte header length", url=store.url, key=key)
@@ -388,7 +390,12 @@ def _read_layout(store: Store, key: str) -> _Layout:
     header = store.read_range(key, 8, 8 + n)
     if len(header) != n:
         raise CorruptData(f"truncated checkpoint: the header length says {n} bytes, only {len(header)} follow", url=store.url, key=key)
-    return _parse_header(header, n, None, store, key)
+    return head, header
+
+
+def _read_layout(store: Store, key: str) -> _Layout:
+    _, header = read_header_bytes(store, key)
+    return _parse_header(header, len(header), None, store, key)
 
 
 def _parse_object(buf: memoryview, store: Store, key: str) -> _Layout:

@@ -27,7 +27,17 @@ from typing import TYPE_CHECKING, Any
 import google_crc32c
 import numpy as np
 
-from .codec import _header_length, _Layout, _make_array, _parse_header, _pickle_leaf, _ranges, _rebuild, _refuse_pickle, write_flat
+from .codec import (
+    _Layout,
+    _make_array,
+    _parse_header,
+    _pickle_leaf,
+    _ranges,
+    _rebuild,
+    _refuse_pickle,
+    read_header_bytes,
+    write_flat,
+)
 from .errors import CorruptData, KeyNotFound, PreconditionFailed
 from .store.base import Store
 from .store.tree import flatten, select_paths
@@ -234,14 +244,8 @@ def _parse_manifest(raw: bytes, store: Store, key: str) -> dict[str, Any]:
 
 def _header(store: Store, key: str) -> tuple[_Layout, int]:
     """The layout of a shard and the crc32c of its length + header bytes (two range reads)."""
-    head = store.read_range(key, 0, 8)
-    if len(head) < 8:
-        raise CorruptData(f"truncated shard: {len(head)} bytes", url=store.url, key=key)
-    n = _header_length(head, None, store, key)
-    header = store.read_range(key, 8, 8 + n)
-    if len(header) != n:
-        raise CorruptData(f"truncated shard header: {len(header)} of {n} bytes", url=store.url, key=key)
-    return _parse_header(header, n, None, store, key), google_crc32c.extend(google_crc32c.value(head), header)
+    head, header = read_header_bytes(store, key)
+    return _parse_header(header, len(header), None, store, key), google_crc32c.extend(google_crc32c.value(head), header)
 
 
 def _checked_header(store: Store, base: str, record: dict[str, Any]) -> tuple[str, _Layout]:
