@@ -5,6 +5,9 @@ Each event goes two ways: the structured log ``<name>_structured.jsonl`` (one
 (``2025-12-31 05:30:00 - experiment.<name> - INFO - ...``), both in `output_dir` (a path, a
 URL such as ``s3://bucket/run/logs``, or a `Store`). The logger is a standard `logging` logger
 named ``experiment.<name>``; its records written by other code land in ``<name>.log`` too.
+With ``rank=r`` (one process of a distributed job) the stem is ``<name>.rank<r>`` for the files,
+their segments and the `logging` name, and every JSONL object carries ``"rank": r``; the readers
+merge all ranks by timestamp.
 
 The calls never do I/O: they queue the event, and a background thread (`expstore.log_sink`)
 formats and writes it within `flush_interval` seconds (appends on local and memory stores,
@@ -28,7 +31,7 @@ import numpy as np
 
 from .checkpointing import validate_experiment_name
 from .log_format import LOG_DATE_FORMAT, LOG_FORMAT, format_pairs
-from .log_layout import structured_key, text_key
+from .log_layout import rank_stem, structured_key, text_key
 from .log_reader import analyze_logs, load_structured_logs, load_text_log
 from .log_sink import MAX_QUEUED, LogSink, MiB
 from .run_environment import describe_environment, summary
@@ -192,11 +195,14 @@ class ExperimentLogger:
         flush_interval: float = 2.0,
         flush_bytes: int = MiB,
         max_buffer_bytes: int = 64 * MiB,
+        rank: int | None = None,
         **storage_options: Any,
     ):
         self.experiment_name = validate_experiment_name(experiment_name)
-        validate_key(structured_key(experiment_name))
-        self.logger = logging.getLogger(f"experiment.{experiment_name}")
+        self.rank = _check_rank(rank)
+        self._stem = rank_stem(experiment_name, self.rank)
+        validate_key(structured_key(self._stem))
+        self.logger = logging.getLogger(f"experiment.{self._stem}")
         self.logger.setLevel(level)
         self.logger.propagate = False
         for handler in [h for h in self.logger.handlers if getattr(h, _OWNED, False)]:
@@ -215,6 +221,7 @@ class ExperimentLogger:
                 flush_bytes=flush_bytes,
                 max_buffer_bytes=max_buffer_bytes,
                 owns_store=not isinstance(output_dir, Store),
+                rank=self.rank,
             )
             self._put = self.sink.put
             self._queued = self.sink.queue.__len__
@@ -369,17 +376,18 @@ class ExperimentLogger:
 
     def __repr__(self) -> str:
         where = self.store.url if self.store else "console only"
-        return f"ExperimentLogger({self.experiment_name!r}, {where!r})"
+        rank = "" if self.rank is None else f", rank={self.rank}"
+        return f"ExperimentLogger({self.experiment_name!r}, {where!r}{rank})"
 
     @property
     def log_file(self) -> str | None:
-        """URL of ``<name>.log`` (None without file logging)."""
-        return f"{self.store.url.rstrip('/')}/{text_key(self.experiment_name)}" if self.store else None
+        """URL of ``<name>.log`` (``<name>.rank<r>.log`` with a rank; None without file logging)."""
+        return f"{self.store.url.rstrip('/')}/{text_key(self._stem)}" if self.store else None
 
     @property
     def structured_log_file(self) -> str | None:
-        """URL of ``<name>_structured.jsonl`` (None without file logging); `load_structured_logs` takes it."""
-        return f"{self.store.url.rstrip('/')}/{structured_key(self.experiment_name)}" if self.store else None
+        """URL of ``<name>_structured.jsonl`` (this rank's file with a rank; None without file logging); `load_structured_logs` takes it."""
+        return f"{self.store.url.rstrip('/')}/{structured_key(self._stem)}" if self.store else None
 
 
 def _release(logger: logging.Logger, handlers: list[logging.Handler], sink: LogSink | None) -> None:
@@ -390,12 +398,19 @@ def _release(logger: logging.Logger, handlers: list[logging.Handler], sink: LogS
         sink.release()
 
 
+def _check_rank(rank: object) -> int | None:
+    """`rank` if it is None or an int >= 0 (the process's rank in a distributed job), else `ValueError`."""
+    if rank is None or (isinstance(rank, (int, np.integer)) and not isinstance(rank, bool) and rank >= 0):
+        return None if rank is None else int(rank)
+    raise ValueError(f"rank must be None or an int >= 0 (this process's rank), got {rank!r}")
+
+
 def _ignore(item: Any) -> None:  # noqa: ARG001
     """The sink of a logger without file logging."""
 
 
 def create_experiment_logger(
-    experiment_name: str, output_dir: Any, verbose: bool = True, **kwargs: Any
+    experiment_name: str, output_dir: Any, verbose: bool = True, rank: int | None = None, **kwargs: Any
 ) -> ExperimentLogger:
     """The seed's factory: an `ExperimentLogger` that prints to the console when `verbose`."""
-    return ExperimentLogger(experiment_name, output_dir, log_to_file=True, log_to_console=verbose, **kwargs)
+    return ExperimentLogger(experiment_name, output_dir, log_to_file=True, log_to_console=verbose, rank=rank, **kwargs)

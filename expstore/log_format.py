@@ -107,8 +107,9 @@ def format_pairs(values: Any) -> str:
 class LineFormatter:
     """Turns queued items into JSONL and `.log` text; caches the per-second parts of timestamps."""
 
-    def __init__(self, logger_name: str):
+    def __init__(self, logger_name: str, rank: int | None = None):
         self.logger_name = logger_name
+        self._rank = "" if rank is None else f' "rank": {rank},'  # in every JSONL object of a ranked logger
         self._second = -1
         self._iso_head = self._iso_zone = self._log_head = ""
 
@@ -132,7 +133,7 @@ class LineFormatter:
         json_line = None
         if event_type is not None:
             micro = min(int((ts - second) * 1e6), 999_999)
-            json_line = f'{{"timestamp": "{self._iso_head}.{micro:06d}{self._iso_zone}", "event_type": "{event_type}", "data": {to_json(data)}}}\n'
+            json_line = f'{{"timestamp": "{self._iso_head}.{micro:06d}{self._iso_zone}", "event_type": "{event_type}",{self._rank} "data": {to_json(data)}}}\n'
         if message is None:
             return json_line, None
         try:

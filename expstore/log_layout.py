@@ -6,6 +6,12 @@
     <name>.log                                        the human-readable log
     <name>.segments/<session>/<seq:08d>.jsonl         segments of a run on a store without append
     <name>.segments/<session>/<seq:08d>.log           (S3, fsspec, HDF5, Zarr), merged by finalize
+    <name>_run.json                                   the run's small summary, for the run catalog
+                                                      (written at start and at finalize)
+
+A logger given ``rank=r`` writes the same files under the stem ``<name>.rank<r>`` instead of
+``<name>`` (``<name>.rank3_structured.jsonl``, ``<name>.rank3.segments/...``): every rank owns its
+keys, and each rank's files are a complete single-process log that older readers can open.
 
 A session is one logger's lifetime: ``<UTC start time, µs>-<pid>-<random>``, so sessions and
 their segments sort in the order they were written.
@@ -14,12 +20,36 @@ their segments sort in the order they were written.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 
 STRUCTURED_SUFFIX = "_structured.jsonl"
 TEXT_SUFFIX = ".log"
 SEGMENTS_SUFFIX = ".segments"
+SUMMARY_SUFFIX = "_run.json"
+_RANKED = re.compile(r"^(?P<name>.+)\.rank(?P<rank>0|[1-9]\d*)$")
+
+
+def rank_stem(name: str, rank: int | None) -> str:
+    """The stem of the log keys of experiment `name` written by `rank` (`name` itself without a rank)."""
+    return name if rank is None else f"{name}.rank{rank}"
+
+
+def split_stem(stem: str) -> tuple[str, int | None]:
+    """(experiment name, rank or None) of a stem: ``exp.rank3`` -> ``("exp", 3)``."""
+    m = _RANKED.match(stem)
+    return (m["name"], int(m["rank"])) if m else (stem, None)
+
+
+def stem_of(key: str) -> str | None:
+    """The stem whose log file or segment `key` is (None for any other key)."""
+    head, sep, _ = key.partition("/")
+    suffixes = (SEGMENTS_SUFFIX,) if sep else (STRUCTURED_SUFFIX, TEXT_SUFFIX)
+    for suffix in suffixes:
+        if head.endswith(suffix) and len(head) > len(suffix):
+            return head[: -len(suffix)]
+    return None
 
 
 def structured_key(name: str) -> str:
@@ -30,6 +60,11 @@ def structured_key(name: str) -> str:
 def text_key(name: str) -> str:
     """The key of the final human-readable log of experiment `name`."""
     return f"{name}{TEXT_SUFFIX}"
+
+
+def summary_key(name: str) -> str:
+    """The key of the run summary of experiment `name` (or of one rank's stem)."""
+    return f"{name}{SUMMARY_SUFFIX}"
 
 
 def segments_prefix(name: str) -> str:
@@ -50,15 +85,13 @@ def segment_key(name: str, session: str, seq: int, kind: str) -> str:
 
 
 def experiments_in(keys: list[str]) -> list[str]:
-    """The experiment names that these keys (a store's top-level listing) hold logs of."""
+    """The experiment names that these keys (a store's top-level listing) hold structured logs of; ranks folded in."""
     names = set()
     for key in keys:
-        head, _, _ = key.partition("/")
-        if "/" not in key and key.endswith(STRUCTURED_SUFFIX):
-            names.add(key[: -len(STRUCTURED_SUFFIX)])
-        elif "/" in key and head.endswith(SEGMENTS_SUFFIX):
-            names.add(head[: -len(SEGMENTS_SUFFIX)])
-    return sorted(n for n in names if n)
+        stem = stem_of(key)
+        if stem and ("/" in key or key.endswith(STRUCTURED_SUFFIX)):
+            names.add(split_stem(stem)[0])
+    return sorted(names)
 
 
 def join_lines(parts: list[bytes]) -> bytes:

@@ -3,19 +3,34 @@
 A location is the URL or path of ``<name>_structured.jsonl`` / ``<name>.log`` (which need not
 exist yet on a store without append: its segments are read), or the folder holding them plus
 ``experiment_name=`` (optional when the folder holds one experiment), or an open `Store`.
+An experiment written by several ranks (``<name>.rank<r>...`` keys) is read as one: its ranks'
+events merged by timestamp; the URL of one rank's file (``<name>.rank2_structured.jsonl``) reads
+that rank only.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
 from .errors import KeyNotFound
-from .log_layout import STRUCTURED_SUFFIX, TEXT_SUFFIX, experiments_in, join_lines, segments_prefix, structured_key, text_key
+from .log_catalog import overall_status
+from .log_layout import (
+    STRUCTURED_SUFFIX,
+    TEXT_SUFFIX,
+    experiments_in,
+    join_lines,
+    segments_prefix,
+    split_stem,
+    stem_of,
+    structured_key,
+    text_key,
+)
 from .store.base import Store
 from .store.registry import open_store
 
@@ -47,24 +62,37 @@ def _open(location: Any, experiment_name: str | None, storage_options: dict[str,
     return store, experiment_name, owned
 
 
-def _sources(store: Store, final: str, prefix: str, ending: str) -> tuple[list[tuple[str, bytes]], bool]:
-    """[(key, bytes)] of the final file then every segment of one kind, and whether segments exist."""
+def _stems(store: Store, name: str) -> dict[str, list[str]]:
+    """{stem: its listed keys} for `name` and each of its ranks, in rank order, from one LIST."""
+    found: dict[str, list[str]] = {}
+    for key in store.list(name):
+        stem = stem_of(key)
+        if stem is not None and (stem == name or split_stem(stem)[0] == name):
+            found.setdefault(stem, []).append(key)
+    order = sorted(found, key=lambda stem: -1 if stem == name else split_stem(stem)[1] or 0)
+    return {stem: found[stem] for stem in order}
+
+
+def _read_all(store: Store, name: str, kind: str) -> list[tuple[list[tuple[str, bytes]], bool]]:
+    """Per stem of `name`: ([(key, bytes)] of its final file of `kind` then its segments, whether both exist)."""
+    final_of = structured_key if kind == "jsonl" else text_key
     for attempt in range(READ_ATTEMPTS):
-        segments = [k for k in store.list(prefix) if k.endswith(ending)]
+        stems = _stems(store, name)
         out = []
         try:
-            out.append((final, store.read(final)))
-        except KeyNotFound:
-            pass
-        try:
-            out += [(k, store.read(k)) for k in segments]
+            for stem, keys in stems.items():
+                final = final_of(stem)
+                segments = [k for k in keys if k.startswith(segments_prefix(stem)) and k.endswith(f".{kind}")]
+                sources = [(k, store.read(k)) for k in ([final] if final in keys else []) + segments]
+                if sources:
+                    out.append((sources, bool(segments) and final in keys))
         except KeyNotFound:
             if attempt + 1 < READ_ATTEMPTS:
                 continue  # merged and deleted by a finalize meanwhile: the final file has it now
             raise
         if not out:
-            raise KeyNotFound("no logs of this experiment (neither the final file nor segments)", url=store.url, key=final)
-        return out, bool(segments)
+            raise KeyNotFound("no logs of this experiment (neither the final file nor segments)", url=store.url, key=final_of(name))
+        return out
     raise AssertionError("unreachable")
 
 
@@ -105,22 +133,40 @@ def _parse(sources: Iterable[tuple[str, bytes]], url: str, dedupe: bool) -> list
 def load_structured_logs(
     url_or_path: Any, experiment_name: str | None = None, **storage_options: Any
 ) -> list[dict[str, Any]]:
-    """All events of an experiment, oldest first, from the final JSONL file and/or its segments."""
+    """All events of an experiment, oldest first, from the final JSONL files and/or segments of every rank.
+
+    Each rank's events keep their written order; the ranks are merged by timestamp.
+    """
     store, name, owned = _open(url_or_path, experiment_name, storage_options)
     try:
-        sources, has_segments = _sources(store, structured_key(name), segments_prefix(name), ".jsonl")
-        return _parse(sources, store.url, dedupe=has_segments and sources[0][0] == structured_key(name))
+        per_stem = [_parse(sources, store.url, dedupe) for sources, dedupe in _read_all(store, name, "jsonl")]
     finally:
         if owned:
             store.close()
+    return _merged(per_stem)
+
+
+def _timed(events: list[dict[str, Any]]) -> Iterator[tuple[float, dict[str, Any]]]:
+    """(seconds, event) of one rank's events; an unreadable timestamp takes the one before it, keeping the order."""
+    last = float("-inf")
+    for event in events:
+        seconds = _seconds(event.get("timestamp"))
+        last = last if seconds is None else seconds
+        yield last, event
+
+
+def _merged(per_stem: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The events of all ranks ordered by timestamp, each rank's own order kept."""
+    if len(per_stem) == 1:
+        return per_stem[0]
+    return [event for _, event in heapq.merge(*map(_timed, per_stem), key=lambda pair: pair[0])]
 
 
 def load_text_log(url_or_path: Any, experiment_name: str | None = None, **storage_options: Any) -> str:
-    """The human-readable log of an experiment, from the final `.log` file and/or its segments."""
+    """The human-readable log of an experiment, from the final `.log` files and/or segments (rank after rank)."""
     store, name, owned = _open(url_or_path, experiment_name, storage_options)
     try:
-        sources, _ = _sources(store, text_key(name), segments_prefix(name), ".log")
-        return join_lines([data for _, data in sources]).decode("utf-8", "replace")
+        return join_lines([data for sources, _ in _read_all(store, name, "log") for _, data in sources]).decode("utf-8", "replace")
     finally:
         if owned:
             store.close()
@@ -133,16 +179,8 @@ def _seconds(stamp: Any) -> float | None:
         return None
 
 
-def analyze_logs(url_or_path: Any, experiment_name: str | None = None, **storage_options: Any) -> dict[str, Any]:
-    """Summary of a run: event counts, final status (None while running or after a crash), duration, last metrics.
-
-    Also takes an already loaded list of events.
-    """
-    events = (
-        url_or_path
-        if isinstance(url_or_path, list)
-        else load_structured_logs(url_or_path, experiment_name, **storage_options)
-    )
+def _summary(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Event counts, final status of the last session, times and last metrics of a list of events."""
     counts: dict[str, int] = {}
     last_metrics: dict[str, Any] = {}
     final_status = None
@@ -168,3 +206,28 @@ def analyze_logs(url_or_path: Any, experiment_name: str | None = None, **storage
         "errors": counts.get("error", 0),
         "final_metrics": last_metrics,
     }
+
+
+def analyze_logs(url_or_path: Any, experiment_name: str | None = None, **storage_options: Any) -> dict[str, Any]:
+    """Summary of a run: event counts, final status (None while running or after a crash), duration, last metrics.
+
+    Also takes an already loaded list of events. With events of more than one rank, ``per_rank``
+    maps each rank (None for events written without a rank) to the same summary of its events,
+    and ``final_status`` is the run's: None while any rank has none, else the first rank's status
+    that is not ``completed``.
+    """
+    events = (
+        url_or_path
+        if isinstance(url_or_path, list)
+        else load_structured_logs(url_or_path, experiment_name, **storage_options)
+    )
+    result = _summary(events)
+    by_rank: dict[int | None, list[dict[str, Any]]] = {}
+    for event in events:
+        by_rank.setdefault(event.get("rank"), []).append(event)
+    if len(by_rank) > 1:
+        ranks = sorted(by_rank, key=lambda r: -1 if r is None else r)
+        result["per_rank"] = {rank: _summary(by_rank[rank]) for rank in ranks}
+        result["ranks"] = len(ranks)
+        result["final_status"] = overall_status([result["per_rank"][r]["final_status"] for r in ranks], running=None)
+    return result

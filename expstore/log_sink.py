@@ -8,6 +8,10 @@ wakes every `tick`, turns queued items into JSONL and `.log` text (`LineFormatte
 * on any other store (S3, fsspec, HDF5, Zarr): numbered segment objects (`log_layout`), and on
   `close(finalize=True)` the merged final files, after which the merged segments are deleted.
 
+A sink of one rank (``rank=r``) writes and merges only the keys of its stem ``<name>.rank<r>``.
+Besides the logs it writes the run summary ``<stem>_run.json`` (`log_catalog`) twice: after the
+start event and at `close(finalize=True)`.
+
 A buffer goes out when it holds `flush_bytes` or when its oldest event is `flush_interval` old, so
 an event reaches storage within `flush_interval` of being logged (plus the write itself). A write
 that fails is kept and retried with backoff; the unsent text is bounded by `max_buffer_bytes`
@@ -28,8 +32,9 @@ from types import FrameType
 from typing import Any
 
 from .errors import KeyNotFound
+from .log_catalog import SummaryTracker
 from .log_format import Item, LineFormatter
-from .log_layout import join_lines, new_session, segment_key, segments_prefix, structured_key, text_key
+from .log_layout import join_lines, new_session, rank_stem, segment_key, segments_prefix, structured_key, summary_key, text_key
 from .store.base import Store
 
 MiB = 2**20
@@ -74,6 +79,7 @@ class LogSink:
         flush_bytes: int = MiB,
         max_buffer_bytes: int = 64 * MiB,
         owns_store: bool = False,
+        rank: int | None = None,
     ):
         if not flush_interval > 0:
             raise ValueError(f"flush_interval must be > 0 seconds, got {flush_interval!r}")
@@ -82,12 +88,14 @@ class LogSink:
         if not isinstance(max_buffer_bytes, int) or max_buffer_bytes < flush_bytes:
             raise ValueError(f"max_buffer_bytes must be an int >= flush_bytes ({flush_bytes}), got {max_buffer_bytes!r}")
         self.store, self.name, self.owns_store = store, name, owns_store
+        self.stem = rank_stem(name, rank)  # the keys this sink owns: one rank's files and segments only
         self.flush_interval, self.flush_bytes, self.max_buffer_bytes = float(flush_interval), flush_bytes, max_buffer_bytes
         self.segmented = not store.supports_append
         self.session = new_session()
         self.queue: collections.deque[Item] = collections.deque()
         self.put = self.queue.append  # the only thing the caller's thread does
-        self._formatter = LineFormatter(logger_name)
+        self._formatter = LineFormatter(logger_name, rank)
+        self._summary = SummaryTracker(name, rank)
         self._buffers = {"jsonl": _Buffer(), "log": _Buffer()}
         self._oldest: float | None = None  # log time of the oldest buffered item
         self._unsent: collections.deque[_Chunk] = collections.deque()
@@ -103,7 +111,7 @@ class LogSink:
         self._retry_at = 0.0
         self._failures = 0
         self.stats = {"events_written": 0, "events_lost": 0, "lines_lost": 0, "write_errors": 0, "last_error": None}
-        self._thread = threading.Thread(target=self._run, name=f"expstore-log-{name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"expstore-log-{self.stem}", daemon=True)
         self._thread.start()
         _register(self)
 
@@ -164,6 +172,8 @@ class LogSink:
                     self._merge()
                 else:
                     self._send(force=bool(forced))
+                if closing == "finalize" or (self._summary.start_due and not closing and time.monotonic() >= self._retry_at):
+                    self._write_summary()
             except Exception as exc:  # noqa: BLE001 - the flusher must survive anything
                 self._failed(exc)
             if closing:
@@ -185,14 +195,16 @@ class LogSink:
 
     def _drain(self) -> None:
         """Format every queued item into the buffers, cutting a buffer when it reaches `flush_bytes`."""
-        queue, fmt, limit = self.queue, self._formatter.format, self.flush_bytes
+        queue, fmt, limit, see = self.queue, self._formatter.format, self.flush_bytes, self._summary.see
         jsonl, log = self._buffers["jsonl"], self._buffers["log"]
         if not queue:
             return
         first = queue[0][0]
         for _ in range(len(queue)):
-            json_line, log_line = fmt(queue.popleft())
+            item = queue.popleft()
+            json_line, log_line = fmt(item)
             if json_line is not None:
+                see(item)
                 jsonl.lines.append(json_line)
                 jsonl.size += len(json_line)
                 if jsonl.size >= limit:
@@ -215,9 +227,9 @@ class LogSink:
         data, lines = buffer.take()
         if self.segmented:
             self._seq += 1
-            key = segment_key(self.name, self.session, self._seq, kind)
+            key = segment_key(self.stem, self.session, self._seq, kind)
         else:
-            key = structured_key(self.name) if kind == "jsonl" else text_key(self.name)
+            key = structured_key(self.stem) if kind == "jsonl" else text_key(self.stem)
         self._unsent.append(_Chunk(kind, key, data, lines))
         self._unsent_bytes += len(data)
         if not any(b.lines for b in self._buffers.values()):
@@ -276,7 +288,7 @@ class LogSink:
         self.stats["last_error"] = f"{type(exc).__name__}: {exc}"
         if self.stats["write_errors"] == 1:
             warnings.warn(
-                f"expstore logger {self.name!r}: writing to {self.store.url} failed ({type(exc).__name__}: {exc}); "
+                f"expstore logger {self.stem!r}: writing to {self.store.url} failed ({type(exc).__name__}: {exc}); "
                 f"keeping up to {self.max_buffer_bytes / MiB:g} MiB of log text in memory and retrying",
                 RuntimeWarning,
                 stacklevel=2,
@@ -285,9 +297,9 @@ class LogSink:
         self._retry_at = time.monotonic() + min(self.flush_interval * 2 ** (self._failures - 1), MAX_BACKOFF)
 
     def _merge(self) -> None:
-        """Write the final files = old final + every segment + what is still unsent; delete merged segments."""
-        listed = self.store.list(segments_prefix(self.name))
-        for kind, final in (("jsonl", structured_key(self.name)), ("log", text_key(self.name))):
+        """Write the final files = old final + every segment of this stem + what is still unsent; delete merged segments."""
+        listed = self.store.list(segments_prefix(self.stem))
+        for kind, final in (("jsonl", structured_key(self.stem)), ("log", text_key(self.stem))):
             ending = f".{kind}"
             segments = [k for k in listed if k.endswith(ending)]
             pending = [c for c in self._unsent if c.kind == kind]
@@ -308,6 +320,15 @@ class LogSink:
                     self.store.delete(key)
                 except KeyNotFound:
                     pass
+
+    def _write_summary(self) -> None:
+        """Write the run summary (`log_catalog`): at start and at finalize only, one small PUT each."""
+        self._summary.start_due = False
+        try:
+            self.store.write(summary_key(self.stem), self._summary.to_bytes())
+        except Exception as exc:  # noqa: BLE001 - retried like a log write (a start summary only)
+            self._summary.start_due = True
+            self._failed(exc)
 
     def _count_unsent_as_lost(self) -> None:
         while self._unsent:

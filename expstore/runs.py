@@ -47,6 +47,7 @@ import numpy as np
 from .checkpointing import CheckpointManager
 from .data_export import NumpyEncoder, parquet_bytes, read_parquet_bytes
 from .errors import CorruptData, KeyNotFound
+from .log_catalog import logged_runs
 from .store.base import Store
 from .store.registry import open_store
 
@@ -254,9 +255,9 @@ def _add_key(run: _Run, rest: str, key: str) -> None:
         run.frames.setdefault(name, []).append(key)
 
 
-def _runs_in(store: Store, prefix: str = "") -> dict[tuple[str, str], _Run]:
+def _runs_in(store: Store, prefix: str = "", keys: list[str] | None = None) -> dict[tuple[str, str], _Run]:
     runs: dict[tuple[str, str], _Run] = {}
-    for key in store.list(prefix):
+    for key in store.list(prefix) if keys is None else keys:
         m = _RUN_RE.match(key)
         if m:
             run = runs.setdefault((m["section"], m["ts"]), _Run(m["section"], m["ts"]))
@@ -425,11 +426,25 @@ def derive_metadata(df: pd.DataFrame | Mapping[str, pd.DataFrame]) -> dict[str, 
     return derived
 
 
-def list_runs(output_dir: Any, *, storage_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The runs in `output_dir`, oldest first per section: ``{"section", "timestamp", "epochs", "model_types", "legacy"}``."""
+def list_runs(
+    output_dir: Any, *, storage_options: Mapping[str, Any] | None = None, kind: str | None = None
+) -> list[dict[str, Any]]:
+    """The runs under `output_dir` from one listing: the section runs, then the logged runs of the catalog.
+
+    Section runs (`save_run`), oldest first per section, in the seed's format:
+    ``{"section", "timestamp", "epochs", "model_types", "legacy"}``. Logged runs (one per
+    experiment logger output, from its small ``<name>_run.json`` summary, one GET each; no log is
+    read), sorted by URL: ``{"kind": "logged", "name", "url", "logs_url", "status", "start_time",
+    "end_time", "duration_seconds", "ranks", "final_metrics", "summary"}``. `kind` ``"section"``
+    or ``"logged"`` returns one kind only.
+    """
+    if kind not in (None, "section", "logged"):
+        raise ValueError(f"kind must be None, 'section' or 'logged', got {kind!r}")
     with _opened(output_dir, storage_options) as store:
-        runs = _runs_in(store)
-    return [
+        keys = store.list("")
+        runs = {} if kind == "logged" else _runs_in(store, keys=keys)
+        logged = [] if kind == "section" else [_logged(store.url, entry) for entry in logged_runs(store, keys)]
+    sections = [
         {
             "section": run.section,
             "timestamp": run.timestamp,
@@ -440,6 +455,16 @@ def list_runs(output_dir: Any, *, storage_options: Mapping[str, Any] | None = No
         for _, run in sorted(runs.items())
         if run.frames
     ]
+    return sections + logged
+
+
+def _logged(root: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A catalog entry (`log_catalog.logged_runs`) as `list_runs` returns it: folders as URLs."""
+    base = root.rstrip("/")
+    url = f"{base}/{entry['run_folder']}" if entry["run_folder"] else root
+    logs_url = f"{base}/{entry['folder']}" if entry["folder"] else root
+    fields = ("status", "start_time", "end_time", "duration_seconds", "ranks", "final_metrics", "summary")
+    return {"kind": "logged", "name": entry["name"], "url": url, "logs_url": logs_url, **{k: entry[k] for k in fields}}
 
 
 def migrate_legacy_runs(

@@ -38,7 +38,8 @@ FAST = {"flush_interval": 0.1}
 
 
 def final_keys(name: str) -> list[str]:
-    return [f"{name}.log", f"{name}_structured.jsonl"]
+    """The keys a finalized logger leaves: both logs and the run summary of the catalog."""
+    return [f"{name}.log", f"{name}_run.json", f"{name}_structured.jsonl"]
 
 
 def kinds(events: Iterable[dict[str, Any]]) -> list[str]:

@@ -1,4 +1,4 @@
-"""`expstore ls` and `expstore show`: what a run left behind, and what one checkpoint holds."""
+"""`expstore ls` and `expstore show`: the runs under a URL, what a run left behind, and what one checkpoint holds."""
 
 from __future__ import annotations
 
@@ -11,17 +11,21 @@ import numpy as np
 from ..checkpointing import CheckpointManager
 from ..codec import read_manifest
 from ..errors import StoreError
+from ..log_catalog import logged_runs
 from ..store.base import Store
 from .common import UsageError, age_seconds, fmt_number, human_age, human_size, join_url, open_url, print_json, short, table
-from .layout import CheckpointDir, Run, checkpoint_target, discover
+from .layout import CheckpointDir, Run, checkpoint_target, discover, list_keys
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Add `ls` and `show` (and `logs`, from its own module)."""
     from . import logs
 
-    p = sub.add_parser("ls", parents=parents, help="list runs: checkpoints (iteration, size, age, tags), logs, exports")
+    p = sub.add_parser("ls", parents=parents, help="list runs: one line each (status, metrics) from the run catalog, "
+                       "or for one run its checkpoints (iteration, size, age, tags), logs, exports")
     p.add_argument("url", metavar="URL", help="the demo's --url (a root of runs), one run, or a checkpoint directory")
+    p.add_argument("-l", "--long", action="store_true",
+                   help="details of every run even when the URL holds several (reads every index, sizes every file)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_ls)
     p = sub.add_parser("show", parents=parents, help="a checkpoint's manifest: leaves with dtype/shape, metadata, checksums")
@@ -35,8 +39,12 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    """List every run under the URL."""
-    runs = [_describe_run(args, run) for run in discover(args, args.url)]
+    """List the runs under the URL: one line each from the catalog when there are several, else the details."""
+    keys = None if checkpoint_target(args.url) else list_keys(args, args.url)
+    found = discover(args, args.url, keys)
+    if len(found) > 1 and not args.long:
+        return _ls_catalog(args, found, keys or [])
+    runs = [_describe_run(args, run) for run in found]
     if args.json:
         print_json({"url": args.url, "runs": runs})
         return 0
@@ -51,6 +59,45 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 print(f"  {kind}")
                 print(table([[f["key"], human_size(f["size"]), f.get("note", "")] for f in _collapse(run[kind])], indent="    "))
     return 0
+
+
+def _ls_catalog(args: argparse.Namespace, runs: list[Run], keys: list[str]) -> int:
+    """One line per run: its experiments' summaries (one GET each), and runs without any from their keys alone."""
+    store = open_url(args, args.url)
+    try:
+        catalog = logged_runs(store, keys)
+    finally:
+        store.close()
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for entry in catalog:
+        by_run.setdefault(join_url(args.url, entry["run_folder"]), []).append(entry)
+    rows = [_catalog_row(run, entry) for run in runs for entry in by_run.get(run.url) or [None]]
+    if args.json:
+        print_json({"url": args.url, "runs": rows})
+        return 0
+    print(table([[r["name"], r["status"] or ("-" if r["summary"] is None else "no summary"), r["ranks"] or "-",
+                  _ago(r["start_time"]), "-" if r["duration_seconds"] is None else f"{r['duration_seconds']:.1f}s",
+                  " ".join(f"{k}={fmt_number(v)}" for k, v in list(r["final_metrics"].items())[:4]), r["url"]]
+                 for r in rows], ["run", "status", "ranks", "started", "duration", "metrics", "url"]))
+    print(f"{len(runs)} runs; details of one: expstore ls <its url>, of all: expstore ls --long {args.url}")
+    return 0
+
+
+def _ago(timestamp: str | None) -> str:
+    seconds = age_seconds(timestamp)
+    return "-" if seconds is None else f"{human_age(seconds)} ago"
+
+
+def _catalog_row(run: Run, entry: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's line: `entry` is one of its logged experiments, None for a run without logs (checkpoints, exports)."""
+    base = {"name": run.name, "url": run.url, "checkpoints": sorted({c.experiment for c in run.checkpoints}),
+            "summary": None, "status": None, "start_time": None, "end_time": None, "duration_seconds": None,
+            "ranks": None, "final_metrics": {}}
+    if entry is None:
+        return base
+    name = run.name if entry["name"] == run.name else f"{run.name}/{entry['name']}"
+    keys = ("summary", "status", "start_time", "end_time", "duration_seconds", "ranks", "final_metrics")
+    return {**base, "name": name, "experiment": entry["name"], **{k: entry[k] for k in keys}}
 
 
 def _print_history(history: dict[str, Any]) -> None:

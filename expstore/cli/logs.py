@@ -93,6 +93,9 @@ def _print_analysis(doc: dict[str, Any]) -> None:
           + ", ".join(f"{k} {v}" for k, v in a["event_counts"].items()))
     if a["final_metrics"]:
         print("  metrics   " + "  ".join(f"{k}={_num(v)}" for k, v in a["final_metrics"].items()))
+    for rank, part in (a.get("per_rank") or {}).items():
+        print(f"  rank {rank}  {part['final_status'] or 'running or crashed'}, {part['total_events']} events  "
+              + "  ".join(f"{k}={_num(v)}" for k, v in part["final_metrics"].items()))
     if doc["last_events"]:
         print(f"  last {len(doc['last_events'])} events")
         for event in doc["last_events"]:
@@ -100,7 +103,7 @@ def _print_analysis(doc: dict[str, Any]) -> None:
 
 
 def format_event(event: dict[str, Any]) -> str:
-    """One line: time, event type, and the data as k=v pairs (metrics flattened)."""
+    """One line: time, rank (``r3``, when the event has one), event type, and the data as k=v pairs (metrics flattened)."""
     stamp = str(event.get("timestamp", ""))
     clock = stamp[11:23] if len(stamp) >= 23 else stamp
     data = event.get("data")
@@ -114,7 +117,8 @@ def format_event(event: dict[str, Any]) -> str:
         text = " ".join(f"{k}={_num(v)}" for k, v in pairs.items())
     else:
         text = short(data)
-    return f"{clock}  {str(event.get('event_type')):<16} {short(text, 110)}"
+    rank = "" if event.get("rank") is None else f"r{event['rank']} "
+    return f"{clock}  {rank}{str(event.get('event_type')):<16} {short(text, 110)}"
 
 
 def _num(value: Any) -> str:
