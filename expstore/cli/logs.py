@@ -125,20 +125,42 @@ def _num(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else short(value, 80)
 
 
+def _counts(events: list[dict[str, Any]]) -> dict[Any, int]:
+    """How many events each rank has in `events` (rank None: a single-process run)."""
+    counts: dict[Any, int] = {}
+    for event in events:
+        counts[event.get("rank")] = counts.get(event.get("rank"), 0) + 1
+    return counts
+
+
+def _new_events(events: list[dict[str, Any]], seen: dict[Any, int]) -> list[dict[str, Any]]:
+    """The events beyond the first `seen[rank]` of each rank, in merged order: each rank's events
+    only ever grow at the end, but merging ranks by time puts new ones anywhere in the list."""
+    counts: dict[Any, int] = {}
+    new = []
+    for event in events:
+        rank = event.get("rank")
+        counts[rank] = counts.get(rank, 0) + 1
+        if counts[rank] > seen.get(rank, 0):
+            new.append(event)
+    return new
+
+
 def _follow(args: argparse.Namespace, folder: str, experiment: str) -> int:
     """Print the last events, then new ones as they reach the store, until an end event (or Ctrl-C)."""
     from ..experiment_logger import analyze_logs
 
     print(f"following {experiment} in {folder} (Ctrl-C stops)", flush=True)
-    seen: int | None = None
+    seen: dict[Any, int] | None = None  # events printed (or skipped) so far, per rank
     try:
         while True:
             events = load_events(args, folder, experiment)
             if seen is None:
-                seen = max(0, len(events) - args.lines)
-            for event in events[seen:]:
+                first = max(0, len(events) - args.lines)
+                seen = _counts(events[:first])
+            for event in _new_events(events, seen):
                 print(format_event(event), flush=True)
-            seen = max(seen, len(events))
+            seen = _counts(events)
             status = analyze_logs(events)["final_status"]
             if status is not None:
                 print(f"run ended: {status}")
