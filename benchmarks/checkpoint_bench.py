@@ -4,7 +4,8 @@ What it measures, for one state of `--size-mib` MiB of random float32 in 10 arra
 (`{"model": {"w0".."w4"}, "optimizer": {"m0".."m4"}}`), generated once:
 
 - local save: `manager.save_checkpoint(state, i)` (encode + crc32c + temp file + fsync + rename,
-  then the index commit and the retention delete of the previous checkpoint, keep_last_n=1) against
+  then the index commit, keep_last_n=1; the retention delete of the previous checkpoint runs after
+  the call returns and is waited for untimed) against
   open + write + flush + fsync of the same array bytes concatenated (the file truncated and
   rewritten each round), and against `pickle.dump(state, f, protocol=5)` + fsync (the seed's way),
   `np.savez(f, **arrays)` + fsync and `safetensors.numpy.save_file` + fsync of the file;
@@ -297,8 +298,12 @@ def local_rows(folder: Path, state: dict[str, dict[str, np.ndarray]], repeat: in
             ("local save", "np.savez+fsync", None, savez),
             ("local save", "safetensors save_file+fsync", None, st_save),
         ]
+        def settle() -> None:  # background work of the manager (retention deletes, async writes) is untimed
+            manager.wait_until_finished()
+            os.sync()
+
         for operation, baseline, target, op in saves:
-            rows.append(Row(operation, baseline, target, size, *time_pair(save, op, repeat, os.sync)))
+            rows.append(Row(operation, baseline, target, size, *time_pair(save, op, repeat, settle)))
         loads = [
             ("local load latest", "np.fromfile", LOAD_TARGET, fromfile),
             ("local load latest", "pickle.load", PICKLE_TARGET, pickle_load),
@@ -311,10 +316,6 @@ def local_rows(folder: Path, state: dict[str, dict[str, np.ndarray]], repeat: in
 
         def async_save() -> None:
             manager.save_checkpoint(state, counter.next(), blocking=False)
-
-        def settle() -> None:
-            manager.wait_until_finished()
-            os.sync()
 
         blocked = time_pair(async_save, save, repeat, settle)
         manager.wait_until_finished()
@@ -601,8 +602,8 @@ def main(argv: list[str] | None = None) -> int:
         f" leaves of the same total size; median of {args.repeat} repeats, best in parentheses; ratio ="
         " expstore / baseline; ok? judges the median ratio",
         "saves: untimed os.sync() before every timed save; the manager (keep_last_n=1) saves a new iteration"
-        " each round, so its time includes the index commit and deleting the previous checkpoint; the file"
-        " baselines truncate and rewrite one file",
+        " each round, so its time includes the index commit; deleting the previous checkpoint runs behind the"
+        " caller and is waited for untimed, with the os.sync(); the file baselines truncate and rewrite one file",
         "loads: page cache warm; every side touches one byte per 4 KiB page of every array it returns (timed);"
         " expstore's local load maps the file (MAP_PRIVATE) and checks every array's crc32c",
         "async: the time save_checkpoint(blocking=False) takes to return (it copies the arrays into host buffers the"

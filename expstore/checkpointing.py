@@ -375,7 +375,9 @@ class CheckpointManager:
         (arrays into host buffers the manager keeps and reuses from save to save, the rest by
         `copy.deepcopy`); a background thread writes and commits. At most one save is in flight: the
         next save, load, list, verify, gc or close waits for it first, and an error it hit is raised
-        then (never lost); `wait_until_finished()` waits explicitly.
+        then (never lost); `wait_until_finished()` waits explicitly. A blocking save returns once
+        the checkpoint is committed; deleting what retention dropped runs behind the caller the
+        same way.
         """
         self.wait_until_finished()
         if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
@@ -392,16 +394,26 @@ class CheckpointManager:
             )
             self._pending.start()
             return self.ref_for(self.key_for(iteration))
-        return self._save_now(state, iteration, meta, tag)
+        ref, doomed = self._save_now(state, iteration, meta, tag)
+        if doomed:  # retention's deletes run behind the caller; the next call waits for them
+            self._pending = threading.Thread(
+                target=self._in_background, args=(self._delete_quietly, doomed), name="expstore-checkpoint-retention"
+            )
+            self._pending.start()
+        return ref
 
     def _save_in_background(self, state: Any, iteration: int, meta: dict[str, Any], tag: str | None) -> None:
+        self._in_background(lambda: self._delete_quietly(self._save_now(state, iteration, meta, tag)[1]))
+
+    def _in_background(self, work: Any, *args: Any) -> None:
+        """Run `work(*args)` in the pending thread, keeping an error for the caller's next call."""
         try:
-            self._save_now(state, iteration, meta, tag)
+            work(*args)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's next call
             self._pending_error = exc
 
     def wait_until_finished(self) -> None:
-        """Wait for the save in flight, if any; re-raise the error it hit."""
+        """Wait for the save (or retention's deletes) in flight, if any; re-raise the error it hit."""
         pending = self._pending
         if pending is not None:
             pending.join()
@@ -410,16 +422,16 @@ class CheckpointManager:
         if error is not None:
             raise error
 
-    def _save_now(self, state: Any, iteration: int, meta: dict[str, Any], tag: str | None) -> str:
+    def _save_now(self, state: Any, iteration: int, meta: dict[str, Any], tag: str | None) -> tuple[str, list[str]]:
+        """Write and commit one checkpoint; return its ref and the keys retention dropped (not yet deleted)."""
         key, timestamp = self.key_for(iteration), _now()
         tags = [tag] if tag else []
         if self.world_size is not None:
-            return sharding.save_shard(self, state, iteration, timestamp, meta, tags)
+            return sharding.save_shard(self, state, iteration, timestamp, meta, tags), []
         self._write_object(key, state, iteration, timestamp, meta, tags)
         entry = {"iteration": iteration, "key": key, "timestamp": timestamp, "tags": tags, "metadata": meta}
         dropped = self._commit(entry)
-        self._delete_quietly([e["key"] for e in dropped])  # may include `key` itself when it falls below the window
-        return self.ref_for(key)
+        return self.ref_for(key), [e["key"] for e in dropped]  # may include `key` when it falls below the window
 
     def _write_object(
         self, key: str, state: Any, iteration: int, timestamp: str, meta: dict[str, Any], tags: list[str]

@@ -425,6 +425,18 @@ def test_async_saves_reusing_host_buffers_keep_each_state(tmp_path):
     m.close()
 
 
+def test_retention_deletes_run_behind_the_caller_and_never_hit_a_later_save(tmp_path):
+    m = CheckpointManager(tmp_path, "exp", keep_last_n=2)
+    for i in (1, 2, 3):
+        m.save_checkpoint(small(i), i)  # saving 3 drops 1: its delete runs after the call returns
+    m.save_checkpoint(small(10), 1, tag="final")  # re-saves the dropped iteration right away, pinned
+    m.wait_until_finished()
+    assert iterations(m) == [1, 2, 3]
+    assert sorted(k for k in m.store.list() if k.endswith(".ckpt")) == [m.key_for(i) for i in (1, 2, 3)]
+    np.testing.assert_array_equal(m.load_checkpoint(m.key_for(1))["state"]["w"], np.full(3, 10))
+    m.close()
+
+
 def test_async_save_error_is_raised_on_next_call(tmp_path):
     m = CheckpointManager(tmp_path, "exp", async_save=True)
     m.save_checkpoint({"fn": lambda: 0}, 1)  # returns at once; the background save fails
