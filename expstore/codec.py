@@ -350,14 +350,15 @@ def read_checkpoint(
     (else `PickleNotAllowed`, and nothing is unpickled).
 
     Arrays are writable by default: on a local disk they are copy-on-write views of a private
-    memory map (no copy; writes never reach the file); from other stores they are copied out of the
-    bytes the store returned. `writable=False` skips that copy and returns read-only views.
+    memory map (no copy; writes never reach the file); from other stores they are views of the
+    writable buffer `Store.read_buffer` returned (S3 reads into it directly). `writable=False`
+    returns read-only views of `Store.read`'s bytes.
     """
     local = _local_file(store, key)
     if local is not None:
         return _read_local(store, key, local, select, allow_pickle)
     if select is None:
-        data = store.read(key)
+        data = store.read_buffer(key) if writable else store.read(key)
         layout = _parse_object(memoryview(data), store, key)
         _refuse_pickle(layout, layout.entries, allow_pickle, store, key)
         arrays = {

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import botocore.session
+import numpy as np
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -24,6 +25,7 @@ from ..store.base import Store
 MULTIPART_THRESHOLD = 256 * 2**20
 PART_SIZE = 64 * 2**20
 MAX_CONCURRENT_PARTS = 4
+READ_CHUNK = 2**20  # read_buffer copies the response into its buffer in chunks of this size
 
 # Against an endpoint that accepts connections and never answers, each attempt waits about twice
 # the read timeout (measured): 3 attempts give BackendUnavailable after ~25 s. Override with config_kwargs.
@@ -117,6 +119,20 @@ class S3Store(Store):
         response = self._call("get_object", key, Key=self._object(key))
         with self._errors(key):
             return response["Body"].read()
+
+    def _read_buffer(self, key: str) -> np.ndarray:
+        response = self._call("get_object", key, Key=self._object(key))
+        buffer = np.empty(response["ContentLength"], np.uint8)  # not zero-filled: every byte is written below
+        filled = 0
+        with self._errors(key):
+            for chunk in response["Body"].iter_chunks(READ_CHUNK):  # botocore checks the length at the end
+                if filled + len(chunk) > len(buffer):
+                    raise StoreError(f"the object is longer than the {len(buffer)} bytes announced", url=self.url, key=key)
+                buffer[filled : filled + len(chunk)] = np.frombuffer(chunk, np.uint8)
+                filled += len(chunk)
+        if filled != len(buffer):
+            raise StoreError(f"read cut short: {filled} of {len(buffer)} bytes", url=self.url, key=key)
+        return buffer
 
     def _read_range(self, key: str, start: int, end: int | None) -> bytes:
         stop = "" if end is None else str(end - 1)

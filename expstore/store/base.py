@@ -6,6 +6,8 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
+
 from ..errors import KeyNotFound, StoreError
 from .keys import validate_key, validate_prefix
 from .tree import Skeleton, flatten
@@ -58,6 +60,12 @@ class Store:
     def read(self, key: str) -> bytes:
         """Return the whole value stored at `key`."""
         return self._read(self._key(key))
+
+    @_translated("read")
+    def read_buffer(self, key: str) -> np.ndarray:
+        """Return the whole value at `key` as a writable uint8 array the caller owns, so arrays can
+        view it without another copy (S3 copies the response into it chunk by chunk)."""
+        return self._read_buffer(self._key(key))
 
     @_translated("read_range")
     def read_range(self, key: str, start: int, end: int | None = None) -> bytes:
@@ -169,6 +177,9 @@ class Store:
 
     def _read(self, key: str) -> bytes:
         raise NotImplementedError
+
+    def _read_buffer(self, key: str) -> np.ndarray:
+        return np.frombuffer(bytearray(self._read(key)), np.uint8)
 
     def _read_range(self, key: str, start: int, end: int | None) -> bytes:
         return self._read(key)[start:end]

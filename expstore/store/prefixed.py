@@ -6,6 +6,8 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+import numpy as np
+
 from ..errors import StoreError
 from .base import Store
 from .keys import validate_key
@@ -49,6 +51,10 @@ class PrefixedStore(Store):
     @_outer_errors
     def _read(self, key: str) -> bytes:
         return self.inner.read(self._full(key))
+
+    @_outer_errors
+    def _read_buffer(self, key: str) -> np.ndarray:
+        return self.inner.read_buffer(self._full(key))
 
     @_outer_errors
     def _read_range(self, key: str, start: int, end: int | None) -> bytes:

@@ -18,6 +18,16 @@ def test_round_trip(store, size):
     store.write("values/v", data)
     assert store.read("values/v") == data
     assert store.size("values/v") == size
+    buffer = store.read_buffer("values/v")
+    assert buffer.dtype == np.uint8 and buffer.flags.writeable and buffer.tobytes() == data
+    if size:
+        buffer[0] ^= 0xFF  # the caller owns it: changing it changes nothing stored
+        assert store.read("values/v") == data
+
+
+def test_read_buffer_of_a_missing_key_names_it(store):
+    with pytest.raises(KeyNotFound, match="'nothing/here'"):
+        store.read_buffer("nothing/here")
 
 
 def test_value_above_multipart_threshold_round_trips(store):
