@@ -534,7 +534,8 @@ class CheckpointManager:
 
     def gc(self) -> list[str]:
         """Delete `<exp>_iter_*.ckpt` objects and sharded-checkpoint folders the index does not name
-        (left by crashes, or by ranks of a save that never completed); return their keys.
+        (left by crashes, or by ranks of a save that never completed), and the store's stale temp
+        files (`Store.remove_stale_temp_files`: a local writer killed mid-write); return their keys.
 
         Do not run it while another process saves to this experiment.
         """
@@ -546,7 +547,7 @@ class CheckpointManager:
             if m and m["exp"] == self.experiment_name and key not in named and "/" not in key:
                 orphans.append(key)
         self._delete_quietly(sorted(orphans, key=sharding.is_manifest_key))  # a folder's manifest last
-        return orphans
+        return orphans + self.store.remove_stale_temp_files()
 
     def close(self) -> None:
         """Wait for a pending save (raising its error), free the async buffers, close the store if opened here."""

@@ -208,6 +208,10 @@ def test_sigkilled_checkpoint_writer_loses_no_committed_checkpoint(tmp_path, whe
         child.wait()
         child.stdout.close()
         child.stdin.close()
+    if where == "local":  # gc also removes the temp files of writers killed mid-write
+        with CheckpointManager(url, EXPERIMENT, keep_last_n=KEEP_LAST_N) as manager:
+            manager.gc()
+        assert [p.name for p in Path(url).rglob(".expstore-tmp-*")] == []
     elapsed = time.monotonic() - started
     print(
         f"\n{where}: {kills} kills, {commits} commits reported, {in_flight_landed} kills after the index update, "

@@ -49,7 +49,32 @@ def _kill_writer_repeatedly(url: str, options: dict, kills: int, window: float) 
 def test_local_value_survives_sigkill(tmp_path):
     root = tmp_path / "crash"
     _kill_writer_repeatedly(str(root), {}, KILLS, window=1.0)
-    assert open_store(root).list() == ["value"]  # leftover temp files never show as keys
+    store = open_store(root)
+    assert store.list() == ["value"]  # leftover temp files never show as keys
+    left = sorted(p.name for p in root.iterdir() if p.name.startswith(".expstore-tmp-"))
+    assert store.remove_stale_temp_files() == left  # every one a killed writer left, and nothing else
+    assert [p.name for p in root.iterdir() if p.name.startswith(".expstore-tmp-")] == []
+    assert store.list() == ["value"]
+
+
+def test_stale_temp_file_cleanup_keeps_a_live_writers_file(tmp_path):
+    import fcntl
+    import os
+
+    store = open_store(tmp_path)
+    store.write("a/v", b"1")
+    live = tmp_path / "a" / ".expstore-tmp-live"
+    dead = tmp_path / "a" / ".expstore-tmp-dead"
+    dead.write_bytes(b"partial")
+    fd = os.open(live, os.O_WRONLY | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a writer in another process holds it
+    try:
+        os.write(fd, b"in flight")
+        assert store.remove_stale_temp_files() == ["a/.expstore-tmp-dead"]
+        assert live.exists() and not dead.exists()
+    finally:
+        os.close(fd)
+    assert store.read("a/v") == b"1"
 
 
 @pytest.mark.s3

@@ -16,6 +16,7 @@ from ..store.keys import RESERVED_PREFIX
 
 TEMP_PREFIX = RESERVED_PREFIX + "tmp-"
 LOCK_NAME = RESERVED_PREFIX + "lock"
+JUST_CREATED_SECONDS = 5.0  # an empty unlocked temp file younger than this may be a writer's, before its lock
 
 
 class LocalStore(Store):
@@ -60,6 +61,7 @@ class LocalStore(Store):
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # held while we live: tells remove_stale_temp_files to keep it
                 for part in parts:
                     _write_all(fd, part)
                 os.fsync(fd)
@@ -83,6 +85,17 @@ class LocalStore(Store):
             raise
         _fsync_folder(folder)
         return token
+
+    def remove_stale_temp_files(self) -> list[str]:
+        """Delete the temp files of writers that died mid-write (no process holds their lock);
+        return their paths relative to the root."""
+        removed = []
+        for folder, _, names in os.walk(self.root):
+            for name in names:
+                path = Path(folder) / name
+                if name.startswith(TEMP_PREFIX) and _unlink_if_abandoned(path):
+                    removed.append(path.relative_to(self.root).as_posix())
+        return sorted(removed)
 
     def _append(self, key: str, data: bytes | memoryview) -> None:
         path = self._path(key)
@@ -196,3 +209,25 @@ def _fsync_folder(folder: Path) -> None:
 def open_url(url: str, location: str) -> LocalStore:
     """Open a local folder; `location` is its path (the registry has already decoded `file://`)."""
     return LocalStore(location, url=url)
+
+
+def _unlink_if_abandoned(path: Path) -> bool:
+    """Unlink a temp file whose writer is gone: its lock is free, and it is not one just created
+    (a writer opens the file an instant before it takes the lock)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, IsADirectoryError):
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live writer holds it
+        st = os.fstat(fd)
+        if st.st_size == 0 and time.time() - st.st_mtime < JUST_CREATED_SECONDS:
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return True
+    finally:
+        os.close(fd)
