@@ -208,10 +208,11 @@ def test_sigkilled_checkpoint_writer_loses_no_committed_checkpoint(tmp_path, whe
         child.wait()
         child.stdout.close()
         child.stdin.close()
-    if where == "local":  # gc also removes the temp files of writers killed mid-write
+    if where == "local":  # gc also removes the temp files of writers killed mid-write ...
         with CheckpointManager(url, EXPERIMENT, keep_last_n=KEEP_LAST_N) as manager:
             manager.gc()
-        assert [p.name for p in Path(url).rglob(".expstore-tmp-*")] == []
+        # ... all but an empty one younger than 5 s: a writer might be about to lock it
+        assert [p.name for p in Path(url).rglob(".expstore-tmp-*") if p.stat().st_size] == []
     elapsed = time.monotonic() - started
     print(
         f"\n{where}: {kills} kills, {commits} commits reported, {in_flight_landed} kills after the index update, "
