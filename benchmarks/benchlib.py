@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import platform
 import shutil
@@ -208,12 +209,25 @@ def machine(packages: Iterable[str], extras: Iterable[str] = ()) -> str:
     return f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {versions}"
 
 
-def print_report(rows: list[Row], notes: list[str], machine_line: str, command: str) -> None:
-    print(table(rows))
+def print_report(
+    rows: list[Row],
+    notes: list[str],
+    machine_line: str,
+    command: str,
+    json_path: Path | None = None,
+    row_json: Callable[[Any], dict[str, Any]] = lambda row: row.as_json(),
+    render: Callable[[list[Any]], str] = table,
+    **extra: Any,
+) -> None:
+    """Print the table (`render`), notes, machine and command; also write them (and `extra`) to `json_path`."""
+    print(render(rows))
     print()
     print("\n".join(f"note: {note}" for note in notes))
     print(f"machine: {machine_line}")
     print(f"command: {command}")
+    if json_path is not None:
+        report = {"command": command, "machine": machine_line, **extra, "notes": notes, "rows": [row_json(r) for r in rows]}
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 # ---- running ------------------------------------------------------------------------------

@@ -64,11 +64,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import MiB, Row, bench_parser, machine, parse_bench_args, raw_write, run, scratch_folder, time_pair
+from benchlib import (
+    MiB, Row, bench_parser, machine, parse_bench_args, print_report, raw_write, run, scratch_folder, time_pair
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from expstore.backends.durable import fsync_path, fsync_tree  # noqa: E402
 from expstore.checkpointing import CheckpointManager  # noqa: E402
 
 N_ARRAYS = 10
@@ -133,22 +136,6 @@ def check_state(what: str, got: Any, want: dict[str, dict[str, np.ndarray]]) -> 
     got_flat = flat(got)
     if set(got_flat) != set(flat(want)) or any(not np.array_equal(got_flat[p], a) for p, a in flat(want).items()):
         raise RuntimeError(f"{what}: loaded a different state")
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(root: Path) -> None:
-    """fsync every file and folder below `root`, and the folder holding it (as tree_bench.py)."""
-    for dirpath, _, files in os.walk(root):
-        for name in [*files, "."]:
-            fsync_path(Path(dirpath, name))
-    fsync_path(root.parent)
 
 
 class Counter:
@@ -634,22 +621,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.s3 == "moto":
             notes.append("moto runs in this process (ThreadedMotoServer): server and client share the GIL")
 
-    command = shlex.join(sys.orig_argv)
-    print(table(rows))
-    print()
-    print("\n".join(f"note: {note}" for note in notes))
-    print(f"machine: {machine(PACKAGES)}")
-    print(f"command: {command} ({time.perf_counter() - started:.0f} s)")
-    if args.json is not None:
-        report = {
-            "command": command,
-            "machine": machine(PACKAGES),
-            "size_mib": args.size_mib,
-            "repeat": args.repeat,
-            "notes": notes,
-            "rows": [row.as_json() for row in rows],
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    command = f"{shlex.join(sys.orig_argv)} ({time.perf_counter() - started:.0f} s)"
+    print_report(
+        rows, notes, machine(PACKAGES), command, args.json, render=table, size_mib=args.size_mib, repeat=args.repeat
+    )
     return 0
 
 

@@ -23,7 +23,6 @@ MiB/s is the size of the file written over the time. `ok?` judges the median rat
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shlex
 import sys
@@ -98,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     line = machine(["pandas", "pyarrow", "numpy"])
     command = "python " + shlex.join(sys.argv)
-    print_report(table_rows, notes, line, command)
-    if args.json:
-        args.json.write_text(json.dumps({"machine": line, "command": command, "rows": [r.as_json() for r in table_rows]}, indent=2))
+    print_report(table_rows, notes, line, command, args.json)
     return 0 if all(r.ok for r in table_rows) else 1
 
 

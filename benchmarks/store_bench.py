@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import shlex
@@ -182,17 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if "moto" in servers:
         notes.append("moto runs in this process (ThreadedMotoServer): server and client share the GIL")
-    print_report(rows, notes, machine(PACKAGES), command)
-    if args.json is not None:
-        report = {
-            "command": command,
-            "machine": machine(PACKAGES),
-            "size_mib": args.size_mib,
-            "repeat": args.repeat,
-            "local_read_cache": cache,
-            "rows": [row.as_json() for row in rows],
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print_report(
+        rows, notes, machine(PACKAGES), command, args.json, size_mib=args.size_mib, repeat=args.repeat, local_read_cache=cache
+    )
     return 0
 
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shlex
 import shutil
@@ -59,6 +58,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 import expstore  # noqa: E402
+from expstore.backends.durable import fsync_tree  # noqa: E402  (what the Zarr store does to a new version)
 
 N_ARRAYS = 8
 COLUMNS = 4096
@@ -294,23 +294,6 @@ def zarr_rows(folder: Path, tree: dict[str, dict[str, np.ndarray]], repeat: int)
     return rows, notes
 
 
-def fsync_tree(root: Path) -> None:
-    """fsync every file and folder below `root`, and the folder holding it: what expstore's Zarr
-    store does to a new version before its pointer names it."""
-    for dirpath, _, files in os.walk(root):
-        for name in [*files, "."]:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    fd = os.open(root.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # ---- local bytes ----------------------------------------------------------------------------
 
 
@@ -398,20 +381,10 @@ def main(argv: list[str] | None = None) -> int:
             notes.append("derived rows: expstore's tree write time over its bytes write time of the same data")
 
     command = shlex.join(sys.orig_argv)
-    print_report(rows, notes, machine(PACKAGES, hdf5_version()), command)
-    if args.json is not None:
-        report = {
-            "command": command,
-            "machine": machine(PACKAGES, hdf5_version()),
-            "size_mib": args.size_mib,
-            "repeat": args.repeat,
-            "backends": args.backends,
-            "array_shape": list(shape),
-            "arrays": N_ARRAYS,
-            "notes": notes,
-            "rows": [row_json(row) for row in rows],
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print_report(
+        rows, notes, machine(PACKAGES, hdf5_version()), command, args.json, row_json,
+        size_mib=args.size_mib, repeat=args.repeat, backends=args.backends, array_shape=list(shape), arrays=N_ARRAYS,
+    )
     return 0
 
 

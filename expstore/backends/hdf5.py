@@ -30,7 +30,8 @@ import numpy as np
 
 from ..errors import CorruptData, InvalidURL, KeyNotFound, PreconditionFailed, StoreError
 from ..store.base import Store
-from .journal import JournaledFile, fsync_folder, recover
+from .durable import fsync_path
+from .journal import JournaledFile, recover
 from ..store.keys import RESERVED_PREFIX
 from ..store.tree import Skeleton, array_paths, select_paths, unflatten
 
@@ -78,17 +79,13 @@ class _Handle:
         tmp = f"{self.path}.tmp-{uuid.uuid4().hex[:12]}"
         try:
             h5py.File(tmp, "w").close()
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(tmp)
             with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
                 os.link(tmp, self.path)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        fsync_folder(folder)
+        fsync_path(folder)
 
     def _open(self, url: str, key: str | None) -> None:
         if os.path.isdir(self.path):

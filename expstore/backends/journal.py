@@ -14,6 +14,8 @@ import os
 import struct
 from typing import Any
 
+from .durable import fsync_path
+
 JOURNAL_MAGIC = b"EXPSTORE-HDF5-JOURNAL-1\n"
 _HEADER = struct.Struct("<QQQQ")  # new size, zero-from, zero-to, number of extents
 _EXTENT = struct.Struct("<QQB")  # offset, length, 1 = literal bytes follow / 0 = zeros
@@ -152,7 +154,7 @@ class JournaledFile:
         finally:
             os.close(fd)
         os.replace(tmp, journal)
-        fsync_folder(os.path.dirname(self.path))
+        fsync_path(os.path.dirname(self.path))
         _apply(self.fd, self.size, extents)
         os.unlink(journal)  # a stale journal left by a power cut is still the latest commit: replay is idempotent
         self.committed_size = self.size
@@ -212,12 +214,12 @@ def recover(fd: int, path: str) -> str | None:
     parsed = _parse_journal(blob)
     if parsed is None:
         os.unlink(journal)
-        fsync_folder(os.path.dirname(path))
+        fsync_path(os.path.dirname(path))
         return "discarded"
     size, extents = parsed
     _apply(fd, size, extents)
     os.unlink(journal)
-    fsync_folder(os.path.dirname(path))
+    fsync_path(os.path.dirname(path))
     return "replayed"
 
 
@@ -252,11 +254,3 @@ def _pwrite_all(fd: int, data: Any, offset: int) -> None:
     while view:
         n = os.pwrite(fd, view[:_IO_PIECE], offset)
         view, offset = view[n:], offset + n
-
-
-def fsync_folder(folder: str) -> None:
-    fd = os.open(folder or ".", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import KeyNotFound, PreconditionFailed, StoreError
 from ..store.base import Store
 from ..store.keys import RESERVED_PREFIX
+from .durable import fsync_path
 
 TEMP_PREFIX = RESERVED_PREFIX + "tmp-"
 LOCK_NAME = RESERVED_PREFIX + "lock"
@@ -83,7 +84,7 @@ class LocalStore(Store):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        _fsync_folder(folder)
+        fsync_path(folder)
         return token
 
     def remove_stale_temp_files(self) -> list[str]:
@@ -117,7 +118,7 @@ class LocalStore(Store):
             if not path.is_file():
                 raise KeyNotFound("no value at this key", url=self.url, key=key)
             os.unlink(path)
-        _fsync_folder(path.parent)
+        fsync_path(path.parent)
 
     def _exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -194,14 +195,6 @@ def _folder_lock(folder: Path) -> Iterator[None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
-    finally:
-        os.close(fd)
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 

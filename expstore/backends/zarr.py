@@ -46,6 +46,7 @@ from zarr.storage import FsspecStore, LocalStore, MemoryStore
 from ..errors import BackendUnavailable, CorruptData, InvalidURL, KeyNotFound, PreconditionFailed, StoreError
 from ..store.base import Store
 from ..store.tree import Skeleton, array_paths, select_paths, unflatten
+from .durable import fsync_path, fsync_tree
 
 T = TypeVar("T")
 
@@ -465,13 +466,13 @@ class LocalZarrStore(ZarrStore):
             if _pointer_of(_read_json(meta)) is None:
                 raise KeyNotFound("no value at this key", url=self.url, key=key)
             meta.unlink()
-        _fsync_dir(meta.parent)
+        fsync_path(meta.parent)
 
     def _folder(self, key: str) -> Path:
         return self.root.joinpath(*_node(key).split("/"))
 
     async def _make_durable(self, node: str) -> None:
-        await asyncio.to_thread(_fsync_tree, self.root.joinpath(*node.split("/")))
+        await asyncio.to_thread(fsync_tree, self.root.joinpath(*node.split("/")))
 
     @contextlib.asynccontextmanager
     async def _claim(self, child: str) -> AsyncIterator[None]:
@@ -725,7 +726,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 @contextlib.contextmanager
@@ -747,27 +748,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except ValueError:
         return None
     return meta if isinstance(meta, dict) else None
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(folder: Path) -> None:
-    """fsync every file and folder of a freshly written child, so the pointer never outlives its data."""
-    for dirpath, _, files in os.walk(folder):
-        for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
-    _fsync_dir(folder.parent)
 
 
 def _split_options(url: str, storage_options: dict[str, Any], allow_other: bool) -> tuple[dict[str, Any], dict[str, Any]]:
