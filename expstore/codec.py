@@ -354,7 +354,7 @@ def read_checkpoint(
     writable buffer `Store.read_buffer` returned (S3 reads into it directly). `writable=False`
     returns read-only views of `Store.read`'s bytes.
     """
-    local = _local_file(store, key)
+    local = store.local_path(key)
     if local is not None:
         return _read_local(store, key, local, select, allow_pickle)
     if select is None:
@@ -679,17 +679,6 @@ def _ranges(entries: list[_Entry]) -> list[tuple[int, list[_Entry]]]:
 
 
 # ---- local files: a private memory map ----------------------------------------------------------
-
-
-def _local_file(store: Store, key: str) -> Path | None:
-    """The file behind `key` when `store` is a LocalStore (imported lazily), else None."""
-    from .backends.local import LocalStore
-
-    if type(store) is not LocalStore:
-        return None
-    if store._closed:
-        raise StoreError("cannot read: the store is closed", url=store.url, key=key)
-    return store._path(store._key(key))
 
 
 def _read_local(

@@ -37,6 +37,9 @@ class LocalStore(Store):
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*key.split("/"))
 
+    def _local_path(self, key: str) -> Path:
+        return self._path(key)
+
     def _read(self, key: str) -> bytes:
         try:
             with open(self._path(key), "rb", buffering=0) as f:

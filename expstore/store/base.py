@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -66,6 +67,12 @@ class Store:
         """Return the whole value at `key` as a writable uint8 array the caller owns, so arrays can
         view it without another copy (S3 copies the response into it chunk by chunk)."""
         return self._read_buffer(self._key(key))
+
+    @_translated("read")
+    def local_path(self, key: str) -> Path | None:
+        """The plain file on this machine that holds `key`'s value, so a reader can memory-map it;
+        None on stores that keep values otherwise. Whether the file exists is not checked."""
+        return self._local_path(self._key(key))
 
     @_translated("read_range")
     def read_range(self, key: str, start: int, end: int | None = None) -> bytes:
@@ -185,6 +192,9 @@ class Store:
 
     def _read_buffer(self, key: str) -> np.ndarray:
         return np.frombuffer(bytearray(self._read(key)), np.uint8)
+
+    def _local_path(self, key: str) -> Path | None:
+        return None
 
     def _read_range(self, key: str, start: int, end: int | None) -> bytes:
         return self._read(key)[start:end]

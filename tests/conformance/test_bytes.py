@@ -25,6 +25,13 @@ def test_round_trip(store, size):
         assert store.read("values/v") == data
 
 
+def test_local_path_is_the_file_of_the_value_or_none(store):
+    store.write("d/v", b"abc")
+    path = store.local_path("d/v")
+    assert path is None or path.read_bytes() == b"abc"
+    assert (path is not None) == (type(store).__name__ == "LocalStore")  # memory-mapped checkpoint loads
+
+
 def test_read_buffer_of_a_missing_key_names_it(store):
     with pytest.raises(KeyNotFound, match="'nothing/here'"):
         store.read_buffer("nothing/here")
