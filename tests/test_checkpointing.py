@@ -425,6 +425,25 @@ def test_async_saves_reusing_host_buffers_keep_each_state(tmp_path):
     m.close()
 
 
+def test_interpreter_exit_waits_for_the_pending_save_and_retention(tmp_path):
+    """A script that ends right after an async save (and a save whose retention deletes are still
+    running) leaves both committed and the dropped checkpoint gone: exit waits for the threads."""
+    code = (
+        "import sys, numpy as np\n"
+        "from expstore.checkpointing import CheckpointManager\n"
+        "m = CheckpointManager(sys.argv[1], 'exp', keep_last_n=1)\n"
+        "m.save_checkpoint({'w': np.full(2**21, 1.0)}, 1)\n"
+        "m.save_checkpoint({'w': np.full(2**21, 2.0)}, 2)  # retention drops 1 behind the caller\n"
+        "m.save_checkpoint({'w': np.full(2**21, 3.0)}, 3, blocking=False)  # then the script ends\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=120)
+    m = CheckpointManager(tmp_path, "exp", keep_last_n=1)
+    assert iterations(m) == [3]
+    assert sorted(k for k in m.store.list() if k.endswith(".ckpt")) == [m.key_for(3)]
+    np.testing.assert_array_equal(m.load_checkpoint()["state"]["w"], np.full(2**21, 3.0))
+    m.close()
+
+
 def test_retention_deletes_run_behind_the_caller_and_never_hit_a_later_save(tmp_path):
     m = CheckpointManager(tmp_path, "exp", keep_last_n=2)
     for i in (1, 2, 3):
