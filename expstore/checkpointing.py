@@ -44,7 +44,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import sharding
-from .codec import _check_extra, _make_array, _parse_object, read_checkpoint, read_manifest, write_checkpoint
+from .codec import _check_extra, _make_array, _parse_object, read_manifest, read_state, write_checkpoint
 from .errors import CorruptData, InvalidKey, KeyNotFound, PreconditionFailed, StoreError
 from .snapshot import SnapshotPool
 from .store.base import Store
@@ -141,8 +141,7 @@ def _read_any(store: Store, key: str, select: list[str] | None, allow_pickle: bo
             raise CorruptData("not a checkpoint tree (no 'state')", url=store.url, key=key)
         info = tree
     else:
-        state, manifest = read_checkpoint(store, key, select=select, allow_pickle=allow_pickle)
-        info = dict(manifest.get("extra") or {})
+        state, info = read_state(store, key, select=select, allow_pickle=allow_pickle)
         info["state"] = state
     return {
         "iteration": info.get("iteration"),
@@ -299,10 +298,11 @@ class CheckpointManager:
 
     # -- index ------------------------------------------------------------------------------------
 
-    def _read_index(self) -> tuple[list[dict[str, Any]], str | None]:
-        """(entries, version token or None when there is no index). Version is taken before the read."""
+    def _read_index(self, with_version: bool = True) -> tuple[list[dict[str, Any]], str | None]:
+        """(entries, version token or None when there is no index or it was not asked for).
+        The version, which a compare-and-swap needs, is taken before the read."""
         version = None
-        if self.store.supports_conditional_writes:
+        if with_version and self.store.supports_conditional_writes:
             try:
                 version = self.store.version(self.index_key)
             except KeyNotFound:
@@ -315,7 +315,7 @@ class CheckpointManager:
 
     def _entries(self) -> list[dict[str, Any]]:
         self.wait_until_finished()
-        return self._read_index()[0]
+        return self._read_index(with_version=False)[0]
 
     def _commit(self, add: dict[str, Any] | None = None, prune: bool = True) -> list[dict[str, Any]]:
         """Add/replace entry `add` in the index (CAS, retried) and apply retention; return dropped entries."""

@@ -17,11 +17,13 @@ the manifest says how to view them. Pickle is used only when the caller opts in,
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import mmap
 import os
 import pickle
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,7 @@ __all__ = [
     "encode",
     "read_checkpoint",
     "read_manifest",
+    "read_state",
     "write_checkpoint",
 ]
 
@@ -308,7 +311,7 @@ def _check_extra(extra: Any) -> None:
 # ---- reading -------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Entry:
     path: str
     tensor: str
@@ -320,12 +323,38 @@ class _Entry:
     crc: int
 
 
+@dataclass(frozen=True)
+class _Header:
+    """What a valid header says; shared by every read of the same header bytes, so never changed."""
+
+    manifest_json: str
+    skeleton: Skeleton  # the manifest's tree, read by `unflatten` only
+    extra_json: str
+    entries: Mapping[str, _Entry]  # tree order
+    data_size: int  # bytes of array data the header describes
+
+
 @dataclass
 class _Layout:
-    manifest: dict[str, Any]
-    entries: dict[str, _Entry]  # tree order
+    header: _Header
     data_start: int
-    data_size: int  # bytes of array data the header describes
+
+    @property
+    def entries(self) -> Mapping[str, _Entry]:
+        return self.header.entries
+
+    @property
+    def data_size(self) -> int:
+        return self.header.data_size
+
+    @functools.cached_property
+    def manifest(self) -> dict[str, Any]:
+        """The whole manifest, parsed for this read alone (the caller may change it)."""
+        return json.loads(self.header.manifest_json)
+
+    def extra(self) -> dict[str, Any]:
+        """A fresh copy of the manifest's `extra` dict, without parsing the rest of the manifest."""
+        return json.loads(self.header.extra_json)
 
 
 def read_manifest(store: Store, key: str) -> dict[str, Any]:
@@ -354,6 +383,22 @@ def read_checkpoint(
     writable buffer `Store.read_buffer` returned (S3 reads into it directly). `writable=False`
     returns read-only views of `Store.read`'s bytes.
     """
+    tree, layout = _read_tree(store, key, select, allow_pickle, writable)
+    return tree, layout.manifest
+
+
+def read_state(
+    store: Store, key: str, *, select: list[str] | str | None = None, allow_pickle: bool = False
+) -> tuple[Any, dict[str, Any]]:
+    """`read_checkpoint`, returning ``(tree, manifest's extra)``: it skips parsing the manifest's
+    tree and arrays tables again when this process has read the same header before."""
+    tree, layout = _read_tree(store, key, select, allow_pickle, writable=True)
+    return tree, layout.extra()
+
+
+def _read_tree(
+    store: Store, key: str, select: list[str] | str | None, allow_pickle: bool, writable: bool
+) -> tuple[Any, _Layout]:
     local = store.local_path(key)
     if local is not None:
         return _read_local(store, key, local, select, allow_pickle)
@@ -378,7 +423,7 @@ def read_checkpoint(
                 )
             for e in group:
                 arrays[e.path] = _make_array(blob, e.begin - start, e, store, key, copy=writable)
-    return _rebuild(layout, arrays, allow_pickle, store, key), layout.manifest
+    return _rebuild(layout, arrays, allow_pickle, store, key), layout
 
 
 def read_header_bytes(store: Store, key: str) -> tuple[bytes, bytes]:
@@ -420,10 +465,33 @@ def _header_length(head: bytes, size: int | None, store: Store, key: str) -> int
 
 
 def _parse_header(header: bytes, n: int, data_size: int | None, store: Store, key: str) -> _Layout:
-    """Check everything a header and its manifest claim, before any array is touched."""
+    """Check everything a header and its manifest claim, before any array is touched.
 
-    def bad(message: str) -> CorruptData:
-        return CorruptData(f"not a valid expstore checkpoint: {message}", url=store.url, key=key)
+    The checks are a pure function of the header bytes, so their result is memoized by those bytes
+    (`_validated_header`): loading leaves of one checkpoint again and again skips them. Each call
+    still gets a manifest of its own, parsed afresh, that it may change.
+    """
+    validate = _validated_header if len(header) <= _MEMO_MAX_HEADER else _validated_header.__wrapped__
+    try:
+        return _Layout(validate(header, data_size), data_start=8 + n)
+    except _InvalidHeader as exc:
+        raise CorruptData(str(exc), url=store.url, key=key) from None
+
+
+class _InvalidHeader(ValueError):
+    """What `_validated_header` found wrong; `_parse_header` turns it into `CorruptData` naming the object."""
+
+
+_MEMO_MAX_HEADER = 1 << 20  # larger headers are validated on every read rather than kept in memory
+
+
+@functools.lru_cache(maxsize=64)
+def _validated_header(header: bytes, data_size: int | None) -> _Header:
+    """Validate a header (`_InvalidHeader` says what is wrong) and return what it says."""
+    n = len(header)
+
+    def bad(message: str) -> _InvalidHeader:
+        return _InvalidHeader(f"not a valid expstore checkpoint: {message}")
 
     try:
         top = json.loads(header.decode("utf-8"), object_pairs_hook=_no_duplicates)
@@ -479,9 +547,7 @@ def _parse_header(header: bytes, n: int, data_size: int | None, store: Store, ke
         position = end
     if data_size is not None and position != data_size:
         what = "truncated checkpoint" if position > data_size else "trailing bytes"
-        raise CorruptData(
-            f"{what}: the header describes {position} bytes of arrays, the object holds {data_size}", url=store.url, key=key
-        )
+        raise _InvalidHeader(f"{what}: the header describes {position} bytes of arrays, the object holds {data_size}")
 
     # The manifest's arrays table against the tensors and the tree.
     by_tensor = {tensor: (begin, end) for begin, end, tensor in spans}
@@ -522,7 +588,8 @@ def _parse_header(header: bytes, n: int, data_size: int | None, store: Store, ke
         entries[path] = _Entry(path, tensor, encoding, dtype, tuple(shape), start + begin, start + end, crc)
     if set(by_tensor) != seen_tensors:
         raise bad(f"tensors {sorted(set(by_tensor) - seen_tensors)!r} are not in the tree")
-    return _Layout(manifest=manifest, entries=entries, data_start=8 + n, data_size=position)
+    extra_json = json.dumps(manifest.get("extra", {}))
+    return _Header(meta[METADATA_KEY], manifest["tree"], extra_json, types.MappingProxyType(entries), position)
 
 
 def _check_shape(shape: Any, what: str, bad: Any) -> None:
@@ -657,7 +724,7 @@ def _rebuild(layout: _Layout, arrays: dict[str, np.ndarray], allow_pickle: bool,
             raise Unpickling(node["path"]) from exc
 
     try:
-        return unflatten(layout.manifest["tree"], arrays, fallback=load_pickle)
+        return unflatten(layout.header.skeleton, arrays, fallback=load_pickle)
     except Unpickling as wrapped:
         raise wrapped.__cause__ from None  # type: ignore[misc]
     except (KeyError, ValueError, TypeError, IndexError, OverflowError, RecursionError) as exc:
@@ -683,7 +750,7 @@ def _ranges(entries: list[_Entry]) -> list[tuple[int, list[_Entry]]]:
 
 def _read_local(
     store: Store, key: str, path: Path, select: list[str] | str | None, allow_pickle: bool
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Any, _Layout]:
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -701,4 +768,4 @@ def _read_local(
     if select is None and hasattr(mmap, "MADV_WILLNEED"):
         mapped.madvise(mmap.MADV_WILLNEED)
     arrays = {p: _make_array(mapped, layout.entries[p].begin, layout.entries[p], store, key, copy=False) for p in chosen}
-    return _rebuild(layout, arrays, allow_pickle, store, key), layout.manifest
+    return _rebuild(layout, arrays, allow_pickle, store, key), layout

@@ -335,6 +335,30 @@ def test_trailing_bytes_are_rejected(store: Store) -> None:
         read_checkpoint(store, "k")
 
 
+def test_a_header_read_before_is_checked_again_against_the_object(store: Store) -> None:
+    """Validated headers are memoized by their bytes: a later object with the same header but
+    truncated arrays must still fail, and name its own key."""
+    write_checkpoint(store, "k", {"w": np.arange(1000.0)})
+    data = store.read("k")
+    read_checkpoint(store, "k")
+    store.write("cut", data[:-1])
+    for _ in range(2):
+        with pytest.raises(CorruptData, match="truncated") as exc:
+            read_checkpoint(store, "cut")
+        assert "'cut'" in str(exc.value)
+    np.testing.assert_array_equal(read_checkpoint(store, "k")[0]["w"], np.arange(1000.0))
+
+
+def test_changing_a_returned_manifest_does_not_change_later_reads(store: Store) -> None:
+    write_checkpoint(store, "k", {"a": np.ones(3), "b": [1, 2]}, extra={"note": {"x": 1}})
+    tree, manifest = read_checkpoint(store, "k")
+    manifest["tree"]["items"].clear()
+    manifest["extra"]["note"]["x"] = 2
+    read_manifest(store, "k")["arrays"].clear()
+    again, fresh = read_checkpoint(store, "k")
+    assert_same(again, {"a": np.ones(3), "b": [1, 2]})
+    assert fresh["extra"] == {"note": {"x": 1}} and fresh["arrays"]
+
 def test_missing_key(store: Store) -> None:
     with pytest.raises(KeyNotFound):
         read_checkpoint(store, "nothing")

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import secrets
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,9 +134,8 @@ class LocalStore(Store):
         return _token_of(self._stat(key))
 
     def _stat(self, key: str) -> os.stat_result:
-        path = self._path(key)
-        st = path.stat()
-        if not path.is_file():
+        st = self._path(key).stat()
+        if not stat.S_ISREG(st.st_mode):
             raise KeyNotFound("no value at this key (it is a folder)", url=self.url, key=key)
         return st
 

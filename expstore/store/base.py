@@ -237,9 +237,9 @@ class Store:
         return write_flat(self, key, skeleton, arrays)
 
     def _read_tree(self, key: str, select: list[str] | None) -> Any:
-        from ..codec import read_checkpoint
+        from ..codec import read_state
 
-        return read_checkpoint(self, key, select=select)[0]
+        return read_state(self, key, select=select)[0]
 
 
 def _bytes_like(data: object, url: str, key: str) -> bytes | memoryview:

@@ -69,8 +69,9 @@ def select_paths(paths: list[str], select: list[str] | None) -> list[str]:
         return list(paths)
     if isinstance(select, str):
         select = [select]
-    chosen = [p for p in paths if any(p == s or p.startswith(s.rstrip("/") + "/") for s in select)]
-    unmatched = [s for s in select if not any(p == s or p.startswith(s.rstrip("/") + "/") for p in paths)]
+    exact, below = set(select), tuple(s.rstrip("/") + "/" for s in select)
+    chosen = [p for p in paths if p in exact or p.startswith(below)]
+    unmatched = [s for s in select if s not in chosen and not any(p.startswith(s.rstrip("/") + "/") for p in chosen)]
     if unmatched:
         raise KeyError(f"select={unmatched!r} matches no array of the tree (arrays: {paths!r})")
     return chosen
