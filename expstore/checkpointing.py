@@ -389,28 +389,35 @@ class CheckpointManager:
             blocking = not self.async_save
         if not blocking:
             snapshot = self._snapshots.take(state)
-            self._pending = threading.Thread(
-                target=self._save_in_background, args=(snapshot, iteration, meta, tag), name="expstore-checkpoint-save"
-            )
-            self._pending.start()
+            self._run_behind("expstore-checkpoint-save", self._save_and_delete, snapshot, iteration, meta, tag)
             return self.ref_for(self.key_for(iteration))
         ref, doomed = self._save_now(state, iteration, meta, tag)
         if doomed:  # retention's deletes run behind the caller; the next call waits for them
-            self._pending = threading.Thread(
-                target=self._in_background, args=(self._delete_quietly, doomed), name="expstore-checkpoint-retention"
-            )
-            self._pending.start()
+            self._run_behind("expstore-checkpoint-retention", self._delete_quietly, doomed)
         return ref
 
-    def _save_in_background(self, state: Any, iteration: int, meta: dict[str, Any], tag: str | None) -> None:
-        self._in_background(lambda: self._delete_quietly(self._save_now(state, iteration, meta, tag)[1]))
+    def _save_and_delete(self, state: Any, iteration: int, meta: dict[str, Any], tag: str | None) -> None:
+        self._delete_quietly(self._save_now(state, iteration, meta, tag)[1])
 
-    def _in_background(self, work: Any, *args: Any) -> None:
-        """Run `work(*args)` in the pending thread, keeping an error for the caller's next call."""
-        try:
-            work(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's next call
-            self._pending_error = exc
+    def _run_behind(self, name: str, work: Any, *args: Any) -> None:
+        """Run `work(*args)` in the pending thread, keeping an error for the caller's next call.
+
+        The thread starts working once `start()` has returned to the caller: a new thread that ran
+        at once would keep the GIL for up to the 5 ms switch interval while `start()` waits for it.
+        (The wait is bounded, so a signal between `start()` and `set()` cannot leave it stuck.)
+        """
+        caller_back = threading.Event()
+
+        def run() -> None:
+            caller_back.wait(timeout=0.1)
+            try:
+                work(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's next call
+                self._pending_error = exc
+
+        self._pending = threading.Thread(target=run, name=name)
+        self._pending.start()
+        caller_back.set()
 
     def wait_until_finished(self) -> None:
         """Wait for the save (or retention's deletes) in flight, if any; re-raise the error it hit."""

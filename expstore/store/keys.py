@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from ..errors import InvalidKey
 
 MAX_KEY_BYTES = 1024  # S3's limit, applied everywhere so that a key valid on one store is valid on all
@@ -28,6 +30,7 @@ def validate_key(key: object, url: str | None = None) -> str:
     return key
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the key; stores check the same keys over and over
 def _key_problem(key: str) -> str | None:
     if not key:
         return "empty key"
