@@ -24,9 +24,8 @@ import mmap
 import os
 import pickle
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import google_crc32c
@@ -332,6 +331,7 @@ class _Header:
     extra_json: str
     entries: Mapping[str, _Entry]  # tree order
     data_size: int  # bytes of array data the header describes
+    pickled: tuple[str, ...]  # paths of the pickled arrays
 
 
 @dataclass
@@ -405,14 +405,14 @@ def _read_tree(
     if select is None:
         data = store.read_buffer(key) if writable else store.read(key)
         layout = _parse_object(memoryview(data), store, key)
-        _refuse_pickle(layout, layout.entries, allow_pickle, store, key)
+        _refuse_pickle(layout.header.pickled, allow_pickle, store, key)
         arrays = {
             path: _make_array(data, e.begin, e, store, key, copy=writable) for path, e in layout.entries.items()
         }
     else:
         layout = _read_layout(store, key)
-        chosen = select_paths(list(layout.entries), select)
-        _refuse_pickle(layout, layout.entries, allow_pickle, store, key)
+        chosen = select_paths(layout.entries, select)
+        _refuse_pickle(layout.header.pickled, allow_pickle, store, key)
         arrays = {}
         for start, group in _ranges([layout.entries[p] for p in chosen]):
             stop = max(e.end for e in group)
@@ -589,7 +589,8 @@ def _validated_header(header: bytes, data_size: int | None) -> _Header:
     if set(by_tensor) != seen_tensors:
         raise bad(f"tensors {sorted(set(by_tensor) - seen_tensors)!r} are not in the tree")
     extra_json = json.dumps(manifest.get("extra", {}))
-    return _Header(meta[METADATA_KEY], manifest["tree"], extra_json, types.MappingProxyType(entries), position)
+    pickled = tuple(p for p, e in entries.items() if e.encoding == "pickle")
+    return _Header(meta[METADATA_KEY], manifest["tree"], extra_json, types.MappingProxyType(entries), position, pickled)
 
 
 def _check_shape(shape: Any, what: str, bad: Any) -> None:
@@ -677,8 +678,8 @@ def _dtype_from_descr(descr: Any) -> np.dtype:
     return np.lib.format.descr_to_dtype(fields)
 
 
-def _refuse_pickle(layout: _Layout, entries: Mapping[str, _Entry], allow_pickle: bool, store: Store, key: str) -> None:
-    pickled = [p for p, e in entries.items() if e.encoding == "pickle"]
+def _refuse_pickle(pickled: Sequence[str], allow_pickle: bool, store: Store, key: str) -> None:
+    """`PickleNotAllowed` naming the `pickled` array paths, unless there are none or `allow_pickle`."""
     if pickled and not allow_pickle:
         raise PickleNotAllowed(
             f"the checkpoint holds pickled leaves {pickled!r}; loading them can run code, "
@@ -711,21 +712,22 @@ def _make_array(buf: Any, offset: int, e: _Entry, store: Store, key: str, *, cop
     return np.ndarray(shape=e.shape, dtype=e.dtype, buffer=buf, offset=offset)
 
 
-def _rebuild(layout: _Layout, arrays: dict[str, np.ndarray], allow_pickle: bool, store: Store, key: str) -> Any:
-    class Unpickling(Exception):
-        pass
+class _Unpickling(Exception):
+    """Carries an error raised by `pickle.loads` past `_rebuild`'s handling of malformed skeletons."""
 
+
+def _rebuild(layout: _Layout, arrays: dict[str, np.ndarray], allow_pickle: bool, store: Store, key: str) -> Any:
     def load_pickle(node: Skeleton, found: Mapping[str, Any]) -> Any:
         if node.get("t") != "pickle" or not allow_pickle:  # checked before; never unpickle without opt-in
             raise ValueError(f"unexpected node {node.get('t')!r}")
         try:
             return pickle.loads(found[node["path"]])
         except Exception as exc:
-            raise Unpickling(node["path"]) from exc
+            raise _Unpickling(node["path"]) from exc
 
     try:
         return unflatten(layout.header.skeleton, arrays, fallback=load_pickle)
-    except Unpickling as wrapped:
+    except _Unpickling as wrapped:
         raise wrapped.__cause__ from None  # type: ignore[misc]
     except (KeyError, ValueError, TypeError, IndexError, OverflowError, RecursionError) as exc:
         raise CorruptData(f"the tree skeleton is malformed: {type(exc).__name__}: {exc}", url=store.url, key=key) from None
@@ -749,7 +751,7 @@ def _ranges(entries: list[_Entry]) -> list[tuple[int, list[_Entry]]]:
 
 
 def _read_local(
-    store: Store, key: str, path: Path, select: list[str] | str | None, allow_pickle: bool
+    store: Store, key: str, path: str, select: list[str] | str | None, allow_pickle: bool
 ) -> tuple[Any, _Layout]:
     try:
         with open(path, "rb") as f:
@@ -763,8 +765,8 @@ def _read_local(
     except OSError as exc:
         raise StoreError(f"read failed: {exc}", url=store.url, key=key) from exc
     layout = _parse_object(memoryview(mapped), store, key)
-    chosen = list(layout.entries) if select is None else select_paths(list(layout.entries), select)
-    _refuse_pickle(layout, layout.entries, allow_pickle, store, key)
+    chosen = list(layout.entries) if select is None else select_paths(layout.entries, select)
+    _refuse_pickle(layout.header.pickled, allow_pickle, store, key)
     if select is None and hasattr(mmap, "MADV_WILLNEED"):
         mapped.madvise(mmap.MADV_WILLNEED)
     arrays = {p: _make_array(mapped, layout.entries[p].begin, layout.entries[p], store, key, copy=False) for p in chosen}

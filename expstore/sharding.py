@@ -271,8 +271,8 @@ def load(
         select = [select]
     source = rank if m == n else 0
     skey, layout = _checked_header(store, base, doc["shards"][source])
-    chosen = select_paths(list(layout.entries), select)
-    _refuse_pickle(layout, {p: layout.entries[p] for p in chosen}, allow_pickle, store, skey)
+    chosen = select_paths(layout.entries, select)
+    _refuse_pickle([p for p in chosen if layout.entries[p].encoding == "pickle"], allow_pickle, store, skey)
     extra = layout.manifest.get("extra") or {}
     sharded = extra.get("sharded") or {}
     if m == n:

@@ -33,24 +33,29 @@ class LocalStore(Store):
 
     def __init__(self, root: str | os.PathLike[str], url: str | None = None):
         self.root = Path(root).expanduser().absolute()
+        self._root_prefix = os.path.join(str(self.root), "")
         super().__init__(url or str(self.root))
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*key.split("/"))
 
-    def _local_path(self, key: str) -> Path:
-        return self._path(key)
+    def _file(self, key: str) -> str:
+        """`_path` as a str, for the hot read paths: building a `Path` costs more than reading a small file."""
+        return self._root_prefix + key.replace("/", os.sep)
+
+    def _local_path(self, key: str) -> str:
+        return self._file(key)
 
     def _read(self, key: str) -> bytes:
         try:
-            with open(self._path(key), "rb", buffering=0) as f:
+            with open(self._file(key), "rb", buffering=0) as f:
                 return f.read()
         except IsADirectoryError:
             raise KeyNotFound("no value at this key (it is a folder)", url=self.url, key=key) from None
 
     def _read_range(self, key: str, start: int, end: int | None) -> bytes:
         try:
-            with open(self._path(key), "rb", buffering=0) as f:
+            with open(self._file(key), "rb", buffering=0) as f:
                 f.seek(start)
                 return f.read() if end is None else f.read(end - start)
         except IsADirectoryError:
@@ -134,7 +139,7 @@ class LocalStore(Store):
         return _token_of(self._stat(key))
 
     def _stat(self, key: str) -> os.stat_result:
-        st = self._path(key).stat()
+        st = os.stat(self._file(key))
         if not stat.S_ISREG(st.st_mode):
             raise KeyNotFound("no value at this key (it is a folder)", url=self.url, key=key)
         return st

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -69,9 +68,9 @@ class Store:
         return self._read_buffer(self._key(key))
 
     @_translated("read")
-    def local_path(self, key: str) -> Path | None:
-        """The plain file on this machine that holds `key`'s value, so a reader can memory-map it;
-        None on stores that keep values otherwise. Whether the file exists is not checked."""
+    def local_path(self, key: str) -> str | None:
+        """The path of the plain file on this machine that holds `key`'s value, so a reader can
+        memory-map it; None on stores that keep values otherwise. Whether the file exists is not checked."""
         return self._local_path(self._key(key))
 
     @_translated("read_range")
@@ -193,7 +192,7 @@ class Store:
     def _read_buffer(self, key: str) -> np.ndarray:
         return np.frombuffer(bytearray(self._read(key)), np.uint8)
 
-    def _local_path(self, key: str) -> Path | None:
+    def _local_path(self, key: str) -> str | None:
         return None
 
     def _read_range(self, key: str, start: int, end: int | None) -> bytes:

@@ -8,7 +8,7 @@ their path (`"model/w"`), under which array-native stores keep them as real data
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -60,8 +60,9 @@ def array_paths(skeleton: Skeleton) -> list[str]:
     return found
 
 
-def select_paths(paths: list[str], select: list[str] | None) -> list[str]:
+def select_paths(paths: Collection[str], select: list[str] | None) -> list[str]:
     """The array paths a `select=` asks for: each entry names one path or every path below it.
+    `paths` (in tree order) may be a dict keyed by path, which makes exact names O(1) to find.
 
     Raises `KeyError` naming the entries that match no array.
     """
@@ -69,11 +70,13 @@ def select_paths(paths: list[str], select: list[str] | None) -> list[str]:
         return list(paths)
     if isinstance(select, str):
         select = [select]
+    if all(s in paths for s in select):  # each names one array, so none is a prefix of another
+        return list(dict.fromkeys(select))
     exact, below = set(select), tuple(s.rstrip("/") + "/" for s in select)
     chosen = [p for p in paths if p in exact or p.startswith(below)]
     unmatched = [s for s in select if s not in chosen and not any(p.startswith(s.rstrip("/") + "/") for p in chosen)]
     if unmatched:
-        raise KeyError(f"select={unmatched!r} matches no array of the tree (arrays: {paths!r})")
+        raise KeyError(f"select={unmatched!r} matches no array of the tree (arrays: {list(paths)!r})")
     return chosen
 
 
@@ -172,10 +175,19 @@ def _decode(node: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback 
         return np.frombuffer(bytes.fromhex(node["v"]), dtype=dtype)[0]
     if kind == "array":
         return arrays[node["path"]]
+    # (an array child is tested inline: a select= of 1 leaf among many would otherwise pay a call per leaf)
     if kind == "dict":
-        return {k: _decode(c, arrays, fallback) for k, c in node["items"] if _present(c, arrays, fallback)}
+        return {
+            k: _decode(c, arrays, fallback)
+            for k, c in node["items"]
+            if (c["path"] in arrays if c["t"] == "array" else _present(c, arrays, fallback))
+        }
     if kind in ("list", "tuple"):
-        children = [_decode(c, arrays, fallback) for c in node["items"] if _present(c, arrays, fallback)]
+        children = [
+            _decode(c, arrays, fallback)
+            for c in node["items"]
+            if (c["path"] in arrays if c["t"] == "array" else _present(c, arrays, fallback))
+        ]
         return tuple(children) if kind == "tuple" else children
     if fallback is not None:
         return fallback(node, arrays)
@@ -183,7 +195,8 @@ def _decode(node: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback 
 
 
 def _present(node: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback | None = None) -> bool:
-    """A node survives a `select=` read unless it is an array that was not read, or holds only such."""
+    """A node survives a `select=` read unless it is an array (or a fallback leaf) that was not read;
+    containers stay, empty when none of their arrays was selected, and so do plain values."""
     if node["t"] == "array":
         return node["path"] in arrays
     if fallback is not None and node["t"] not in _BUILTIN_NODES and "path" in node:
