@@ -15,8 +15,9 @@ how failures behave:
   `TypeError` / `ValueError` naming the row and key (``results[3]['model']``) of a value the
   format cannot hold.
 * JSON writes nan and ±inf as Python's `json` does (``NaN``, ``Infinity``, ``-Infinity``), as the
-  seed did; `load_results_json` reads them back. `pretty=True` output is byte for byte what
-  ``json.dumps(doc, indent=2, cls=NumpyEncoder)`` gives, produced faster for flat rows.
+  seed did; `load_results_json` reads them back. The output is byte for byte what
+  ``json.dumps(doc, indent=2 if pretty else None, cls=NumpyEncoder)`` gives, produced faster for
+  flat rows (column by column through `json_rows` when pyarrow is installed).
 * A CSV cell holds the value as text; a list, tuple, dict or numpy array is written as its JSON
   text (``[1, 2, 3]``, never truncated); a value JSON cannot hold cannot go into a CSV either.
 
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .json_rows import COMPACT, PRETTY_RESULTS, encode_flat_rows
 from .store.base import Store
 from .store.registry import open_store
 
@@ -127,7 +129,9 @@ def _target(location: Location, filename: str | None, storage_options: dict[str,
         store.close()
 
 
-def _store_bytes(location: Location, filename: str | None, data: bytes, storage_options: dict[str, Any]) -> str:
+def _store_bytes(
+    location: Location, filename: str | None, data: bytes | list[bytes | memoryview], storage_options: dict[str, Any]
+) -> str:
     with _target(location, filename, storage_options) as (store, key):
         store.write(key, data)
         return _join(store.url, key)
@@ -230,10 +234,17 @@ def _pretty_json(doc: dict[str, Any]) -> str:
     )
 
 
-def _json_bytes(results: Results, metadata: Mapping[str, Any], pretty: bool) -> bytes:
+def _json_parts(results: Results, metadata: Mapping[str, Any], pretty: bool) -> list[bytes | memoryview]:
+    """The JSON export as buffers to store back to back. Flat rows are formatted column by column
+    (`json_rows`, with pyarrow), the rest of the document by `json`; the bytes are the same."""
+    encode = _pretty_json if pretty else _COMPACT.encode
     doc = _document(results, metadata)
-    text = _encode(_pretty_json if pretty else _COMPACT.encode, doc, results, metadata)
-    return text.encode("utf-8")
+    rows = encode_flat_rows(results, PRETTY_RESULTS if pretty else COMPACT) if results else None
+    if rows is None:
+        return [_encode(encode, doc, results, metadata).encode("utf-8")]
+    doc["results"] = []  # the last key: the document's last "[]" is where the rows go
+    head, _, tail = _encode(encode, doc, results, metadata).rpartition("[]")
+    return [head.encode("utf-8"), *rows, tail.encode("utf-8")]
 
 
 def _csv_cell(value: Any) -> Any:
@@ -342,7 +353,7 @@ def export_results_json(
 ) -> str:
     """Write ``{"timestamp", "num_experiments", "metadata", "results"}`` as JSON (indent 2 when `pretty`); return its URL."""
     results, metadata = _check_results(results), _check_metadata(metadata)
-    return _store_bytes(output_path, filename, _json_bytes(results, metadata, pretty), storage_options)
+    return _store_bytes(output_path, filename, _json_parts(results, metadata, pretty), storage_options)
 
 
 def export_results_csv(results: Results, output_path: Location, *, filename: str | None = None, **storage_options: Any) -> str:
@@ -383,7 +394,7 @@ def export_all_formats(
     """
     results, metadata = _check_results(results), _check_metadata(metadata)
     files = {
-        "json": (f"{base_name}.json", _json_bytes(results, metadata, True)),
+        "json": (f"{base_name}.json", _json_parts(results, metadata, True)),
         "csv": (f"{base_name}.csv", _csv_bytes(results)),
         "pickle": (f"{base_name}.pkl", _pickle_bytes(results, metadata)),
         "summary": (f"{base_name}_summary.json", _summary_bytes(results)),
