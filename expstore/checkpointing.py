@@ -279,6 +279,7 @@ class CheckpointManager:
         self._pending: threading.Thread | None = None
         self._pending_error: BaseException | None = None
         self._snapshots = SnapshotPool()
+        self._load_order_memo: tuple[str, list[tuple[int, str]]] | None = None
 
     # -- names ------------------------------------------------------------------------------------
 
@@ -316,6 +317,26 @@ class CheckpointManager:
     def _entries(self) -> list[dict[str, Any]]:
         self.wait_until_finished()
         return self._read_index(with_version=False)[0]
+
+    def _load_order(self) -> list[tuple[int, str]]:
+        """(iteration, key) of the indexed checkpoints, newest first. On a local disk the list is
+        reused while the index keeps its version token (inode, ns mtime, size): one stat instead
+        of reading and parsing the index before every load."""
+        self.wait_until_finished()
+        if self.store.local_path(self.index_key) is None:
+            return [(e["iteration"], e["key"]) for e in reversed(self._entries())]
+        try:
+            version = self.store.version(self.index_key)
+        except KeyNotFound:
+            return []
+        if self._load_order_memo is None or self._load_order_memo[0] != version:
+            try:
+                raw = self.store.read(self.index_key)
+            except KeyNotFound:
+                return []
+            entries = _parse_index(raw, self.store, self.index_key, self.experiment_name)
+            self._load_order_memo = (version, [(e["iteration"], e["key"]) for e in reversed(entries)])
+        return self._load_order_memo[1]
 
     def _commit(self, add: dict[str, Any] | None = None, prune: bool = True) -> list[dict[str, Any]]:
         """Add/replace entry `add` in the index (CAS, retried) and apply retention; return dropped entries."""
@@ -515,16 +536,16 @@ class CheckpointManager:
             if store is self.store and isinstance(loaded.get("iteration"), int):
                 self._resumed_from = loaded["iteration"]
             return loaded
-        entries = self._entries()
-        for entry in reversed(entries):
+        newest_first = self._load_order()
+        for iteration, key in newest_first:
             try:
-                loaded = self._read(self.store, entry["key"], select, rank, world_size)
+                loaded = self._read(self.store, key, select, rank, world_size)
             except _UNREADABLE as exc:
-                warnings.warn(f"skipping unreadable checkpoint {self.ref_for(entry['key'])}: {exc}", RuntimeWarning, stacklevel=2)
+                warnings.warn(f"skipping unreadable checkpoint {self.ref_for(key)}: {exc}", RuntimeWarning, stacklevel=2)
                 continue
-            self._resumed_from = entry["iteration"]
+            self._resumed_from = iteration
             return loaded
-        what = "no readable checkpoint" if entries else "no checkpoint"
+        what = "no readable checkpoint" if newest_first else "no checkpoint"
         raise KeyNotFound(f"{what} of experiment {self.experiment_name!r}", url=self.store.url, key=self.index_key)
 
     # -- maintenance ------------------------------------------------------------------------------
@@ -646,7 +667,7 @@ def backup_checkpoint(
 
 def _copy_checkpoint(src: Store, key: str, dest: CheckpointManager, allow_pickle: bool) -> str:
     if sharding.is_manifest_key(key):
-        raise NotImplementedError(f"backing up a sharded checkpoint ({key!r}) is not supported yet")
+        return _copy_sharded(src, key, dest, allow_pickle)
     if not src.supports_arrays and not dest.store.supports_arrays:
         data = src.read(key)
         extra = _parse_object(memoryview(data), src, key).manifest.get("extra") or {}  # never copy garbage
@@ -663,6 +684,25 @@ def _copy_checkpoint(src: Store, key: str, dest: CheckpointManager, allow_pickle
     loaded = _read_any(src, key, None, allow_pickle)
     tags = _tags_of(src, key)
     return dest.save_checkpoint(loaded["state"], loaded["iteration"], loaded["metadata"], tag=tags[0] if tags else None)
+
+
+def _copy_sharded(src: Store, key: str, dest: CheckpointManager, allow_pickle: bool) -> str:
+    """A sharded checkpoint: its shards and manifest to a bytes store, else its assembled state."""
+    if dest.store.supports_arrays:  # HDF5 / Zarr hold no sharded checkpoints: save the whole state as one
+        loaded = sharding.assemble(src, key, allow_pickle)
+        tag = loaded["tags"][0] if loaded["tags"] else None
+        return dest.save_checkpoint(loaded["state"], loaded["iteration"], loaded["metadata"], tag=tag)
+    extra = sharding.copy(src, key, dest.store)
+    entry = {
+        "iteration": extra.get("iteration", int(_CKPT_RE.match(key)["it"])),  # type: ignore[index]
+        "key": key,
+        "timestamp": extra.get("timestamp"),
+        "tags": list(extra.get("tags") or []),
+        "metadata": extra.get("metadata") or {},
+        "world_size": extra.get("world_size"),
+    }
+    dest._commit(entry, prune=False)
+    return dest.ref_for(key)
 
 
 def _tags_of(store: Store, key: str) -> list[str]:

@@ -482,10 +482,12 @@ class _InvalidHeader(ValueError):
     """What `_validated_header` found wrong; `_parse_header` turns it into `CorruptData` naming the object."""
 
 
-_MEMO_MAX_HEADER = 1 << 20  # larger headers are validated on every read rather than kept in memory
+# Larger headers are validated on every read rather than kept: a parsed skeleton takes several
+# times its JSON size, so the memo holds at most a few tens of MiB.
+_MEMO_MAX_HEADER = 1 << 20
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=8)
 def _validated_header(header: bytes, data_size: int | None) -> _Header:
     """Validate a header (`_InvalidHeader` says what is wrong) and return what it says."""
     n = len(header)

@@ -31,6 +31,7 @@ from .codec import (
     _Layout,
     _make_array,
     _parse_header,
+    _parse_object,
     _pickle_leaf,
     _ranges,
     _rebuild,
@@ -45,7 +46,17 @@ from .store.tree import flatten, select_paths
 if TYPE_CHECKING:
     from .checkpointing import CheckpointManager
 
-__all__ = ["ShardedArray", "is_manifest_key", "load", "manifest_key", "orphans", "save_shard", "verify"]
+__all__ = [
+    "ShardedArray",
+    "assemble",
+    "copy",
+    "is_manifest_key",
+    "load",
+    "manifest_key",
+    "orphans",
+    "save_shard",
+    "verify",
+]
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "expstore.sharded-checkpoint"
@@ -354,6 +365,38 @@ def _read_rows(store: Store, key: str, layout: _Layout, path: str, a: int, b: in
         if _crc(rows[start - first : start - first + block]) != info["block_crc32c"][start // block]:
             raise CorruptData(f"checksum mismatch in rows from {start} of {path!r}", url=store.url, key=key)
     return rows[a - first : b - first]
+
+
+def assemble(store: Store, key: str, allow_pickle: bool) -> dict[str, Any]:
+    """The whole state of the sharded checkpoint at `key` as plain arrays (rank 0 of world size 1),
+    with its tags, for a store that holds no sharded checkpoints."""
+    loaded = load(store, key, rank=0, world_size=1, select=None, allow_pickle=allow_pickle)
+    loaded["state"] = _unwrap(loaded["state"], {})
+    doc = _parse_manifest(store.read(key), store, key)
+    _, layout = _checked_header(store, key[: -len(MANIFEST) - 1], doc["shards"][0])
+    loaded["tags"] = list(layout.extra().get("tags") or [])
+    return loaded
+
+
+def copy(src: Store, key: str, dest: Store) -> dict[str, Any]:
+    """Copy the sharded checkpoint at `key` from `src` to `dest` byte for byte, every shard checked
+    (the pinned one, every array's crc32c) before it is written, the manifest last; return shard
+    0's `extra` (iteration, timestamp, metadata, tags). Nothing is decoded or unpickled."""
+    raw = src.read(key)
+    doc = _parse_manifest(raw, src, key)
+    base, extra = key[: -len(MANIFEST) - 1], None
+    for rec in doc["shards"]:
+        skey = f"{base}/{rec['key']}"
+        data = src.read(skey)
+        layout = _parse_object(memoryview(data), src, skey)
+        if len(data) != rec["size"] or google_crc32c.value(data[: layout.data_start]) != rec["header_crc32c"]:
+            raise CorruptData("the shard is not the one its manifest names (rewritten or damaged)", url=src.url, key=skey)
+        for e in layout.entries.values():
+            _make_array(data, e.begin, e, src, skey, copy=False)
+        dest.write(skey, data)
+        extra = extra if extra is not None else layout.extra()
+    dest.write(key, raw)
+    return extra or {}
 
 
 def verify(store: Store, key: str) -> None:

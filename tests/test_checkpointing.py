@@ -253,6 +253,27 @@ def test_corrupt_index_raises_corrupt_data_naming_it(tmp_path):
         m.list_checkpoints()
 
 
+def test_load_sees_every_change_another_writer_makes_to_the_index(store_location):
+    """A reader loading the latest again and again (it may reuse the parsed index while the index
+    is unchanged) must see each new save, a deletion and a damaged index at once."""
+    reader, writer = manager(store_location, keep_last_n=None), manager(store_location, keep_last_n=None)
+    writer.save_checkpoint(small(1), 1)
+    assert reader.load_checkpoint()["iteration"] == 1
+    assert reader.load_checkpoint()["iteration"] == 1
+    writer.save_checkpoint(small(2), 2)
+    assert reader.load_checkpoint()["iteration"] == 2
+    writer.save_checkpoint(small(1), 1)  # an older iteration replaced: the latest stays 2
+    assert reader.load_checkpoint()["iteration"] == 2
+    writer.store.delete(writer.index_key)
+    with pytest.raises(FileNotFoundError):
+        reader.load_checkpoint()
+    writer.save_checkpoint(small(3), 3)
+    assert reader.load_checkpoint()["iteration"] == 3
+    writer.store.write(writer.index_key, b"{not json")
+    with pytest.raises(CorruptData, match="index"):
+        reader.load_checkpoint()
+
+
 def test_allow_pickle_round_trip_on_bytes_store_and_refused_on_array_store(tmp_path):
     m = CheckpointManager(tmp_path / "d", "exp", allow_pickle=True)
     ref = m.save_checkpoint({"obj": {1, 2, 3}}, 1)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from expstore.checkpointing import CheckpointManager, resume_from_checkpoint
+from expstore.checkpointing import CheckpointManager, backup_checkpoint, resume_from_checkpoint
 from expstore.errors import CorruptData
 from expstore.sharding import ShardedArray
 
@@ -185,6 +185,61 @@ def test_gc_removes_a_manifest_whose_index_commit_never_happened():
     assert [c["iteration"] for c in managers[0].list_checkpoints()] == [1]
     assert sorted(managers[0].gc()) == [f"mem_iter_000002/{n}" for n in ("manifest.json", "shard-0-of-2.ckpt", "shard-1-of-2.ckpt")]
     assert store.list("mem_iter_000001/") != []
+
+
+def saved_pair(tag: str | None = None) -> list[CheckpointManager]:
+    """Two ranks that saved iterations 1 and 2 (2 with `tag`) to one memory store."""
+    managers = ranks(2)
+    for it in (1, 2):
+        for r, m in enumerate(managers):
+            m.save_checkpoint(rank_state(it, r, 2), it, {"loss": 0.5}, tag=tag if it == 2 else None)
+    return managers
+
+
+@pytest.mark.parametrize("dest", ["local", "memory"])
+def test_backup_of_a_sharded_checkpoint_copies_every_shard(tmp_path, dest):
+    managers = saved_pair(tag="final")
+    source = managers[0].store
+    url = str(tmp_path / "backup") if dest == "local" else f"memory://backup-{uuid.uuid4().hex[:8]}"
+    ref = backup_checkpoint(managers[0].ref_for("mem_iter_000002/manifest.json"), url)
+    assert ref.endswith("/mem_iter_000002/manifest.json")
+    with CheckpointManager(url, "mem", keep_last_n=None) as backup:
+        (entry,) = backup.list_checkpoints()
+        assert entry["iteration"] == 2 and entry["tags"] == ["final"] and entry["metadata"] == {"loss": 0.5}
+        for name in ("manifest.json", "shard-0-of-2.ckpt", "shard-1-of-2.ckpt"):
+            assert backup.store.read(f"mem_iter_000002/{name}") == source.read(f"mem_iter_000002/{name}")
+        assert backup.verify() == []
+        whole = backup.load_checkpoint(world_size=1, rank=0)["state"]["model"]["w"]
+        np.testing.assert_array_equal(whole.local, global_array(2))
+
+
+@pytest.mark.parametrize("container", ["run.h5", "run.zarr"])
+def test_backup_of_a_sharded_checkpoint_into_an_array_store_saves_the_whole_state(tmp_path, container):
+    pytest.importorskip("h5py" if container.endswith(".h5") else "zarr")
+    managers = saved_pair(tag="final")
+    url = str(tmp_path / container / "ckpt")
+    backup_checkpoint(managers[0].ref_for("mem_iter_000002/manifest.json"), url)
+    with CheckpointManager(url, "mem", keep_last_n=None) as backup:
+        (entry,) = backup.list_checkpoints()
+        assert entry["iteration"] == 2 and entry["tags"] == ["final"]
+        loaded = backup.load_checkpoint()
+        np.testing.assert_array_equal(loaded["state"]["model"]["w"], global_array(2))
+        assert loaded["state"]["step"] == 2 and loaded["metadata"] == {"loss": 0.5}
+
+
+def test_backup_of_a_damaged_sharded_checkpoint_commits_nothing(tmp_path):
+    managers = saved_pair()
+    store = managers[0].store
+    shard = bytearray(store.read("mem_iter_000002/shard-1-of-2.ckpt"))
+    shard[-3] ^= 0xFF  # an array byte: the header still matches the manifest, the array crc32c does not
+    store.write("mem_iter_000002/shard-1-of-2.ckpt", bytes(shard))
+    url = str(tmp_path / "backup")
+    backup_checkpoint(managers[0].ref_for("mem_iter_000001/manifest.json"), url)
+    with pytest.raises(CorruptData, match="shard-1-of-2"):
+        backup_checkpoint(managers[0].ref_for("mem_iter_000002/manifest.json"), url)
+    with CheckpointManager(url, "mem", keep_last_n=None) as backup:
+        assert [c["iteration"] for c in backup.list_checkpoints()] == [1]
+        assert not backup.store.exists("mem_iter_000002/manifest.json")
 
 
 def test_bad_arguments():
