@@ -3,6 +3,7 @@ the journal, locking across processes and threads, corrupt files, and dataset op
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import signal
@@ -211,6 +212,23 @@ def test_a_complete_journal_is_replayed_on_open(tmp_path):
         assert store.read_tree("new")["note"] == "from the journal"
         np.testing.assert_array_equal(store.read_tree("old")["x"], np.arange(5))
     assert not Path(str(path) + ".journal").exists()
+
+
+def test_a_journal_left_by_an_earlier_expstore_is_replayed(tmp_path):
+    """Journal format 1 ended with a sha256 where format 2 has a crc32c: a crash under the old
+    version must still be recovered by the new one."""
+    path = tmp_path / "run.h5"
+    with open_store(path) as store:
+        store.write_tree("old", {"x": np.arange(5)})
+    _die_after_journal(path)
+    journal = Path(str(path) + ".journal")
+    blob = journal.read_bytes()
+    assert blob.startswith(b"EXPSTORE-HDF5-JOURNAL-2\n")
+    body = b"EXPSTORE-HDF5-JOURNAL-1\n" + blob[24:-4]
+    journal.write_bytes(body + hashlib.sha256(body).digest())
+    with open_store(path) as store:
+        assert store.list() == ["new", "old"] and store.read_tree("new")["note"] == "from the journal"
+    assert not journal.exists()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "flipped", "garbage"])

@@ -14,12 +14,20 @@ import os
 import struct
 from typing import Any
 
+import google_crc32c
+
 from .durable import fsync_path
 
-JOURNAL_MAGIC = b"EXPSTORE-HDF5-JOURNAL-1\n"
+# Version 2 ends with a crc32c of everything before it (~10 GB/s; it only has to catch a journal
+# torn by a crash). Version 1, written by earlier expstore, ended with a sha256 (~1.2 GB/s, which
+# cost 0.2 s per 256 MiB committed); it is still replayed.
+JOURNAL_MAGIC = b"EXPSTORE-HDF5-JOURNAL-2\n"
+_DIGESTS = {  # magic -> (digest length, digest function)
+    JOURNAL_MAGIC: (4, lambda body: google_crc32c.value(body).to_bytes(4, "little")),
+    b"EXPSTORE-HDF5-JOURNAL-1\n": (32, lambda body: hashlib.sha256(body).digest()),
+}
 _HEADER = struct.Struct("<QQQQ")  # new size, zero-from, zero-to, number of extents
 _EXTENT = struct.Struct("<QQB")  # offset, length, 1 = literal bytes follow / 0 = zeros
-_DIGEST = 32
 _IO_PIECE = 16 * 2**20
 
 class JournaledFile:
@@ -137,7 +145,7 @@ class JournaledFile:
         tmp = journal + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            digest = hashlib.sha256()
+            crc = 0
             header = JOURNAL_MAGIC + _HEADER.pack(self.size, self.zero_from, self.committed_size, len(extents))
             chunks: list[bytes | memoryview] = [header]
             for off, length, data in extents:
@@ -146,10 +154,10 @@ class JournaledFile:
                     chunks.append(data)
             position = 0
             for chunk in chunks:
-                digest.update(chunk)
+                crc = google_crc32c.extend(crc, chunk)
                 _pwrite_all(fd, chunk, position)
                 position += len(chunk)
-            _pwrite_all(fd, digest.digest(), position)
+            _pwrite_all(fd, crc.to_bytes(4, "little"), position)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -224,13 +232,17 @@ def recover(fd: int, path: str) -> str | None:
 
 
 def _parse_journal(blob: bytes) -> tuple[int, list[tuple[int, int, Any]]] | None:
-    if len(blob) < len(JOURNAL_MAGIC) + _HEADER.size + _DIGEST or not blob.startswith(JOURNAL_MAGIC):
+    magic = blob[: len(JOURNAL_MAGIC)]
+    if magic not in _DIGESTS:
         return None
-    body, digest = blob[:-_DIGEST], blob[-_DIGEST:]
-    if hashlib.sha256(body).digest() != digest:
+    digest_size, digest_of = _DIGESTS[magic]
+    if len(blob) < len(magic) + _HEADER.size + digest_size:
+        return None
+    body, digest = blob[:-digest_size], blob[-digest_size:]
+    if digest_of(body) != digest:
         return None
     view = memoryview(body)
-    pos = len(JOURNAL_MAGIC)
+    pos = len(magic)
     size, _, _, count = _HEADER.unpack_from(view, pos)
     pos += _HEADER.size
     extents = []
