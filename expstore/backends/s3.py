@@ -8,7 +8,9 @@ not s3fs for the transfers: see docs/decisions.md (s3fs reads 2.4-3.9x slower th
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import itertools
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -145,22 +147,25 @@ class S3Store(Store):
             return response["Body"].read()
 
     def _write(self, key: str, data: bytes | memoryview, if_absent: bool, if_match: str | None) -> str:
+        return self._write_parts(key, [data], if_absent, if_match)
+
+    def _write_parts(self, key: str, parts: list[bytes | memoryview], if_absent: bool, if_match: str | None) -> str:
         conditions: dict[str, str] = {}
         if if_absent:
             conditions["IfNoneMatch"] = "*"
         if if_match is not None:
             conditions["IfMatch"] = if_match
         try:
-            return self._put(key, data, conditions)
+            return self._put(key, parts, conditions)
         except KeyNotFound as exc:
             if "bucket" not in exc.message:
                 raise
             self._create_bucket()  # the first write creates the container, as on every backend
-            return self._put(key, data, conditions)
+            return self._put(key, parts, conditions)
 
-    def _put(self, key: str, data: bytes | memoryview, conditions: dict[str, str]) -> str:
-        if conditions or len(data) <= MULTIPART_THRESHOLD:
-            body = data if isinstance(data, bytes) else bytes(data)
+    def _put(self, key: str, parts: list[bytes | memoryview], conditions: dict[str, str]) -> str:
+        if conditions or sum(map(len, parts)) <= MULTIPART_THRESHOLD:
+            body = parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts)
             try:
                 return self._call("put_object", key, Key=self._object(key), Body=body, **conditions)["ETag"]
             except KeyNotFound as exc:
@@ -168,25 +173,25 @@ class S3Store(Store):
                     raise
                 # AWS and moto answer If-Match on a missing object with 404 NoSuchKey, SeaweedFS with 412.
                 raise PreconditionFailed("if_match: the key holds no value", url=self.url, key=key) from exc
-        return self._multipart(key, memoryview(data))
+        return self._multipart(key, parts)
 
-    def _multipart(self, key: str, view: memoryview) -> str:
+    def _multipart(self, key: str, parts: list[bytes | memoryview]) -> str:
+        """Upload `parts` (laid back to back) in PART_SIZE pieces, each copied out of them once."""
         name = self._object(key)
+        starts = list(itertools.accumulate((len(p) for p in parts), initial=0))
         upload_id = self._call("create_multipart_upload", key, Key=name)["UploadId"]
 
         def send(number: int) -> dict[str, Any]:
             start = (number - 1) * PART_SIZE
-            part = self._call(
-                "upload_part", key, Key=name, UploadId=upload_id, PartNumber=number,
-                Body=bytes(view[start : start + PART_SIZE]),
-            )
+            body = _slice(parts, starts, start, min(start + PART_SIZE, starts[-1]))
+            part = self._call("upload_part", key, Key=name, UploadId=upload_id, PartNumber=number, Body=body)
             return {"PartNumber": number, "ETag": part["ETag"]}
 
         try:
             with ThreadPoolExecutor(MAX_CONCURRENT_PARTS) as pool:
-                parts = list(pool.map(send, range(1, -(-len(view) // PART_SIZE) + 1)))
+                uploaded = list(pool.map(send, range(1, -(-starts[-1] // PART_SIZE) + 1)))
             done = self._call(
-                "complete_multipart_upload", key, Key=name, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                "complete_multipart_upload", key, Key=name, UploadId=upload_id, MultipartUpload={"Parts": uploaded}
             )
         except BaseException:
             with contextlib.suppress(Exception):
@@ -239,6 +244,18 @@ class S3Store(Store):
 
 class _RangePastEnd(Exception):
     """S3 answered 416: the requested range starts at or past the end of the object."""
+
+
+def _slice(parts: list[bytes | memoryview], starts: list[int], start: int, stop: int) -> bytes:
+    """Bytes [start, stop) of `parts` laid back to back (`starts`: where each part begins), in one copy."""
+    i = bisect.bisect_right(starts, start) - 1
+    pieces = []
+    while start < stop:
+        a, b = start - starts[i], min(len(parts[i]), stop - starts[i])
+        pieces.append(parts[i][a:b])
+        start += b - a
+        i += 1
+    return b"".join(pieces)
 
 
 def open_url(url: str, location: str, **storage_options: Any) -> S3Store:

@@ -38,11 +38,23 @@ def test_read_buffer_of_a_missing_key_names_it(store):
         store.read_buffer("nothing/here")
 
 
-def test_value_above_multipart_threshold_round_trips(store):
+def test_a_64_mib_value_round_trips(store):
     data = np.random.default_rng(1).integers(0, 256, 64 * MiB + 4097, dtype=np.uint8).tobytes()
     store.write("big", data)
     assert store.size("big") == len(data)
     assert store.read("big") == data
+
+
+def test_a_value_in_parts_round_trips_across_multipart_pieces(store, monkeypatch):
+    """Parts of uneven sizes (one empty) whose boundaries fall inside and across S3's upload pieces."""
+    s3 = pytest.importorskip("expstore.backends.s3")
+    monkeypatch.setattr(s3, "MULTIPART_THRESHOLD", 6 * MiB)  # so S3 uploads these 9 MiB in two pieces
+    monkeypatch.setattr(s3, "PART_SIZE", 5 * MiB)  # S3's smallest piece but the last
+    rng = np.random.default_rng(2)
+    sizes = [3 * MiB + 1, 0, 4 * MiB + 7, 1, 2 * MiB - 3]
+    parts = [rng.integers(0, 256, n, dtype=np.uint8) for n in sizes]
+    store.write("parts", parts)
+    assert store.read("parts") == b"".join(p.tobytes() for p in parts)
 
 
 def test_accepts_any_contiguous_buffer(store):
