@@ -670,17 +670,9 @@ def _copy_checkpoint(src: Store, key: str, dest: CheckpointManager, allow_pickle
         return _copy_sharded(src, key, dest, allow_pickle)
     if not src.supports_arrays and not dest.store.supports_arrays:
         data = src.read(key)
-        extra = _parse_object(memoryview(data), src, key).manifest.get("extra") or {}  # never copy garbage
+        extra = _parse_object(memoryview(data), src, key).extra()  # never copy garbage
         dest.store.write(key, data)
-        entry = {
-            "iteration": extra.get("iteration", int(_CKPT_RE.match(key)["it"])),  # type: ignore[index]
-            "key": key,
-            "timestamp": extra.get("timestamp"),
-            "tags": list(extra.get("tags") or []),
-            "metadata": extra.get("metadata") or {},
-        }
-        dest._commit(entry, prune=False)
-        return dest.ref_for(key)
+        return _index_copy(dest, key, extra)
     loaded = _read_any(src, key, None, allow_pickle)
     tags = _tags_of(src, key)
     return dest.save_checkpoint(loaded["state"], loaded["iteration"], loaded["metadata"], tag=tags[0] if tags else None)
@@ -692,15 +684,20 @@ def _copy_sharded(src: Store, key: str, dest: CheckpointManager, allow_pickle: b
         loaded = sharding.assemble(src, key, allow_pickle)
         tag = loaded["tags"][0] if loaded["tags"] else None
         return dest.save_checkpoint(loaded["state"], loaded["iteration"], loaded["metadata"], tag=tag)
-    extra = sharding.copy(src, key, dest.store)
+    return _index_copy(dest, key, sharding.copy(src, key, dest.store))
+
+
+def _index_copy(dest: CheckpointManager, key: str, extra: dict[str, Any]) -> str:
+    """Name the copied checkpoint at `key` in `dest`'s index (never pruned by this), from its `extra`."""
     entry = {
         "iteration": extra.get("iteration", int(_CKPT_RE.match(key)["it"])),  # type: ignore[index]
         "key": key,
         "timestamp": extra.get("timestamp"),
         "tags": list(extra.get("tags") or []),
         "metadata": extra.get("metadata") or {},
-        "world_size": extra.get("world_size"),
     }
+    if sharding.is_manifest_key(key):
+        entry["world_size"] = extra.get("world_size")
     dest._commit(entry, prune=False)
     return dest.ref_for(key)
 
