@@ -1,9 +1,12 @@
 """The run catalog: one small summary object per logger, and the listing of runs built from them.
 
 Every `ExperimentLogger` that writes files also writes ``<stem>_run.json`` next to its logs
-(``<name>_run.json``, or ``<name>.rank<r>_run.json`` per rank): once when it starts and once at
-`finalize`, never per event. It holds the status (``running`` until `finalize`), start and end
-time, duration and the last scalar metrics. `logged_runs` turns one key listing of a root plus
+(``<name>_run.json``, or ``<name>.rank<r>_run.json`` per rank): when it starts, every
+`HEARTBEAT_SECONDS` while it runs, and at `finalize`; never per event. It holds the status
+(``running`` until `finalize`), start and end time, duration, the last scalar metrics and the
+time of writing (``heartbeat_time``). A ``running`` summary whose heartbeat is more than
+`STALE_AFTER_BEATS` beats old is listed as ``stale``: its process most likely died (preempted,
+killed) before `finalize`. `logged_runs` turns one key listing of a root plus
 one GET per summary into one entry per run (experiment name in a logs folder), so a root of
 hundreds of runs is listed without reading any log. A run whose logger predates the catalog has
 no summary: it is still listed, from its log keys, with ``summary: False`` and no status.
@@ -12,6 +15,7 @@ no summary: it is still listed, from its log keys, with ``summary: False`` and n
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +26,9 @@ from .store.base import Store
 
 FORMAT = "expstore-run-summary/1"
 RUNNING = "running"
+STALE = "stale"  # running, says the summary, but its heartbeat stopped
+HEARTBEAT_SECONDS = 60.0  # one small PUT a minute per running logger
+STALE_AFTER_BEATS = 5  # missed beats (by the writer's own interval) before a running run is stale
 _SCALARS = (int, float, str, bool, type(None))
 _LOGS_FOLDER = "logs"  # the demo layout's <run>/logs: the run is the folder above it
 
@@ -66,9 +73,10 @@ class SummaryTracker:
             self.doc.update(status=data.get("final_status"), end_time=_iso(ts), duration_seconds=data.get("duration_seconds"))
 
     def to_bytes(self) -> bytes:
-        """The summary object: the document plus the last scalar value of each metric."""
+        """The summary object: the document, the last scalar value of each metric, and the heartbeat."""
         metrics = {k: v for k, v in self.metrics.items() if _scalar(v)}
-        return (to_json({**self.doc, "final_metrics": metrics}) + "\n").encode()
+        beat = {"heartbeat_time": _iso(time.time()), "heartbeat_seconds": HEARTBEAT_SECONDS}
+        return (to_json({**self.doc, "final_metrics": metrics, **beat}) + "\n").encode()
 
 
 # ---- reading: the catalog of a root -------------------------------------------------------------
@@ -85,6 +93,15 @@ def _log_key(key: str) -> tuple[str, str, bool] | None:
         if last.endswith(suffix) and len(last) > len(suffix):
             return folder, last[: -len(suffix)], is_summary
     return None
+
+
+def summary_status(doc: dict[str, Any], now: float) -> Any:
+    """The status a summary says, or `STALE` for a running one whose heartbeat is `STALE_AFTER_BEATS` beats
+    old at `now` (a summary without a heartbeat, from an older logger, stays as it says)."""
+    status, beat, every = doc.get("status"), _seconds(doc.get("heartbeat_time")), doc.get("heartbeat_seconds")
+    if status == RUNNING and beat > 0 and isinstance(every, (int, float)) and now - beat > STALE_AFTER_BEATS * every:
+        return STALE
+    return status
 
 
 def overall_status(statuses: list[Any], running: Any = RUNNING) -> Any:
@@ -104,9 +121,10 @@ def logged_runs(store: Store, keys: list[str]) -> list[dict[str, Any]]:
     """One entry per (logs folder, experiment) in `keys` (a listing of `store`), from its summaries; sorted by folder, name.
 
     Entry: ``folder`` (relative to the store), ``run_folder``, ``name``, ``summary`` (whether
-    summaries were found), ``status`` (None without summary), ``start_time``, ``end_time``,
-    ``duration_seconds``, ``ranks`` (how many ranks logged; 1 without ranks), ``final_metrics``
-    (the lowest rank's). One GET per summary object; nothing else is read.
+    summaries were found), ``status`` (None without summary; ``stale`` for a running one whose
+    heartbeat stopped), ``start_time``, ``end_time``, ``duration_seconds``, ``ranks`` (how many
+    ranks logged; 1 without ranks), ``final_metrics`` (the lowest rank's), ``heartbeat_time``
+    (the newest). One GET per summary object; nothing else is read.
     """
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for key in keys:
@@ -134,12 +152,15 @@ def _entry(store: Store, folder: str, name: str, group: dict[str, Any]) -> dict[
             docs.append(doc)
     entry: dict[str, Any] = {"name": name, "folder": folder, "run_folder": run_folder(folder), "summary": bool(docs),
                              "status": None, "start_time": None, "end_time": None, "duration_seconds": None,
-                             "ranks": len(group["ranks"]), "final_metrics": {}}
+                             "ranks": len(group["ranks"]), "final_metrics": {}, "heartbeat_time": None}
     if docs:
+        now = time.time()
         starts = [d["start_time"] for d in docs if d.get("start_time")]
         ends = [d["end_time"] for d in docs if d.get("end_time")]
+        beats = [d["heartbeat_time"] for d in docs if d.get("heartbeat_time")]
         durations = [d["duration_seconds"] for d in docs if isinstance(d.get("duration_seconds"), (int, float))]
-        entry.update(status=overall_status([d.get("status") for d in docs]), start_time=min(starts, key=_seconds, default=None),
+        entry.update(status=overall_status([summary_status(d, now) for d in docs]),
+                     heartbeat_time=max(beats, key=_seconds, default=None), start_time=min(starts, key=_seconds, default=None),
                      end_time=max(ends, key=_seconds, default=None) if len(ends) == len(docs) else None,
                      duration_seconds=max(durations, default=None) if len(durations) == len(docs) else None,
                      final_metrics=docs[0].get("final_metrics") or {})

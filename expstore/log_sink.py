@@ -9,8 +9,10 @@ wakes every `tick`, turns queued items into JSONL and `.log` text (`LineFormatte
   `close(finalize=True)` the merged final files, after which the merged segments are deleted.
 
 A sink of one rank (``rank=r``) writes and merges only the keys of its stem ``<name>.rank<r>``.
-Besides the logs it writes the run summary ``<stem>_run.json`` (`log_catalog`) twice: after the
-start event and at `close(finalize=True)`.
+Besides the logs it writes the run summary ``<stem>_run.json`` (`log_catalog`): after the start
+event, then again every `log_catalog.HEARTBEAT_SECONDS` while the run goes on (a heartbeat, so that
+a run whose process died shows as ``stale`` rather than ``running`` forever), and at
+`close(finalize=True)`.
 
 A buffer goes out when it holds `flush_bytes` or when its oldest event is `flush_interval` old, so
 an event reaches storage within `flush_interval` of being logged (plus the write itself). A write
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from . import log_catalog
 from .errors import KeyNotFound
 from .log_catalog import SummaryTracker
 from .log_format import Item, LineFormatter
@@ -110,6 +113,7 @@ class LogSink:
         self._released = False  # stopped by `release`: the thread itself unregisters and closes the store
         self._retry_at = 0.0
         self._failures = 0
+        self._summary_at: float | None = None  # monotonic time of the last summary written
         self.stats = {"events_written": 0, "events_lost": 0, "lines_lost": 0, "write_errors": 0, "last_error": None}
         self._thread = threading.Thread(target=self._run, name=f"expstore-log-{self.stem}", daemon=True)
         self._thread.start()
@@ -172,7 +176,7 @@ class LogSink:
                     self._merge()
                 else:
                     self._send(force=bool(forced))
-                if closing == "finalize" or (self._summary.start_due and not closing and time.monotonic() >= self._retry_at):
+                if closing == "finalize" or (not closing and self._summary_due()):
                     self._write_summary()
             except Exception as exc:  # noqa: BLE001 - the flusher must survive anything
                 self._failed(exc)
@@ -321,13 +325,23 @@ class LogSink:
                 except KeyNotFound:
                     pass
 
+    def _summary_due(self) -> bool:
+        """A start summary is waiting, or the last summary is a heartbeat old (and no write is backing off)."""
+        now = time.monotonic()
+        if now < self._retry_at:
+            return False
+        return self._summary.start_due or (
+            self._summary_at is not None and now - self._summary_at >= log_catalog.HEARTBEAT_SECONDS
+        )
+
     def _write_summary(self) -> None:
-        """Write the run summary (`log_catalog`): at start and at finalize only, one small PUT each."""
+        """Write the run summary (`log_catalog`): at start, once a heartbeat, at finalize; one small PUT each."""
         self._summary.start_due = False
         try:
             self.store.write(summary_key(self.stem), self._summary.to_bytes())
-        except Exception as exc:  # noqa: BLE001 - retried like a log write (a start summary only)
-            self._summary.start_due = True
+            self._summary_at = time.monotonic()
+        except Exception as exc:  # noqa: BLE001 - retried like a log write
+            self._summary.start_due = self._summary_at is None  # a heartbeat just waits for the next one
             self._failed(exc)
 
     def _count_unsent_as_lost(self) -> None:

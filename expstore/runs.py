@@ -435,8 +435,9 @@ def list_runs(
     ``{"section", "timestamp", "epochs", "model_types", "legacy"}``. Logged runs (one per
     experiment logger output, from its small ``<name>_run.json`` summary, one GET each; no log is
     read), sorted by URL: ``{"kind": "logged", "name", "url", "logs_url", "status", "start_time",
-    "end_time", "duration_seconds", "ranks", "final_metrics", "summary"}``. `kind` ``"section"``
-    or ``"logged"`` returns one kind only.
+    "end_time", "duration_seconds", "ranks", "final_metrics", "summary", "heartbeat_time"}``;
+    ``status`` is ``stale`` for a run still ``running`` by its summary whose logger stopped writing
+    its heartbeat (docs/runs.md). `kind` ``"section"`` or ``"logged"`` returns one kind only.
     """
     if kind not in (None, "section", "logged"):
         raise ValueError(f"kind must be None, 'section' or 'logged', got {kind!r}")
@@ -463,7 +464,7 @@ def _logged(root: str, entry: dict[str, Any]) -> dict[str, Any]:
     base = root.rstrip("/")
     url = f"{base}/{entry['run_folder']}" if entry["run_folder"] else root
     logs_url = f"{base}/{entry['folder']}" if entry["folder"] else root
-    fields = ("status", "start_time", "end_time", "duration_seconds", "ranks", "final_metrics", "summary")
+    fields = ("status", "start_time", "end_time", "duration_seconds", "ranks", "final_metrics", "summary", "heartbeat_time")
     return {"kind": "logged", "name": entry["name"], "url": url, "logs_url": logs_url, **{k: entry[k] for k in fields}}
 
 

@@ -1,6 +1,7 @@
 """Child processes for tests/test_experiment_logger.py: `python -m tests.logger_workers MODE URL NAME INTERVAL`.
 
-Storage options come as JSON in the environment variable ``LOGGER_WORKER_OPTIONS``. Each event is
+Storage options come as JSON in the environment variable ``LOGGER_WORKER_OPTIONS``; the run
+summary's heartbeat interval, in seconds, in ``LOGGER_WORKER_HEARTBEAT`` (default: the logger's). Each event is
 ``log_metrics({"id": i}, step=i)`` for i = 0, 1, 2, ...; the worker prints ``ready`` once the
 logger exists and then every 10th id after logging it (flushed), so the parent knows what was
 logged before it acts.
@@ -18,6 +19,7 @@ import os
 import sys
 import time
 
+from expstore import log_catalog
 from expstore.experiment_logger import ExperimentLogger
 
 EXIT_EVENTS = 500
@@ -36,6 +38,8 @@ def log_forever(logger: ExperimentLogger) -> None:
 def main() -> None:
     mode, url, name, interval = sys.argv[1:5]
     options = json.loads(os.environ.get("LOGGER_WORKER_OPTIONS", "{}"))
+    if "LOGGER_WORKER_HEARTBEAT" in os.environ:
+        log_catalog.HEARTBEAT_SECONDS = float(os.environ["LOGGER_WORKER_HEARTBEAT"])
     logger = ExperimentLogger(name, url, log_to_console=False, flush_interval=float(interval), **options)
     print("ready", flush=True)
     if mode == "kill":

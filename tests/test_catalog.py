@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from expstore import Store, open_store
+from expstore import Store, log_catalog, open_store
 from expstore.checkpointing import CheckpointManager
 from expstore.experiment_logger import ExperimentLogger
 from expstore.runs import list_runs, save_run
@@ -20,6 +23,7 @@ from expstore.runs import list_runs, save_run
 from .conftest import unique
 from .s3servers import S3Server
 from .test_cli import cli
+from .test_experiment_logger import spawn
 
 RUNS = 200
 REAL = 7  # runs written by real loggers; the others are byte copies of them under new names
@@ -168,3 +172,87 @@ def test_runs_without_a_summary_still_appear_next_to_section_runs_and_ranks(tmp_
     detailed = json.loads(cli("ls", "root", "--long", "--json", cwd=tmp_path).stdout)
     assert {r["name"] for r in detailed["runs"]} == {"ckpt-only", "dp", "new", "old"}
     assert all("checkpoints" in r and "logs" in r for r in detailed["runs"])
+
+
+# ---- heartbeat: a run whose process died is not "running" forever -------------------------------
+
+
+def summary(status: str, beat_age: float | None, every: float = 60.0) -> bytes:
+    doc: dict[str, Any] = {"format": "expstore-run-summary/1", "experiment_name": "x", "rank": None, "status": status,
+                           "start_time": "2026-01-01T00:00:00+00:00", "end_time": None, "duration_seconds": None,
+                           "final_metrics": {}}
+    if beat_age is not None:
+        doc.update(heartbeat_time=datetime.fromtimestamp(time.time() - beat_age).astimezone().isoformat(),
+                   heartbeat_seconds=every)
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(
+    ("beats", "expected"),
+    [
+        ({"fresh": [("running", 30.0)]}, "running"),
+        ({"old": [("running", 600.0)]}, "stale"),  # 10 beats of 60 s missed
+        ({"no-beat": [("running", None)]}, "running"),  # a summary from a logger without heartbeats
+        ({"done": [("completed", 6000.0)]}, "completed"),  # a finished run never goes stale
+        ({"ranks": [("running", 10.0), ("running", 900.0)]}, "running"),  # one rank still beats
+        ({"ranks": [("completed", 900.0), ("running", 900.0)]}, "stale"),
+    ],
+)
+def test_a_running_summary_whose_heartbeat_stopped_is_listed_stale(tmp_path: Path, beats: dict[str, Any], expected: str) -> None:
+    (name, docs), = beats.items()
+    root = tmp_path / "root"
+    with open_store(str(root)) as store:
+        for rank, (status, age) in enumerate(docs):
+            stem = name if len(docs) == 1 else f"{name}.rank{rank}"
+            store.write(f"{name}/logs/{stem}_run.json", summary(status, age))
+    (run,) = list_runs(str(root), kind="logged")
+    assert run["status"] == expected
+    if expected == "stale":
+        with open_store(str(root)) as store:  # a second run, so that `expstore ls` prints the catalog table
+            store.write("other/logs/other_run.json", summary("completed", 5.0))
+        line = next(line for line in cli("ls", "root", cwd=tmp_path).stdout.splitlines() if line.startswith(name))
+        assert "stale (last heartbeat " in line and "m ago)" in line
+
+
+def test_a_running_logger_rewrites_its_summary_each_heartbeat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log_catalog, "HEARTBEAT_SECONDS", 0.05)
+    path = tmp_path / "logs" / "beat_run.json"
+    with ExperimentLogger("beat", str(tmp_path / "logs"), **QUIET) as logger:
+        logger.log_metrics({"loss": 1.0})
+        logger.flush()
+        first = json.loads(path.read_text())["heartbeat_time"]
+        deadline = time.monotonic() + 30
+        while json.loads(path.read_text())["heartbeat_time"] == first:  # no new event: the heartbeat alone writes
+            assert time.monotonic() < deadline, "the summary was not rewritten"
+            time.sleep(0.02)
+        assert json.loads(path.read_text())["status"] == "running"
+    assert json.loads(path.read_text())["status"] == "completed"
+
+
+def test_a_sigkilled_logger_shows_stale_once_its_heartbeat_stops(tmp_path: Path) -> None:
+    url = str(tmp_path / "root" / "run" / "logs")
+    root = str(tmp_path / "root")
+
+    def statuses() -> list[str]:
+        return [r["status"] for r in list_runs(root, kind="logged")]
+
+    proc = spawn("kill", url, "killed", 0.1, heartbeat=0.2)  # stale 5 beats (1 s) after the last summary
+    try:
+        deadline = time.monotonic() + 60
+        while statuses() != ["running"]:  # the start summary lands within a flusher tick or two
+            assert time.monotonic() < deadline, "the live run never showed as running"
+            time.sleep(0.05)
+        first_beat = list_runs(root, kind="logged")[0]["heartbeat_time"]
+        while list_runs(root, kind="logged")[0]["heartbeat_time"] == first_beat:  # alive: it keeps beating
+            assert time.monotonic() < deadline, "the live run stopped beating"
+            time.sleep(0.05)
+        assert statuses() == ["running"]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    deadline = time.monotonic() + 60
+    while statuses() == ["running"]:
+        assert time.monotonic() < deadline, "the killed run still shows as running"
+        time.sleep(0.1)
+    assert statuses() == ["stale"]

@@ -328,8 +328,12 @@ def test_store_that_recovers_loses_nothing(memory_url):
 # ---- processes: SIGKILL, SIGTERM, exit without finalize --------------------------------------------
 
 
-def spawn(mode: str, url: str, name: str, interval: float, options: dict[str, Any] | None = None) -> subprocess.Popen:
+def spawn(
+    mode: str, url: str, name: str, interval: float, options: dict[str, Any] | None = None, heartbeat: float | None = None
+) -> subprocess.Popen:
     env = dict(os.environ, LOGGER_WORKER_OPTIONS=json.dumps(options or {}))
+    if heartbeat is not None:
+        env["LOGGER_WORKER_HEARTBEAT"] = str(heartbeat)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.logger_workers", mode, url, name, str(interval)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,

@@ -11,7 +11,7 @@ import numpy as np
 from ..checkpointing import CheckpointManager
 from ..codec import read_manifest
 from ..errors import StoreError
-from ..log_catalog import logged_runs
+from ..log_catalog import STALE, logged_runs
 from ..store.base import Store
 from .common import UsageError, age_seconds, fmt_number, human_age, human_size, join_url, open_url, print_json, short, table
 from .layout import CheckpointDir, Run, checkpoint_target, discover, list_keys
@@ -75,12 +75,21 @@ def _ls_catalog(args: argparse.Namespace, runs: list[Run], keys: list[str]) -> i
     if args.json:
         print_json({"url": args.url, "runs": rows})
         return 0
-    print(table([[r["name"], r["status"] or ("-" if r["summary"] is None else "no summary"), r["ranks"] or "-",
+    print(table([[r["name"], _status_text(r), r["ranks"] or "-",
                   _ago(r["start_time"]), "-" if r["duration_seconds"] is None else f"{r['duration_seconds']:.1f}s",
                   " ".join(f"{k}={fmt_number(v)}" for k, v in list(r["final_metrics"].items())[:4]), r["url"]]
                  for r in rows], ["run", "status", "ranks", "started", "duration", "metrics", "url"]))
     print(f"{len(runs)} runs; details of one: expstore ls <its url>, of all: expstore ls --long {args.url}")
     return 0
+
+
+def _status_text(row: dict[str, Any]) -> str:
+    """The status column; a stale run says when it was last heard of."""
+    if row["status"] is None:
+        return "-" if row["summary"] is None else "no summary"
+    if row["status"] == STALE:
+        return f"stale (last heartbeat {_ago(row['heartbeat_time'])})"
+    return str(row["status"])
 
 
 def _ago(timestamp: str | None) -> str:
@@ -92,11 +101,11 @@ def _catalog_row(run: Run, entry: dict[str, Any] | None) -> dict[str, Any]:
     """A run's line: `entry` is one of its logged experiments, None for a run without logs (checkpoints, exports)."""
     base = {"name": run.name, "url": run.url, "checkpoints": sorted({c.experiment for c in run.checkpoints}),
             "summary": None, "status": None, "start_time": None, "end_time": None, "duration_seconds": None,
-            "ranks": None, "final_metrics": {}}
+            "ranks": None, "final_metrics": {}, "heartbeat_time": None}
     if entry is None:
         return base
     name = run.name if entry["name"] == run.name else f"{run.name}/{entry['name']}"
-    keys = ("summary", "status", "start_time", "end_time", "duration_seconds", "ranks", "final_metrics")
+    keys = ("summary", "status", "start_time", "end_time", "duration_seconds", "ranks", "final_metrics", "heartbeat_time")
     return {**base, "name": name, "experiment": entry["name"], **{k: entry[k] for k in keys}}
 
 
