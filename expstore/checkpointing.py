@@ -560,10 +560,11 @@ class CheckpointManager:
                 bad.append(self.ref_for(e["key"]))
         return bad
 
-    def gc(self) -> list[str]:
+    def gc(self, dry_run: bool = False) -> list[str]:
         """Delete `<exp>_iter_*.ckpt` objects and sharded-checkpoint folders the index does not name
         (left by crashes, or by ranks of a save that never completed), and the store's stale temp
         files (`Store.remove_stale_temp_files`: a local writer killed mid-write); return their keys.
+        `dry_run=True` returns the same keys and deletes nothing.
 
         Do not run it while another process saves to this experiment.
         """
@@ -574,8 +575,9 @@ class CheckpointManager:
             m = _CKPT_RE.match(key)
             if m and m["exp"] == self.experiment_name and key not in named and "/" not in key:
                 orphans.append(key)
-        self._delete_quietly(sorted(orphans, key=sharding.is_manifest_key))  # a folder's manifest last
-        return orphans + self.store.remove_stale_temp_files()
+        if not dry_run:
+            self._delete_quietly(sorted(orphans, key=sharding.is_manifest_key))  # a folder's manifest last
+        return orphans + self.store.remove_stale_temp_files(dry_run=dry_run)
 
     def close(self) -> None:
         """Wait for a pending save (raising its error), free the async buffers, close the store if opened here."""

@@ -162,6 +162,24 @@ def test_gc_removes_only_unindexed_checkpoints(tmp_path: Path) -> None:
     assert len(list(folder.glob("*.ckpt"))) == 3
 
 
+def test_gc_dry_run_lists_exactly_what_gc_deletes(tmp_path: Path) -> None:
+    """Unindexed objects, an orphan sharded folder and a dead writer's temp file: listed, then deleted."""
+    cli("demo", "--url", "runs", *SMALL, cwd=tmp_path)
+    folder = tmp_path / "runs/exp001/checkpoints"
+    (folder / "exp001_iter_000050.ckpt").write_bytes((folder / "exp001_iter_000100.ckpt").read_bytes())
+    (folder / "exp001_iter_000060").mkdir()
+    (folder / "exp001_iter_000060/shard-0-of-2.ckpt").write_bytes(b"a shard whose save never completed")
+    dead = folder / ".expstore-tmp-0123456789abcdef"
+    dead.write_bytes(b"half a value")  # nobody holds its lock: its writer is gone
+    expected = ["exp001_iter_000050.ckpt", "exp001_iter_000060/shard-0-of-2.ckpt", dead.name]
+    listed = cli("gc", "runs", "--dry-run", cwd=tmp_path).stdout
+    assert sorted(line.rsplit("/checkpoints/", 1)[1] for line in listed.splitlines() if line.startswith("would delete")) == sorted(expected)
+    assert dead.exists() and (folder / "exp001_iter_000050.ckpt").exists()
+    deleted = cli("gc", "runs", cwd=tmp_path).stdout
+    assert sorted(line.rsplit("/checkpoints/", 1)[1] for line in deleted.splitlines() if line.startswith("deleted")) == sorted(expected)
+    assert not dead.exists() and not (folder / "exp001_iter_000060/shard-0-of-2.ckpt").exists()
+
+
 def test_logs_follow_tails_a_running_demo_until_it_ends(tmp_path: Path) -> None:
     demo = subprocess.Popen([sys.executable, "-m", "expstore", "demo", "--url", "runs", *SMALL, "--delay", "0.01"],
                             cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

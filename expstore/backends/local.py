@@ -96,14 +96,14 @@ class LocalStore(Store):
         fsync_path(folder)
         return token
 
-    def remove_stale_temp_files(self) -> list[str]:
+    def remove_stale_temp_files(self, dry_run: bool = False) -> list[str]:
         """Delete the temp files of writers that died mid-write (no process holds their lock);
-        return their paths relative to the root."""
+        return their paths relative to the root (`dry_run`: find them, delete nothing)."""
         removed = []
         for folder, _, names in os.walk(self.root):
             for name in names:
                 path = Path(folder) / name
-                if name.startswith(TEMP_PREFIX) and _unlink_if_abandoned(path):
+                if name.startswith(TEMP_PREFIX) and _abandoned(path, unlink=not dry_run):
                     removed.append(path.relative_to(self.root).as_posix())
         return sorted(removed)
 
@@ -212,9 +212,9 @@ def open_url(url: str, location: str) -> LocalStore:
     return LocalStore(location, url=url)
 
 
-def _unlink_if_abandoned(path: Path) -> bool:
-    """Unlink a temp file whose writer is gone: its lock is free, and it is not one just created
-    (a writer opens the file an instant before it takes the lock)."""
+def _abandoned(path: Path, unlink: bool) -> bool:
+    """Whether the temp file's writer is gone (its lock is free, and it is not one just created: a
+    writer opens the file an instant before it takes the lock); if so and `unlink`, unlink it."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except (FileNotFoundError, IsADirectoryError):
@@ -227,8 +227,9 @@ def _unlink_if_abandoned(path: Path) -> bool:
         st = os.fstat(fd)
         if st.st_size == 0 and time.time() - st.st_mtime < JUST_CREATED_SECONDS:
             return False
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        if unlink:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         return True
     finally:
         os.close(fd)

@@ -94,22 +94,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    """Delete (or list, with --dry-run) the checkpoint objects that no index names."""
+    """Delete (or list, with --dry-run) the checkpoint objects that no index names, and the temp
+    files of writers killed mid-write: exactly what `CheckpointManager.gc` removes."""
     failed = total = 0
     for ckpt in histories(args, args.url):
         store = open_url(args, ckpt.url)
         try:
             manager = CheckpointManager(store, ckpt.experiment, keep_last_n=None)
             try:
-                named = {e["key"] for e in manager.list_checkpoints()}
+                manager.list_checkpoints()  # an unreadable index: skip this experiment, delete nothing
             except StoreError as exc:
                 print(f"skipped {ckpt.url}: the index of {ckpt.experiment!r} is unreadable, nothing deleted ({exc})")
                 failed += 1
                 continue
-            if args.dry_run:
-                orphans = [k for k in store.list(f"{ckpt.experiment}_iter_") if _is_own(k, ckpt.experiment) and k not in named]
-            else:
-                orphans = manager.gc()
+            orphans = manager.gc(dry_run=args.dry_run)
         finally:
             store.close()
         for key in orphans:
@@ -117,11 +115,6 @@ def cmd_gc(args: argparse.Namespace) -> int:
         total += len(orphans)
     print(f"{total} unindexed checkpoint object(s) {'to delete' if args.dry_run else 'deleted'}")
     return 1 if failed else 0
-
-
-def _is_own(key: str, experiment: str) -> bool:
-    m = CKPT_RE.match(key)
-    return bool(m) and m["exp"] == experiment
 
 
 # ---- cp ------------------------------------------------------------------------------------------

@@ -161,9 +161,9 @@ class Store:
         """Read the tree at `key`; `select=["model/w", "opt"]` reads only those arrays (and those below)."""
         return self._read_tree(self._key(key), select)
 
-    def remove_stale_temp_files(self) -> list[str]:
+    def remove_stale_temp_files(self, dry_run: bool = False) -> list[str]:
         """Delete what writers killed mid-write left behind where no reader sees it (the local
-        store's temp files) and return it; stores that leave nothing return []."""
+        store's temp files) and return it (`dry_run`: only return it); stores that leave nothing return []."""
         return []
 
     def close(self) -> None:
