@@ -133,6 +133,20 @@ def test_cp_local_to_s3_to_local_gives_identical_checkpoints(moto_server: S3Serv
     assert [e["iteration"] for e in listing["runs"][0]["checkpoints"][0]["entries"]] == [200]
 
 
+def test_cp_between_two_s3_services(moto_server: S3Server, seaweedfs_server: S3Server, tmp_path: Path) -> None:
+    """SRC on one endpoint, DST on another: `--dst-endpoint-url` sends DST's requests to its own server."""
+    cli("demo", "--url", "runs", *SMALL, cwd=tmp_path)
+    on_moto, on_seaweed = f"s3://cli-{unique()}/runs", f"s3://cli-{unique()}/runs"
+    cli("cp", "runs", on_moto, cwd=tmp_path, options=("--endpoint-url", moto_server.endpoint_url))
+    out = cli("cp", on_moto, on_seaweed, "--dst-endpoint-url", seaweedfs_server.endpoint_url, "--no-progress",
+              cwd=tmp_path, options=("--endpoint-url", moto_server.endpoint_url)).stdout
+    assert "copied 3 checkpoint(s)" in out and "verified 3 checkpoint(s)" in out and ": ok" in out
+    verified = cli("verify", on_seaweed, cwd=tmp_path, options=("--endpoint-url", seaweedfs_server.endpoint_url)).stdout
+    assert "3 file(s) checked, 0 bad" in verified
+    missing = cli("ls", on_seaweed, cwd=tmp_path, options=("--endpoint-url", moto_server.endpoint_url), expect=None)
+    assert missing.returncode != 0  # nothing went to the source's server
+
+
 @pytest.mark.parametrize("container", ["run.h5", "run.zarr"])
 def test_demo_on_hdf5_and_zarr(container: str, tmp_path: Path) -> None:
     cli("demo", "--url", container, *SMALL, cwd=tmp_path)

@@ -30,6 +30,8 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("src", metavar="SRC", help="a root of runs, one run, a checkpoint directory, or one checkpoint")
     p.add_argument("dst", metavar="DST", help="where SRC's contents go (a checkpoint directory when SRC is one checkpoint)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--dst-endpoint-url", metavar="URL",
+                   help="the S3 endpoint of DST when it is not SRC's (default: --endpoint-url for both)")
     p.set_defaults(func=cmd_cp)
 
 
@@ -135,12 +137,13 @@ def cmd_cp(args: argparse.Namespace) -> int:
         found = _histories_in(args, args.src, keys)
         plan = [(c, join_url(args.dst, c.folder), None) for c in found]
         files = [k for k in keys if not _is_checkpoint_file(k)]
-    copied = _copy_histories(args, plan)
-    nfiles, skipped, nbytes = _copy_files(args, files) if files else (0, 0, 0)
+    dst_args = argparse.Namespace(**{**vars(args), "endpoint_url": args.dst_endpoint_url or args.endpoint_url})
+    copied = _copy_histories(args, dst_args, plan)
+    nfiles, skipped, nbytes = _copy_files(args, dst_args, files) if files else (0, 0, 0)
     print(f"copied {copied['copied']} checkpoint(s) ({copied['skipped']} already there) and {nfiles} file(s) "
           f"({skipped} already there), {human_size(copied['bytes'] + nbytes)}, {args.src} -> {args.dst}")
     results = [r for ckpt, dst, only in plan
-               for r in check_history(args, CheckpointDir(dst, ckpt.experiment, ckpt.folder), copied["iterations"][dst])]
+               for r in check_history(dst_args, CheckpointDir(dst, ckpt.experiment, ckpt.folder), copied["iterations"][dst])]
     bad = [r for r in results if not r["ok"]]
     for r in bad:
         print(f"BAD  {r['ref']}: {r['error']}")
@@ -158,12 +161,15 @@ def _is_checkpoint_file(key: str) -> bool:
     return bool(CKPT_RE.match(name) or INDEX_RE.match(name))
 
 
-def _copy_histories(args: argparse.Namespace, plan: list[tuple[CheckpointDir, str, set[int] | None]]) -> dict[str, Any]:
-    """Copy each planned history oldest first with `backup_checkpoint`; skip checkpoints DST already indexes."""
+def _copy_histories(
+    args: argparse.Namespace, dst_args: argparse.Namespace, plan: list[tuple[CheckpointDir, str, set[int] | None]]
+) -> dict[str, Any]:
+    """Copy each planned history oldest first with `backup_checkpoint`; skip checkpoints DST already indexes.
+    `args` give SRC's storage options, `dst_args` DST's."""
     stats: dict[str, Any] = {"copied": 0, "skipped": 0, "bytes": 0, "iterations": {}}
     for ckpt, dst_url, only in plan:
         src = open_url(args, ckpt.url)
-        dst = open_url(args, dst_url)
+        dst = open_url(dst_args, dst_url)
         try:
             entries = [e for e in CheckpointManager(src, ckpt.experiment, keep_last_n=None).list_checkpoints()
                        if only is None or e["iteration"] in only]
@@ -191,9 +197,9 @@ def _copy_histories(args: argparse.Namespace, plan: list[tuple[CheckpointDir, st
     return stats
 
 
-def _copy_files(args: argparse.Namespace, keys: list[str]) -> tuple[int, int, int]:
+def _copy_files(args: argparse.Namespace, dst_args: argparse.Namespace, keys: list[str]) -> tuple[int, int, int]:
     """Copy plain files (logs, exports) byte for byte, skipping those DST holds with the same size."""
-    src, dst = open_url(args, args.src), open_url(args, args.dst)
+    src, dst = open_url(args, args.src), open_url(dst_args, args.dst)
     copied = skipped = nbytes = 0
     try:
         sizes = {k: _size(src, k) for k in keys}
