@@ -17,6 +17,7 @@ the manifest says how to view them. Pickle is used only when the caller opts in,
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import math
@@ -315,11 +316,17 @@ class _Entry:
     path: str
     tensor: str
     encoding: str
-    dtype: np.dtype
+    stored_dtype: np.dtype  # shared by every read of this header (`_validated_header`): use `dtype`
     shape: tuple[int, ...]
     begin: int  # absolute offsets in the object
     end: int
     crc: int
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The array's dtype, a copy of its own when structured: numpy lets a caller rename the
+        fields of an array's dtype in place, which must not reach later reads of the same header."""
+        return copy.deepcopy(self.stored_dtype) if self.stored_dtype.names is not None else self.stored_dtype
 
 
 @dataclass(frozen=True)

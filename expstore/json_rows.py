@@ -100,8 +100,8 @@ def _encode_column(values: list[Any]) -> Any | None:
     if kind is int:
         try:
             return pc.cast(pa.array(np.array(values, dtype=np.int64)), pa.large_string())
-        except OverflowError:  # beyond int64: Python's repr of each
-            return pa.array(list(map(int.__repr__, values)), pa.large_string())
+        except OverflowError:  # beyond int64: left to the stdlib encoder, which also names an int it cannot write
+            return None
     if kind is str:
         return pa.array(list(map(encode_basestring_ascii, values)), pa.large_string())
     if kind is bool:

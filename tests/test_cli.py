@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from expstore import open_store
+from expstore.checkpointing import CheckpointManager
 
 from .conftest import unique
 from .s3servers import ACCESS_KEY, SECRET_KEY, S3Server
@@ -185,9 +187,11 @@ def test_gc_dry_run_lists_exactly_what_gc_deletes(tmp_path: Path) -> None:
     (folder / "exp001_iter_000060/shard-0-of-2.ckpt").write_bytes(b"a shard whose save never completed")
     dead = folder / ".expstore-tmp-0123456789abcdef"
     dead.write_bytes(b"half a value")  # nobody holds its lock: its writer is gone
+    CheckpointManager(str(folder), "other").save_checkpoint({"w": np.ones(2)}, 1)  # a second experiment in the folder
     expected = ["exp001_iter_000050.ckpt", "exp001_iter_000060/shard-0-of-2.ckpt", dead.name]
     listed = cli("gc", "runs", "--dry-run", cwd=tmp_path).stdout
     assert sorted(line.rsplit("/checkpoints/", 1)[1] for line in listed.splitlines() if line.startswith("would delete")) == sorted(expected)
+    assert "3 unindexed checkpoint object(s) to delete" in listed
     assert dead.exists() and (folder / "exp001_iter_000050.ckpt").exists()
     deleted = cli("gc", "runs", cwd=tmp_path).stdout
     assert sorted(line.rsplit("/checkpoints/", 1)[1] for line in deleted.splitlines() if line.startswith("deleted")) == sorted(expected)

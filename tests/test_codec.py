@@ -349,6 +349,15 @@ def test_a_header_read_before_is_checked_again_against_the_object(store: Store) 
     np.testing.assert_array_equal(read_checkpoint(store, "k")[0]["w"], np.arange(1000.0))
 
 
+def test_renaming_the_fields_of_a_loaded_array_does_not_change_later_reads(store: Store) -> None:
+    """numpy lets a caller rename a structured dtype's fields in place; the header memo must not share it."""
+    write_checkpoint(store, "k", {"s": np.zeros(4, [("x", "<f8"), ("y", "<i4")])})
+    first = read_checkpoint(store, "k")[0]["s"]
+    first.dtype.names = ("p", "q")
+    assert read_checkpoint(store, "k")[0]["s"].dtype.names == ("x", "y")
+    assert read_checkpoint(store, "k", select=["s"])[0]["s"].dtype.names == ("x", "y")
+
+
 def test_changing_a_returned_manifest_does_not_change_later_reads(store: Store) -> None:
     write_checkpoint(store, "k", {"a": np.ones(3), "b": [1, 2]}, extra={"note": {"x": 1}})
     tree, manifest = read_checkpoint(store, "k")

@@ -19,7 +19,7 @@ pytest.importorskip("pyarrow")
 
 COLUMN_TYPES = {
     "float": st.floats(),
-    "int": st.integers(min_value=-(2**70), max_value=2**70),
+    "int": st.integers(min_value=-(2**63), max_value=2**63 - 1),
     "str": st.text(max_size=12),
     "bool": st.booleans(),
     "none": st.none(),
@@ -75,10 +75,18 @@ def test_every_float_shape_matches_repr() -> None:
         [{"a": 1}, {"a": 1, "b": 2}],  # a row with more keys
         [{"a": 1}, {"b": 1}],  # another key
         [{1: "a"}],  # a key that is not a str
+        [{"a": 1}, {"a": 2**64}],  # an int beyond int64
     ],
 )
 def test_other_rows_are_left_to_json(rows: list[dict[Any, Any]]) -> None:
     assert json_rows.encode_flat_rows(rows, json_rows.COMPACT) is None
+
+
+def test_an_int_json_cannot_write_is_named_with_its_row_and_key(tmp_path: Any) -> None:
+    rows = [{"a": 1}, {"a": 10**5000}]  # more digits than Python converts to text by default
+    with pytest.raises(ValueError, match=r"results\[1\]\['a'\]"):
+        export_results_json(rows, tmp_path / "r.json")
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_numpy_values_are_left_to_the_numpy_encoder(tmp_path: Any) -> None:

@@ -252,7 +252,7 @@ def _slice(parts: list[bytes | memoryview], starts: list[int], start: int, stop:
     pieces = []
     while start < stop:
         a, b = start - starts[i], min(len(parts[i]), stop - starts[i])
-        pieces.append(parts[i][a:b])
+        pieces.append(memoryview(parts[i])[a:b])  # a view: the join below is the one copy
         start += b - a
         i += 1
     return b"".join(pieces)

@@ -98,7 +98,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     """Delete (or list, with --dry-run) the checkpoint objects that no index names, and the temp
     files of writers killed mid-write: exactly what `CheckpointManager.gc` removes."""
-    failed = total = 0
+    failed = 0
+    seen: set[str] = set()  # every experiment's gc sees the temp files of its whole folder: name each once
     for ckpt in histories(args, args.url):
         store = open_url(args, ckpt.url)
         try:
@@ -112,10 +113,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
             orphans = manager.gc(dry_run=args.dry_run)
         finally:
             store.close()
-        for key in orphans:
-            print(f"{'would delete' if args.dry_run else 'deleted'}  {join_url(ckpt.url, key)}")
-        total += len(orphans)
-    print(f"{total} unindexed checkpoint object(s) {'to delete' if args.dry_run else 'deleted'}")
+        for url in (join_url(ckpt.url, key) for key in orphans):
+            if url not in seen:
+                seen.add(url)
+                print(f"{'would delete' if args.dry_run else 'deleted'}  {url}")
+    print(f"{len(seen)} unindexed checkpoint object(s) {'to delete' if args.dry_run else 'deleted'}")
     return 1 if failed else 0
 
 
