@@ -69,7 +69,7 @@ def _copy_all(copies: list[tuple[np.ndarray, np.ndarray]]) -> None:
     list(_copier().map(lambda task: np.copyto(task[0], task[1], casting="no"), tasks))  # re-raises a task's error
 
 
-_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
@@ -78,12 +78,23 @@ def _threads() -> int:
 
 
 def _copier() -> ThreadPoolExecutor:
-    """The process's copy threads, made again in a forked child (whose copy of the pool has no threads)."""
+    """The process's copy threads, started on first use."""
     global _pool
     with _pool_lock:
-        if _pool is None or _pool[0] != os.getpid():
-            _pool = (os.getpid(), ThreadPoolExecutor(_threads(), thread_name_prefix="expstore-snapshot"))
-        return _pool[1]
+        if _pool is None:
+            _pool = ThreadPoolExecutor(_threads(), thread_name_prefix="expstore-snapshot")
+        return _pool
+
+
+def _forget_pool() -> None:
+    """In a forked child: the inherited pool has no threads (its tasks would never run) and the lock
+    may have been held by a thread that is not there either; start both afresh."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _arrays(node: Any, path: str) -> list[tuple[str, np.ndarray]]:
