@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import socket
+import threading
 import time
 import uuid
 
@@ -60,3 +62,36 @@ def test_bucket_only_url_uses_the_bucket_root(s3_server):
     store.write("a/b", b"1")
     assert store.list() == ["a/b"]
     assert s3_server.boto3_client().get_object(Bucket=bucket, Key="a/b")["Body"].read() == b"1"
+
+
+class _CutShort(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint whose every GET announces 1000 bytes, sends 600, and hangs up."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server hook's name
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.send_header("ETag", '"x"')
+        self.end_headers()
+        self.wfile.write(b"\x07" * 600)
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_response_cut_short_raises_naming_the_key():
+    """A body that ends before its Content-Length is an error naming the key, never a half-filled buffer."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutShort)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        config = {"retries": {"max_attempts": 1, "mode": "standard"}}
+        store = open_store("s3://bucket/run", endpoint_url=endpoint, config_kwargs=config, **CREDENTIALS)
+        with pytest.raises(StoreError, match="'ckpt'") as info:
+            store.read_buffer("ckpt")
+        assert "s3://bucket/run" in str(info.value)
+    finally:
+        server.shutdown()
+        server.server_close()

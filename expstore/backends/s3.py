@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import http.client
 import itertools
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -125,16 +126,36 @@ class S3Store(Store):
     def _read_buffer(self, key: str) -> np.ndarray:
         response = self._call("get_object", key, Key=self._object(key))
         buffer = np.empty(response["ContentLength"], np.uint8)  # not zero-filled: every byte is written below
-        filled = 0
         with self._errors(key):
-            for chunk in response["Body"].iter_chunks(READ_CHUNK):  # botocore checks the length at the end
-                if filled + len(chunk) > len(buffer):
-                    raise StoreError(f"the object is longer than the {len(buffer)} bytes announced", url=self.url, key=key)
-                buffer[filled : filled + len(chunk)] = np.frombuffer(chunk, np.uint8)
-                filled += len(chunk)
+            filled = self._read_into(key, response["Body"], buffer)
         if filled != len(buffer):
             raise StoreError(f"read cut short: {filled} of {len(buffer)} bytes", url=self.url, key=key)
         return buffer
+
+    def _read_into(self, key: str, body: Any, buffer: np.ndarray) -> int:
+        """Fill `buffer` from botocore's streaming body; return how many bytes came.
+
+        Where the body exposes the `http.client` response under it (botocore on urllib3 does),
+        the socket reads straight into `buffer`: no intermediate `bytes`, and none of the 2-3x
+        slow loads that reading the same object in 1 or 8 MiB chunks showed here about one time in
+        eight (256 MiB from SeaweedFS: median 0.65x urllib3's own `read()`, 0.8x chunked). That
+        path skips botocore's response checksum, if the server sent one; checkpoint arrays carry
+        their own crc32c, checked on every load. Elsewhere, chunk by chunk.
+        """
+        view, filled = memoryview(buffer), 0
+        stream = getattr(body, "_raw_stream", None)
+        fp = getattr(stream, "_fp", None)
+        if isinstance(fp, http.client.HTTPResponse) and hasattr(stream, "release_conn"):
+            while filled < len(buffer) and (n := fp.readinto(view[filled:])):
+                filled += n
+            stream.release_conn()  # the response is read to its end: the connection goes back to the pool
+            return filled
+        for chunk in body.iter_chunks(READ_CHUNK):  # botocore checks the length at the end
+            if filled + len(chunk) > len(buffer):
+                raise StoreError(f"the object is longer than the {len(buffer)} bytes announced", url=self.url, key=key)
+            view[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
+        return filled
 
     def _read_range(self, key: str, start: int, end: int | None) -> bytes:
         stop = "" if end is None else str(end - 1)
