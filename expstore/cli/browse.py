@@ -13,7 +13,7 @@ from ..codec import read_manifest
 from ..errors import StoreError
 from ..log_catalog import STALE, logged_runs
 from ..store.base import Store
-from .common import UsageError, age_seconds, fmt_number, human_age, human_size, join_url, open_url, print_json, short, table
+from .common import UsageError, age_seconds, fmt_number, human_age, human_size, join_url, open_url, print_blocks, print_json, short, table
 from .layout import CheckpointDir, Run, checkpoint_target, discover, list_keys
 
 
@@ -48,17 +48,18 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"url": args.url, "runs": runs})
         return 0
-    for i, run in enumerate(runs):
-        if i:
-            print()
-        print(f"run {run['name']}  {run['url']}")
-        for history in run["checkpoints"]:
-            _print_history(history)
-        for kind in ("logs", "results", "other"):
-            if run[kind]:
-                print(f"  {kind}")
-                print(table([[f["key"], human_size(f["size"]), f.get("note", "")] for f in _collapse(run[kind])], indent="    "))
+    print_blocks(runs, _print_run)
     return 0
+
+
+def _print_run(run: dict[str, Any]) -> None:
+    print(f"run {run['name']}  {run['url']}")
+    for history in run["checkpoints"]:
+        _print_history(history)
+    for kind in ("logs", "results", "other"):
+        if run[kind]:
+            print(f"  {kind}")
+            print(table([[f["key"], human_size(f["size"]), f.get("note", "")] for f in _collapse(run[kind])], indent="    "))
 
 
 def _ls_catalog(args: argparse.Namespace, runs: list[Run], keys: list[str]) -> int:
@@ -189,10 +190,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print_json(docs[0] if checkpoint_target(args.url) else docs)
         return 0
-    for i, doc in enumerate(docs):
-        if i:
-            print()
-        _print_checkpoint(doc)
+    print_blocks(docs, _print_checkpoint)
     return 0
 
 

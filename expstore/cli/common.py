@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -93,6 +94,14 @@ def fmt_number(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return short(value, 40)
+
+
+def print_blocks(items: Iterable[Any], show: Callable[[Any], None]) -> None:
+    """`show` each item, with an empty line between two (the human output of `ls`, `show`, `logs`)."""
+    for i, item in enumerate(items):
+        if i:
+            print()
+        show(item)
 
 
 def print_json(doc: Any) -> None:

@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from .common import UsageError, join_url, open_url, print_json, short
+from .common import UsageError, join_url, open_url, print_blocks, print_json, short
 from .layout import Run, discover
 
 DEFAULT_LINES = 10
@@ -76,10 +76,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"url": args.url, "logs": docs})
         return 0
-    for i, doc in enumerate(docs):
-        if i:
-            print()
-        _print_analysis(doc)
+    print_blocks(docs, _print_analysis)
     return 0
 
 
