@@ -44,7 +44,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import sharding
-from .codec import _check_extra, _make_array, _parse_object, read_manifest, read_state, write_checkpoint
+from .codec import _check_extra, check_object, read_manifest, read_state, write_checkpoint
 from .errors import CorruptData, InvalidKey, KeyNotFound, PreconditionFailed, StoreError
 from .snapshot import SnapshotPool
 from .store.base import Store
@@ -156,10 +156,7 @@ def verify_object(store: Store, key: str) -> None:
     if store.supports_arrays:
         store.read_tree(key)
         return
-    data = store.read(key)
-    layout = _parse_object(memoryview(data), store, key)
-    for e in layout.entries.values():
-        _make_array(data, e.begin, e, store, key, copy=False)
+    check_object(store.read(key), store, key)
 
 
 # ---- the index -----------------------------------------------------------------------------------
@@ -672,7 +669,7 @@ def _copy_checkpoint(src: Store, key: str, dest: CheckpointManager, allow_pickle
         return _copy_sharded(src, key, dest, allow_pickle)
     if not src.supports_arrays and not dest.store.supports_arrays:
         data = src.read(key)
-        extra = _parse_object(memoryview(data), src, key).extra()  # never copy garbage
+        extra = check_object(data, src, key).extra()  # never copy garbage: header and every crc32c
         dest.store.write(key, data)
         return _index_copy(dest, key, extra)
     loaded = _read_any(src, key, None, allow_pickle)

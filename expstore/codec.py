@@ -41,6 +41,7 @@ __all__ = [
     "FORMAT_VERSION",
     "NATIVE_DTYPES",
     "PickleNotAllowed",
+    "check_object",
     "encode",
     "read_checkpoint",
     "read_manifest",
@@ -698,8 +699,17 @@ def _refuse_pickle(pickled: Sequence[str], allow_pickle: bool, store: Store, key
         )
 
 
-def _make_array(buf: Any, offset: int, e: _Entry, store: Store, key: str, *, copy: bool) -> np.ndarray:
-    """View entry `e` at `offset` of `buf`, check its crc32c, copy it out if asked."""
+def check_object(data: Any, store: Store, key: str) -> _Layout:
+    """Check a whole object held in memory: its header, and every array against its crc32c
+    (nothing is decoded or unpickled). `CorruptData` names what is wrong; returns the layout."""
+    layout = _parse_object(memoryview(data), store, key)
+    for e in layout.entries.values():
+        _checked_bytes(data, e.begin, e, store, key)
+    return layout
+
+
+def _checked_bytes(buf: Any, offset: int, e: _Entry, store: Store, key: str) -> np.ndarray:
+    """The bytes of entry `e` at `offset` of `buf` (a uint8 view), checked against its crc32c."""
     nbytes = e.end - e.begin
     raw = np.frombuffer(buf, np.uint8, count=nbytes, offset=offset) if nbytes else np.empty(0, np.uint8)
     check = raw.view()
@@ -711,6 +721,13 @@ def _make_array(buf: Any, offset: int, e: _Entry, store: Store, key: str, *, cop
             url=store.url,
             key=key,
         )
+    return raw
+
+
+def _make_array(buf: Any, offset: int, e: _Entry, store: Store, key: str, *, copy: bool) -> np.ndarray:
+    """View entry `e` at `offset` of `buf`, check its crc32c, copy it out if asked."""
+    raw = _checked_bytes(buf, offset, e, store, key)
+    nbytes = e.end - e.begin
     if e.encoding == "pickle":
         return raw
     if not nbytes:

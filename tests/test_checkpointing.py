@@ -320,6 +320,20 @@ def test_backup_local_to_memory_and_hdf5(tmp_path):
         assert [(c["iteration"], c["tags"]) for c in backed.list_checkpoints()] == [(100, ["final"])]
 
 
+def test_backup_of_a_checkpoint_with_a_damaged_array_copies_nothing(tmp_path):
+    """A byte flipped inside an array (header intact) is caught before the copy, not after it."""
+    m = CheckpointManager(tmp_path / "src", "exp")
+    ref = m.save_checkpoint({"w": np.arange(1000.0)}, 100)
+    path = tmp_path / "src" / "exp_iter_000100.ckpt"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptData, match="checksum mismatch"):
+        backup_checkpoint(ref, str(tmp_path / "dest"))
+    dest = CheckpointManager(tmp_path / "dest", "exp")
+    assert dest.list_checkpoints() == [] and not dest.store.exists("exp_iter_000100.ckpt")
+
+
 @pytest.mark.s3
 def test_backup_local_to_s3_and_back(tmp_path, moto_server):
     m = CheckpointManager(tmp_path / "src", "exp")
