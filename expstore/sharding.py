@@ -31,11 +31,11 @@ from .codec import (
     _Layout,
     _make_array,
     _parse_header,
-    _parse_object,
     _pickle_leaf,
     _ranges,
     _rebuild,
     _refuse_pickle,
+    check_object,
     read_header_bytes,
     write_flat,
 )
@@ -273,6 +273,13 @@ def load(
 ) -> dict[str, Any]:
     """Load rank `rank`'s part of the sharded checkpoint at `key`, re-sharded when `world_size`
     differs from the saved one (`ShardedArray` leaves split evenly along axis 0; other leaves from shard 0)."""
+    return _load(store, key, rank=rank, world_size=world_size, select=select, allow_pickle=allow_pickle)[0]
+
+
+def _load(
+    store: Store, key: str, *, rank: int, world_size: int | None, select: list[str] | str | None, allow_pickle: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`load`, and the `extra` of the shard it read the header of."""
     doc = _parse_manifest(store.read(key), store, key)
     base, n = key[: -len(MANIFEST) - 1], doc["world_size"]
     m = n if world_size is None else world_size
@@ -303,7 +310,7 @@ def load(
         "metadata": extra.get("metadata") or {},
         "rank": rank,
         "world_size": m,
-    }
+    }, extra
 
 
 def _read_whole(store: Store, key: str, layout: _Layout, paths: list[str]) -> dict[str, np.ndarray]:
@@ -370,11 +377,9 @@ def _read_rows(store: Store, key: str, layout: _Layout, path: str, a: int, b: in
 def assemble(store: Store, key: str, allow_pickle: bool) -> dict[str, Any]:
     """The whole state of the sharded checkpoint at `key` as plain arrays (rank 0 of world size 1),
     with its tags, for a store that holds no sharded checkpoints."""
-    loaded = load(store, key, rank=0, world_size=1, select=None, allow_pickle=allow_pickle)
+    loaded, extra = _load(store, key, rank=0, world_size=1, select=None, allow_pickle=allow_pickle)
     loaded["state"] = _unwrap(loaded["state"], {})
-    doc = _parse_manifest(store.read(key), store, key)
-    _, layout = _checked_header(store, key[: -len(MANIFEST) - 1], doc["shards"][0])
-    loaded["tags"] = list(layout.extra().get("tags") or [])
+    loaded["tags"] = list(extra.get("tags") or [])
     return loaded
 
 
@@ -388,11 +393,9 @@ def copy(src: Store, key: str, dest: Store) -> dict[str, Any]:
     for rec in doc["shards"]:
         skey = f"{base}/{rec['key']}"
         data = src.read(skey)
-        layout = _parse_object(memoryview(data), src, skey)
+        layout = check_object(data, src, skey)
         if len(data) != rec["size"] or google_crc32c.value(data[: layout.data_start]) != rec["header_crc32c"]:
             raise CorruptData("the shard is not the one its manifest names (rewritten or damaged)", url=src.url, key=skey)
-        for e in layout.entries.values():
-            _make_array(data, e.begin, e, src, skey, copy=False)
         dest.write(skey, data)
         extra = extra if extra is not None else layout.extra()
     dest.write(key, raw)
