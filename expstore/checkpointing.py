@@ -651,8 +651,9 @@ def backup_checkpoint(
     to the index there (never pruned by this call); return the new ref.
 
     `storage_options` apply to the backup store, `source_options` to the store of `ref`.
-    Between two bytes stores the object's bytes are copied (nothing is decoded or unpickled);
-    to or from an array-native store the checkpoint is loaded and saved again.
+    Between two bytes stores the object's bytes are copied once its header and every array's
+    crc32c check out (`CorruptData` otherwise, and nothing is written; nothing is decoded or
+    unpickled); to or from an array-native store the checkpoint is loaded and saved again.
     """
     if isinstance(ref, Mapping):
         ref = ref["path"]
