@@ -24,18 +24,21 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import BackendUnavailable, InvalidURL, KeyNotFound, PreconditionFailed, StoreError
 from ..store.base import Store
+from .s3_conditions import honours_conditions, probe_key
 
 MULTIPART_THRESHOLD = 256 * 2**20
 PART_SIZE = 64 * 2**20
 MAX_CONCURRENT_PARTS = 4
 READ_CHUNK = 2**20  # read_buffer copies the response into its buffer in chunks of this size
 
-# Against an endpoint that accepts connections and never answers, each attempt waits about twice
-# the read timeout (measured): 3 attempts give BackendUnavailable after ~25 s. Override with config_kwargs.
+# Bounds for an endpoint that accepts connections and never answers: two attempts (botocore's
+# "max_attempts" counts retries, "total_max_attempts" counts all), each waiting one read timeout (a PUT
+# also waits 1 s for "100 Continue"), plus up to 1 s of backoff: BackendUnavailable after 6-9 s
+# (docs/stores.md). Override with config_kwargs.
 DEFAULT_CONFIG: dict[str, Any] = {
-    "connect_timeout": 3,
-    "read_timeout": 5,
-    "retries": {"max_attempts": 3, "mode": "standard"},
+    "connect_timeout": 2,
+    "read_timeout": 3,
+    "retries": {"total_max_attempts": 2, "mode": "standard"},
 }
 
 # The s3fs storage options that mean something for one client; anything else is a TypeError.
@@ -72,8 +75,6 @@ def make_client(url: str, **storage_options: Any) -> Any:
 class S3Store(Store):
     """Values are objects `<prefix>/<key>` in one bucket; version tokens are ETags."""
 
-    supports_conditional_writes = True
-
     def __init__(self, bucket: str, prefix: str, url: str, **storage_options: Any):
         if not bucket:
             raise InvalidURL("an S3 URL needs a bucket: s3://bucket/prefix", url=url)
@@ -81,6 +82,25 @@ class S3Store(Store):
         self.prefix = prefix.strip("/")
         self.client = make_client(url, **storage_options)
         super().__init__(url)
+
+    @property
+    def supports_conditional_writes(self) -> bool:  # type: ignore[override]
+        """True only when the server honours If-None-Match / If-Match (probed once per bucket per process)."""
+        key = probe_key()
+        return honours_conditions(
+            str(self.client.meta.endpoint_url),
+            self.bucket,
+            lambda data, conditions: self._put_creating_bucket(key, [data], conditions),
+            lambda: self._call("delete_object", key, Key=self._object(key)),
+        )
+
+    @property
+    def no_conditional_writes_reason(self) -> str:  # type: ignore[override]
+        return (
+            f"the S3 server at {self.client.meta.endpoint_url} ignores conditional writes (a probe write with "
+            "If-None-Match: * overwrote an existing object), so this conditional write is refused rather than "
+            "turned into a silent overwrite"
+        )
 
     # ---- plumbing ---------------------------------------------------------------------------
 
@@ -168,7 +188,12 @@ class S3Store(Store):
             self._head(key)  # S3 answers 416 to a start at or past the end: an empty slice if the key exists
             return b""
         with self._errors(key):
-            return response["Body"].read()
+            body = response["Body"].read()
+        # Some servers (s3rver) answer `bytes=0-0` with the whole object: keep only what was asked for.
+        first = _range_start(response.get("ContentRange"))
+        if first is None or first > start:
+            raise StoreError(f"the server answered a range GET with {response.get('ContentRange')!r}", url=self.url, key=key)
+        return body[start - first : None if end is None else end - first]
 
     def _write(self, key: str, data: bytes | memoryview, if_absent: bool, if_match: str | None) -> str:
         return self._write_parts(key, [data], if_absent, if_match)
@@ -179,6 +204,9 @@ class S3Store(Store):
             conditions["IfNoneMatch"] = "*"
         if if_match is not None:
             conditions["IfMatch"] = if_match
+        return self._put_creating_bucket(key, parts, conditions)
+
+    def _put_creating_bucket(self, key: str, parts: list[bytes | memoryview], conditions: dict[str, str]) -> str:
         try:
             return self._put(key, parts, conditions)
         except KeyNotFound as exc:
@@ -268,6 +296,15 @@ class S3Store(Store):
 
 class _RangePastEnd(Exception):
     """S3 answered 416: the requested range starts at or past the end of the object."""
+
+
+def _range_start(content_range: str | None) -> int | None:
+    """Where the bytes of a range GET's body start, from its `Content-Range` (none: the whole object)."""
+    if content_range is None:
+        return 0
+    unit, _, spec = content_range.partition(" ")
+    first = spec.partition("-")[0]
+    return int(first) if unit == "bytes" and first.isdigit() else None
 
 
 def _slice(parts: list[bytes | memoryview], starts: list[int], start: int, stop: int) -> bytes:
