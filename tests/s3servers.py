@@ -123,7 +123,8 @@ S3RVER_KEY = "S3RVER"  # the only credentials s3rver accepts
 def s3rver_binary() -> str:
     """The s3rver launcher, installed with npm into a cache folder the first time (under a lock, since
     several test sessions may start at once). Raises RuntimeError when Node/npm cannot install it."""
-    prefix = Path(os.environ.get("EXPSTORE_S3RVER_PREFIX") or Path.home() / ".cache" / "expstore" / f"s3rver-{S3RVER_VERSION}")
+    cache = Path.home() / ".cache" / "expstore" / f"s3rver-{S3RVER_VERSION}"
+    prefix = Path(os.environ.get("EXPSTORE_S3RVER_PREFIX") or cache)
     binary = prefix / "node_modules" / ".bin" / "s3rver"
     if binary.exists():
         return str(binary)

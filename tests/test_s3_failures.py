@@ -127,3 +127,43 @@ def test_a_response_cut_short_raises_naming_the_key():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_missing_credentials_say_where_they_are_looked_for(moto_server, monkeypatch, tmp_path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
+                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none" / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none" / "config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    store = open_store("s3://expstore-test/nocreds", endpoint_url=moto_server.endpoint_url)
+    with pytest.raises(StoreError) as info:
+        store.write("k", b"v")
+    message = str(info.value)
+    assert not isinstance(info.value, BackendUnavailable) and "unreachable" not in message
+    assert "credentials are missing" in message and "s3://expstore-test/nocreds" in message
+    for place in ("key=", "secret=", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "~/.aws/credentials", "profile="):
+        assert place in message
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "named"),
+    [
+        ({"endpoint_url": 5}, TypeError, "endpoint_url"),
+        ({"endpoint_url": "localhost:9000"}, ValueError, "endpoint_url"),
+        ({"key": 5, "secret": "s"}, TypeError, "key"),
+        ({"key": "k"}, ValueError, "secret"),
+        ({"anon": "yes"}, TypeError, "anon"),
+        ({"client_kwargs": 3}, TypeError, "client_kwargs"),
+        ({"client_kwargs": {"no_such_argument": 1}}, TypeError, "client_kwargs"),
+        ({"config_kwargs": {"read_timeout": "10"}}, TypeError, "read_timeout"),
+        ({"config_kwargs": {"no_such_setting": 1}}, TypeError, "config_kwargs"),
+        ({"profile": "expstore-no-such-profile"}, ValueError, "profile"),
+        ({"endpont_url": "http://127.0.0.1:1"}, TypeError, "endpont_url"),
+    ],
+)
+def test_bad_storage_options_raise_naming_the_option(options, error, named):
+    with pytest.raises(error, match=named) as info:
+        open_store("s3://bucket/run", **options)
+    assert "s3://bucket/run" in str(info.value)

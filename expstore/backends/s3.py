@@ -20,11 +20,12 @@ import botocore.session
 import numpy as np
 from botocore import UNSIGNED
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError, ProfileNotFound
 
 from ..errors import BackendUnavailable, InvalidURL, KeyNotFound, PreconditionFailed, StoreError
 from ..store.base import Store
 from .s3_conditions import honours_conditions, probe_key
+from .s3_options import CREDENTIALS_HELP, check_storage_options
 
 MULTIPART_THRESHOLD = 256 * 2**20
 PART_SIZE = 64 * 2**20
@@ -41,35 +42,39 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "retries": {"total_max_attempts": 2, "mode": "standard"},
 }
 
-# The s3fs storage options that mean something for one client; anything else is a TypeError.
-S3FS_OPTIONS = {"endpoint_url", "key", "secret", "token", "anon", "profile", "client_kwargs", "config_kwargs"}
-
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _PRECONDITION = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
 
 
 def make_client(url: str, **storage_options: Any) -> Any:
     """A botocore S3 client from s3fs-style storage options (credentials also from the AWS env/config)."""
-    unknown = set(storage_options) - S3FS_OPTIONS
-    if unknown:
-        raise TypeError(f"unknown S3 storage options {sorted(unknown)} for {url!r}; known: {sorted(S3FS_OPTIONS)}")
+    check_storage_options(url, storage_options)
     config = {**DEFAULT_CONFIG, **(storage_options.get("config_kwargs") or {})}
     if storage_options.get("anon"):
         config["signature_version"] = UNSIGNED
+    try:
+        botocore_config = Config(**config)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"S3 storage option config_kwargs for {url!r}: {exc}") from None
     session = botocore.session.Session(profile=storage_options.get("profile"))
     client_kwargs = dict(storage_options.get("client_kwargs") or {})
     if storage_options.get("endpoint_url"):
         client_kwargs["endpoint_url"] = storage_options["endpoint_url"]
-    if "region_name" not in client_kwargs and not session.get_config_variable("region"):
-        client_kwargs["region_name"] = "us-east-1"  # S3-compatible servers ignore it; AWS redirects
-    return session.create_client(
-        "s3",
-        aws_access_key_id=storage_options.get("key"),
-        aws_secret_access_key=storage_options.get("secret"),
-        aws_session_token=storage_options.get("token"),
-        config=Config(**config),
-        **client_kwargs,
-    )
+    try:
+        if "region_name" not in client_kwargs and not session.get_config_variable("region"):
+            client_kwargs["region_name"] = "us-east-1"  # S3-compatible servers ignore it; AWS redirects
+        return session.create_client(
+            "s3",
+            aws_access_key_id=storage_options.get("key"),
+            aws_secret_access_key=storage_options.get("secret"),
+            aws_session_token=storage_options.get("token"),
+            config=botocore_config,
+            **client_kwargs,
+        )
+    except ProfileNotFound as exc:
+        raise ValueError(f"S3 storage option profile for {url!r}: {exc} (in ~/.aws/config or ~/.aws/credentials)") from None
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"S3 storage option client_kwargs for {url!r}: {exc}") from None
 
 
 class S3Store(Store):
@@ -130,6 +135,8 @@ class S3Store(Store):
             if code == "InvalidRange" or status == "416":
                 raise _RangePastEnd from exc
             raise StoreError(f"S3 error {code or status}: {message}", url=self.url, key=key) from exc
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            raise StoreError(CREDENTIALS_HELP.format(detail=exc), url=self.url, key=key) from exc
         except BotoCoreError as exc:
             raise BackendUnavailable(f"S3 endpoint unreachable: {exc}", url=self.url, key=key) from exc
 
