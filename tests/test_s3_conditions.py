@@ -1,4 +1,5 @@
-"""S3 servers that accept conditional-write headers and ignore them (s3rver): found out, never trusted.
+"""Stores without conditional writes, above all S3 servers that accept the headers and ignore them
+(s3rver): found out, never trusted; the checkpoint manager refuses to save there unless single_writer.
 
 Conformance on s3rver runs in tests/conformance (backend "s3-s3rver"); this module covers the probe
 and what the checkpoint manager does on such a server.
@@ -19,8 +20,6 @@ from expstore.checkpointing import CheckpointManager
 
 from .conditional_workers import save_alone, try_saves
 
-pytestmark = pytest.mark.s3
-
 PROCESSES, SAVES = 4, 15
 
 
@@ -34,6 +33,7 @@ def _probes_left(server, url: str) -> list[str]:
     return [o["Key"] for o in listed if s3_conditions.PROBE_PREFIX in o["Key"]]
 
 
+@pytest.mark.s3
 def test_a_server_that_ignores_conditions_is_found_out_and_refused(s3rver_server):
     url = _url("ignores")
     store = open_store(url, **s3rver_server.storage_options)
@@ -48,6 +48,7 @@ def test_a_server_that_ignores_conditions_is_found_out_and_refused(s3rver_server
     assert store.list() == ["k"] and _probes_left(s3rver_server, url) == []
 
 
+@pytest.mark.s3
 @pytest.mark.parametrize("server", ["moto", "seaweedfs"])
 def test_servers_that_honour_conditions_keep_them(server, request):
     s3 = request.getfixturevalue(f"{server}_server")
@@ -60,6 +61,7 @@ def test_servers_that_honour_conditions_keep_them(server, request):
     assert _probes_left(s3, url) == [] and store.list() == ["k"]
 
 
+@pytest.mark.s3
 def test_the_probe_runs_once_per_bucket_per_process(s3rver_server):
     bucket = f"probe-{uuid.uuid4().hex[:10]}"
     first = open_store(f"s3://{bucket}/a", **s3rver_server.storage_options)
@@ -72,6 +74,7 @@ def test_the_probe_runs_once_per_bucket_per_process(s3rver_server):
     assert (s3rver_server.endpoint_url, bucket) in s3_conditions._known
 
 
+@pytest.mark.s3
 def test_racing_managers_are_refused_not_silently_lost(s3rver_server):
     """4 processes x 15 saves into one history: every save is either indexed or refused, none lost."""
     url, options = _url("race"), s3rver_server.storage_options
@@ -88,6 +91,7 @@ def test_racing_managers_are_refused_not_silently_lost(s3rver_server):
     assert all(url in m and "race_index.json" in m for m in refusals)
 
 
+@pytest.mark.s3
 def test_single_writer_saves_and_prunes_on_a_server_without_conditions(s3rver_server):
     url, options = _url("alone"), s3rver_server.storage_options
     with CheckpointManager(url, "exp", keep_last_n=3, single_writer=True, **options) as manager:
@@ -100,6 +104,30 @@ def test_single_writer_saves_and_prunes_on_a_server_without_conditions(s3rver_se
         CheckpointManager(url, "exp", single_writer="yes", **options)
 
 
+@pytest.mark.s3
+def test_sharded_saves_are_refused_too_and_work_with_single_writer(s3rver_server):
+    url, options = _url("sharded"), s3rver_server.storage_options
+    ranks = [CheckpointManager(url, "sh", keep_last_n=None, rank=r, world_size=2, **options) for r in range(2)]
+    with pytest.raises(StoreError, match="single_writer=True"):
+        ranks[0].save_checkpoint({"w": np.arange(3)}, 1)
+    assert ranks[0].store.list() == []  # refused before the shard was written
+    ranks = [CheckpointManager(url, "sh", rank=r, world_size=2, single_writer=True, **options) for r in range(2)]
+    for r, m in enumerate(ranks):
+        m.save_checkpoint({"w": np.full(3, r)}, 1)
+    assert [c["iteration"] for c in ranks[0].list_checkpoints()] == [1]
+    assert int(ranks[1].load_checkpoint(rank=1)["state"]["w"][0]) == 1
+
+
+def test_the_generic_fsspec_store_needs_single_writer_as_well():
+    url = f"conformancefs://single-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(StoreError, match="does not support conditional writes.*single_writer=True"):
+        CheckpointManager(url, "exp").save_checkpoint({"w": np.arange(3)}, 1)
+    with CheckpointManager(url, "exp", single_writer=True) as manager:
+        manager.save_checkpoint({"w": np.arange(3)}, 1)
+        assert manager.load_checkpoint()["iteration"] == 1
+
+
+@pytest.mark.s3
 def test_a_reader_does_not_report_an_index_being_replaced_as_corrupt(s3rver_server):
     """s3rver truncates an object and rewrites it in place, so a reader racing the one writer catches
     half-written indexes; those reads are retried. (A body shorter than the size s3rver announces
