@@ -61,6 +61,7 @@ __all__ = [
 INDEX_FORMAT = "expstore.checkpoint-index"
 INDEX_VERSION = 1
 CAS_ATTEMPTS = 50
+INDEX_READ_ATTEMPTS = 5  # reads of an index that does not parse, with backoff 0.05 s doubling (0.75 s in all)
 _CKPT_RE = re.compile(r"^(?P<exp>[^/]+)_iter_(?P<it>\d+)(?:\.ckpt|/manifest\.json)$")  # one object | sharded
 _UNREADABLE = (CorruptData, KeyNotFound)
 
@@ -248,6 +249,7 @@ class CheckpointManager:
         async_save: bool = False,
         rank: int | None = None,
         world_size: int | None = None,
+        single_writer: bool = False,
         **storage_options: Any,
     ):
         self.experiment_name = validate_experiment_name(experiment_name)
@@ -261,6 +263,9 @@ class CheckpointManager:
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.metric, self.mode, self.allow_pickle = metric, mode, bool(allow_pickle)
+        if not isinstance(single_writer, bool):
+            raise TypeError(f"single_writer must be True or False, got {single_writer!r}")
+        self.single_writer = single_writer
         self.store = open_store(checkpoint_dir, **storage_options)
         self._owns_store = not isinstance(checkpoint_dir, Store)
         self.storage_options = dict(storage_options)
@@ -305,11 +310,26 @@ class CheckpointManager:
                 version = self.store.version(self.index_key)
             except KeyNotFound:
                 return [], None
-        try:
-            raw = self.store.read(self.index_key)
-        except KeyNotFound:
-            return [], None
-        return _parse_index(raw, self.store, self.index_key, self.experiment_name), version
+        entries = self._fetch_index()
+        return ([], None) if entries is None else (entries, version)
+
+    def _fetch_index(self) -> list[dict[str, Any]] | None:
+        """The parsed index (None when there is none). One that does not parse is read again with
+        backoff before `CorruptData` is raised: where a PUT is not atomic (s3rver), a reader can
+        catch an index half replaced by another writer."""
+        attempt = 0
+        while True:
+            try:
+                raw = self.store.read(self.index_key)
+            except KeyNotFound:
+                return None
+            try:
+                return _parse_index(raw, self.store, self.index_key, self.experiment_name)
+            except CorruptData:
+                attempt += 1
+                if attempt == INDEX_READ_ATTEMPTS:
+                    raise
+                time.sleep(0.05 * 2 ** (attempt - 1))
 
     def _entries(self) -> list[dict[str, Any]]:
         self.wait_until_finished()
@@ -327,16 +347,15 @@ class CheckpointManager:
         except KeyNotFound:
             return []
         if self._load_order_memo is None or self._load_order_memo[0] != version:
-            try:
-                raw = self.store.read(self.index_key)
-            except KeyNotFound:
+            entries = self._fetch_index()
+            if entries is None:
                 return []
-            entries = _parse_index(raw, self.store, self.index_key, self.experiment_name)
             self._load_order_memo = (version, [(e["iteration"], e["key"]) for e in reversed(entries)])
         return self._load_order_memo[1]
 
     def _commit(self, add: dict[str, Any] | None = None, prune: bool = True) -> list[dict[str, Any]]:
         """Add/replace entry `add` in the index (CAS, retried) and apply retention; return dropped entries."""
+        self._check_index_writable()
         for attempt in range(CAS_ATTEMPTS):
             entries, version = self._read_index()
             if add is not None:
@@ -348,7 +367,7 @@ class CheckpointManager:
                 else (entries, [])
             )
             data = _encode_index(self.experiment_name, kept)
-            if not self.store.supports_conditional_writes:
+            if not self.store.supports_conditional_writes:  # single_writer=True: nobody else commits
                 self.store.write(self.index_key, data)
                 return dropped
             try:
@@ -361,6 +380,20 @@ class CheckpointManager:
                 time.sleep(random.uniform(0, min(0.5, 0.005 * 2 ** min(attempt, 7))))
         raise PreconditionFailed(
             f"could not update the checkpoint index after {CAS_ATTEMPTS} attempts (too many concurrent writers)",
+            url=self.store.url,
+            key=self.index_key,
+        )
+
+    def _check_index_writable(self) -> None:
+        """Refuse to commit where a concurrent save could silently undo this one: a store without
+        conditional writes, unless the caller promised `single_writer=True`."""
+        if self.single_writer or self.store.supports_conditional_writes:
+            return
+        raise StoreError(
+            f"{self.store.no_conditional_writes_reason}; without them two processes saving experiment "
+            f"{self.experiment_name!r} at once can silently drop each other's index entries. Pass "
+            "single_writer=True to CheckpointManager if only this process saves this experiment (the ranks "
+            "of one sharded save count as one writer), or use a store that honours conditional writes",
             url=self.store.url,
             key=self.index_key,
         )
@@ -449,6 +482,7 @@ class CheckpointManager:
 
     def _save_now(self, state: Any, iteration: int, meta: dict[str, Any], tag: str | None) -> tuple[str, list[str]]:
         """Write and commit one checkpoint; return its ref and the keys retention dropped (not yet deleted)."""
+        self._check_index_writable()  # before anything is written
         key, timestamp = self.key_for(iteration), _now()
         tags = [tag] if tag else []
         if self.world_size is not None:

@@ -8,7 +8,9 @@ Layout of iteration `it` of experiment `exp` (any bytes store)::
 Commit: a rank writes its shard, then lists the folder. A rank that sees all n shards writes the
 manifest with ``if_absent=True`` (of ranks racing there, exactly one wins) and adds it to the index
 by compare-and-swap. A checkpoint exists for readers only once the index names its manifest, so a
-rank that dies mid-save leaves no committed partial checkpoint, only orphan shards for `gc`.
+rank that dies mid-save leaves no committed partial checkpoint, only orphan shards for `gc`. On a
+store without conditional writes the manager saves only with ``single_writer=True``, and then
+both are plain writes (ranks that complete the set at once write the same manifest).
 
 The shard header's crc32c covers every array's crc32c, so the manifest pins the exact bytes of
 every shard; a shard rewritten after the commit reads as `CorruptData`. `ShardedArray` leaves also

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,7 +13,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from expstore import Store, open_store
 
-from .s3servers import S3Server, start_moto, start_seaweedfs
+from .s3servers import S3Server, start_moto, start_s3rver, start_seaweedfs
 
 
 class ConformanceFS(MemoryFileSystem):
@@ -30,7 +31,7 @@ class ConformanceFS(MemoryFileSystem):
 fsspec.register_implementation("conformancefs", ConformanceFS, clobber=True)
 
 BACKENDS = [
-    "local", "memory", "s3-moto", "s3-seaweedfs", "fsspec",
+    "local", "memory", "s3-moto", "s3-seaweedfs", "s3-s3rver", "fsspec",
     "hdf5", "hdf5-inner", "hdf5-memory", "zarr-local", "zarr-memory", "zarr-s3-moto", "zarr-s3-seaweedfs",
 ]
 # The facades (checkpointing, logging, export, runs) sit on the Store protocol, which the conformance
@@ -49,6 +50,20 @@ def moto_server() -> Iterator[S3Server]:
 @pytest.fixture(scope="session")
 def seaweedfs_server() -> Iterator[S3Server]:
     server = start_seaweedfs()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3rver_server() -> Iterator[S3Server]:
+    """s3rver, which ignores conditional writes; installed with npm on first use. Without Node/npm the
+    tests that need it skip, except in CI (`CI=true`), where they fail."""
+    try:
+        server = start_s3rver()
+    except RuntimeError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            raise
+        pytest.skip(f"s3rver unavailable: {exc}")
     yield server
     server.stop()
 

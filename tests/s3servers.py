@@ -1,7 +1,9 @@
-"""Start real S3 servers on 127.0.0.1 for the tests: moto's server mode and SeaweedFS (`weed mini`)."""
+"""Start real S3 servers on 127.0.0.1 for the tests: moto's server mode, SeaweedFS (`weed mini`) and
+s3rver (a Node S3 clone that accepts conditional-write headers and ignores them)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
@@ -26,13 +28,15 @@ class S3Server:
     name: str
     endpoint_url: str
     stop: Any = field(repr=False)
+    access_key: str = ACCESS_KEY
+    secret_key: str = SECRET_KEY
 
     @property
     def storage_options(self) -> dict[str, Any]:
         return {
             "endpoint_url": self.endpoint_url,
-            "key": ACCESS_KEY,
-            "secret": SECRET_KEY,
+            "key": self.access_key,
+            "secret": self.secret_key,
             "client_kwargs": {"region_name": "us-east-1"},
         }
 
@@ -42,8 +46,8 @@ class S3Server:
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint_url,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
             region_name="us-east-1",
         )
 
@@ -110,6 +114,62 @@ def start_seaweedfs() -> S3Server:
         stop()
         raise
     return server
+
+
+S3RVER_VERSION = "3.7.1"
+S3RVER_KEY = "S3RVER"  # the only credentials s3rver accepts
+
+
+def s3rver_binary() -> str:
+    """The s3rver launcher, installed with npm into a cache folder the first time (under a lock, since
+    several test sessions may start at once). Raises RuntimeError when Node/npm cannot install it."""
+    cache = Path.home() / ".cache" / "expstore" / f"s3rver-{S3RVER_VERSION}"
+    prefix = Path(os.environ.get("EXPSTORE_S3RVER_PREFIX") or cache)
+    binary = prefix / "node_modules" / ".bin" / "s3rver"
+    if binary.exists():
+        return str(binary)
+    npm = shutil.which("npm")
+    if not npm or not shutil.which("node"):
+        raise RuntimeError("s3rver needs Node.js and npm on PATH")
+    prefix.mkdir(parents=True, exist_ok=True)
+    with open(prefix / ".install-lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not binary.exists():
+            done = subprocess.run(
+                [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", f"s3rver@{S3RVER_VERSION}"],
+                capture_output=True, text=True, timeout=300,
+            )
+            if done.returncode != 0 or not binary.exists():
+                raise RuntimeError(f"npm install s3rver@{S3RVER_VERSION} failed:\n{done.stdout}\n{done.stderr}")
+    return str(binary)
+
+
+def start_s3rver() -> S3Server:
+    """s3rver on a free port with its data in a temp folder."""
+    data = tempfile.mkdtemp(prefix="expstore-s3rver-")
+    port = free_port()
+    args = [s3rver_binary(), "-d", data, "-a", "127.0.0.1", "-p", str(port), "--silent", "--no-vhost-buckets"]
+    log = open(Path(data).with_suffix(".log"), "wb")
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=data)
+
+    def stop() -> None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        shutil.rmtree(data, ignore_errors=True)
+        Path(data).with_suffix(".log").unlink(missing_ok=True)
+
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_answers(endpoint, timeout=60, process=process)
+    except BaseException:
+        stop()
+        raise
+    return S3Server("s3rver", endpoint, stop, S3RVER_KEY, S3RVER_KEY)
 
 
 def _wait_until_answers(endpoint: str, timeout: float, process: subprocess.Popen | None = None) -> None:

@@ -20,26 +20,27 @@ import botocore.session
 import numpy as np
 from botocore import UNSIGNED
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError, ProfileNotFound
 
 from ..errors import BackendUnavailable, InvalidURL, KeyNotFound, PreconditionFailed, StoreError
 from ..store.base import Store
+from .s3_conditions import honours_conditions, probe_key
+from .s3_options import CREDENTIALS_HELP, check_storage_options
 
 MULTIPART_THRESHOLD = 256 * 2**20
 PART_SIZE = 64 * 2**20
 MAX_CONCURRENT_PARTS = 4
 READ_CHUNK = 2**20  # read_buffer copies the response into its buffer in chunks of this size
 
-# Against an endpoint that accepts connections and never answers, each attempt waits about twice
-# the read timeout (measured): 3 attempts give BackendUnavailable after ~25 s. Override with config_kwargs.
+# Bounds for an endpoint that accepts connections and never answers: two attempts (botocore's
+# "max_attempts" counts retries, "total_max_attempts" counts all), each waiting one read timeout (a PUT
+# also waits 1 s for "100 Continue"), plus up to 1 s of backoff: BackendUnavailable after 6-9 s
+# (docs/stores.md). Override with config_kwargs.
 DEFAULT_CONFIG: dict[str, Any] = {
-    "connect_timeout": 3,
-    "read_timeout": 5,
-    "retries": {"max_attempts": 3, "mode": "standard"},
+    "connect_timeout": 2,
+    "read_timeout": 3,
+    "retries": {"total_max_attempts": 2, "mode": "standard"},
 }
-
-# The s3fs storage options that mean something for one client; anything else is a TypeError.
-S3FS_OPTIONS = {"endpoint_url", "key", "secret", "token", "anon", "profile", "client_kwargs", "config_kwargs"}
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _PRECONDITION = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
@@ -47,32 +48,37 @@ _PRECONDITION = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict
 
 def make_client(url: str, **storage_options: Any) -> Any:
     """A botocore S3 client from s3fs-style storage options (credentials also from the AWS env/config)."""
-    unknown = set(storage_options) - S3FS_OPTIONS
-    if unknown:
-        raise TypeError(f"unknown S3 storage options {sorted(unknown)} for {url!r}; known: {sorted(S3FS_OPTIONS)}")
+    check_storage_options(url, storage_options)
     config = {**DEFAULT_CONFIG, **(storage_options.get("config_kwargs") or {})}
     if storage_options.get("anon"):
         config["signature_version"] = UNSIGNED
+    try:
+        botocore_config = Config(**config)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"S3 storage option config_kwargs for {url!r}: {exc}") from None
     session = botocore.session.Session(profile=storage_options.get("profile"))
     client_kwargs = dict(storage_options.get("client_kwargs") or {})
     if storage_options.get("endpoint_url"):
         client_kwargs["endpoint_url"] = storage_options["endpoint_url"]
-    if "region_name" not in client_kwargs and not session.get_config_variable("region"):
-        client_kwargs["region_name"] = "us-east-1"  # S3-compatible servers ignore it; AWS redirects
-    return session.create_client(
-        "s3",
-        aws_access_key_id=storage_options.get("key"),
-        aws_secret_access_key=storage_options.get("secret"),
-        aws_session_token=storage_options.get("token"),
-        config=Config(**config),
-        **client_kwargs,
-    )
+    try:
+        if "region_name" not in client_kwargs and not session.get_config_variable("region"):
+            client_kwargs["region_name"] = "us-east-1"  # S3-compatible servers ignore it; AWS redirects
+        return session.create_client(
+            "s3",
+            aws_access_key_id=storage_options.get("key"),
+            aws_secret_access_key=storage_options.get("secret"),
+            aws_session_token=storage_options.get("token"),
+            config=botocore_config,
+            **client_kwargs,
+        )
+    except ProfileNotFound as exc:
+        raise ValueError(f"S3 storage option profile for {url!r}: {exc} (in ~/.aws/config or ~/.aws/credentials)") from None
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"S3 storage option client_kwargs for {url!r}: {exc}") from None
 
 
 class S3Store(Store):
     """Values are objects `<prefix>/<key>` in one bucket; version tokens are ETags."""
-
-    supports_conditional_writes = True
 
     def __init__(self, bucket: str, prefix: str, url: str, **storage_options: Any):
         if not bucket:
@@ -81,6 +87,25 @@ class S3Store(Store):
         self.prefix = prefix.strip("/")
         self.client = make_client(url, **storage_options)
         super().__init__(url)
+
+    @property
+    def supports_conditional_writes(self) -> bool:  # type: ignore[override]
+        """True only when the server honours If-None-Match / If-Match (probed once per bucket per process)."""
+        key = probe_key()
+        return honours_conditions(
+            str(self.client.meta.endpoint_url),
+            self.bucket,
+            lambda data, conditions: self._put_creating_bucket(key, [data], conditions),
+            lambda: self._call("delete_object", key, Key=self._object(key)),
+        )
+
+    @property
+    def no_conditional_writes_reason(self) -> str:  # type: ignore[override]
+        return (
+            f"the S3 server at {self.client.meta.endpoint_url} ignores conditional writes (a probe write with "
+            "If-None-Match: * overwrote an existing object), so this conditional write is refused rather than "
+            "turned into a silent overwrite"
+        )
 
     # ---- plumbing ---------------------------------------------------------------------------
 
@@ -110,6 +135,8 @@ class S3Store(Store):
             if code == "InvalidRange" or status == "416":
                 raise _RangePastEnd from exc
             raise StoreError(f"S3 error {code or status}: {message}", url=self.url, key=key) from exc
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            raise StoreError(CREDENTIALS_HELP.format(detail=exc), url=self.url, key=key) from exc
         except BotoCoreError as exc:
             raise BackendUnavailable(f"S3 endpoint unreachable: {exc}", url=self.url, key=key) from exc
 
@@ -168,7 +195,12 @@ class S3Store(Store):
             self._head(key)  # S3 answers 416 to a start at or past the end: an empty slice if the key exists
             return b""
         with self._errors(key):
-            return response["Body"].read()
+            body = response["Body"].read()
+        # Some servers (s3rver) answer `bytes=0-0` with the whole object: keep only what was asked for.
+        first = _range_start(response.get("ContentRange"))
+        if first is None or first > start:
+            raise StoreError(f"the server answered a range GET with {response.get('ContentRange')!r}", url=self.url, key=key)
+        return body[start - first : None if end is None else end - first]
 
     def _write(self, key: str, data: bytes | memoryview, if_absent: bool, if_match: str | None) -> str:
         return self._write_parts(key, [data], if_absent, if_match)
@@ -179,6 +211,9 @@ class S3Store(Store):
             conditions["IfNoneMatch"] = "*"
         if if_match is not None:
             conditions["IfMatch"] = if_match
+        return self._put_creating_bucket(key, parts, conditions)
+
+    def _put_creating_bucket(self, key: str, parts: list[bytes | memoryview], conditions: dict[str, str]) -> str:
         try:
             return self._put(key, parts, conditions)
         except KeyNotFound as exc:
@@ -268,6 +303,15 @@ class S3Store(Store):
 
 class _RangePastEnd(Exception):
     """S3 answered 416: the requested range starts at or past the end of the object."""
+
+
+def _range_start(content_range: str | None) -> int | None:
+    """Where the bytes of a range GET's body start, from its `Content-Range` (none: the whole object)."""
+    if content_range is None:
+        return 0
+    unit, _, spec = content_range.partition(" ")
+    first = spec.partition("-")[0]
+    return int(first) if unit == "bytes" and first.isdigit() else None
 
 
 def _slice(parts: list[bytes | memoryview], starts: list[int], start: int, stop: int) -> bytes:

@@ -49,6 +49,7 @@ class Store:
     supports_append: bool = False
     supports_arrays: bool = False
     supports_conditional_writes: bool = False
+    no_conditional_writes_reason: str = "this store does not support conditional writes"
 
     def __init__(self, url: str):
         self.url = url
@@ -103,7 +104,7 @@ class Store:
         if if_absent and if_match is not None:
             raise ValueError(f"pass if_absent or if_match, not both (key {key!r} in {self.url!r})")
         if (if_absent or if_match is not None) and not self.supports_conditional_writes:
-            raise StoreError("this store does not support conditional writes", url=self.url, key=key)
+            raise StoreError(self.no_conditional_writes_reason, url=self.url, key=key)
         if if_match is not None and not isinstance(if_match, str):
             raise TypeError(f"if_match must be a version token (str), got {type(if_match).__name__}")
         if parts is not None:

@@ -1,0 +1,176 @@
+"""Stores without conditional writes, above all S3 servers that accept the headers and ignore them
+(s3rver): found out, never trusted; the checkpoint manager refuses to save there unless single_writer.
+
+Conformance on s3rver runs in tests/conformance (backend "s3-s3rver"); this module covers the probe
+and what the checkpoint manager does on such a server.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import uuid
+
+import numpy as np
+import pytest
+
+from expstore import CorruptData, PreconditionFailed, StoreError, open_store
+from expstore.backends import s3_conditions
+from expstore.backends.memory import MemoryStore
+from expstore.checkpointing import CheckpointManager
+
+from .conditional_workers import save_alone, try_saves
+
+PROCESSES, SAVES = 4, 15
+
+
+def _url(tag: str) -> str:
+    return f"s3://expstore-test/{tag}-{uuid.uuid4().hex[:10]}"
+
+
+def _probes_left(server, url: str) -> list[str]:
+    prefix = url.removeprefix("s3://expstore-test/")
+    listed = server.boto3_client().list_objects_v2(Bucket="expstore-test", Prefix=prefix).get("Contents", [])
+    return [o["Key"] for o in listed if s3_conditions.PROBE_PREFIX in o["Key"]]
+
+
+@pytest.mark.s3
+def test_a_server_that_ignores_conditions_is_found_out_and_refused(s3rver_server):
+    url = _url("ignores")
+    store = open_store(url, **s3rver_server.storage_options)
+    store.write("k", b"first")
+    assert store.supports_conditional_writes is False
+    with pytest.raises(StoreError, match="ignores conditional writes") as info:
+        store.write("k", b"second", if_absent=True)
+    assert url in str(info.value) and "'k'" in str(info.value)
+    with pytest.raises(StoreError, match="ignores conditional writes"):
+        store.write("k", b"third", if_match='"stale"')
+    assert store.read("k") == b"first"  # never a silent overwrite
+    assert store.list() == ["k"] and _probes_left(s3rver_server, url) == []
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("server", ["moto", "seaweedfs"])
+def test_servers_that_honour_conditions_keep_them(server, request):
+    s3 = request.getfixturevalue(f"{server}_server")
+    url = _url("honours")
+    store = open_store(url, **s3.storage_options)
+    store.write("k", b"first")
+    assert store.supports_conditional_writes is True
+    with pytest.raises(PreconditionFailed):
+        store.write("k", b"second", if_absent=True)
+    assert _probes_left(s3, url) == [] and store.list() == ["k"]
+
+
+@pytest.mark.s3
+def test_the_probe_runs_once_per_bucket_per_process(s3rver_server):
+    bucket = f"probe-{uuid.uuid4().hex[:10]}"
+    first = open_store(f"s3://{bucket}/a", **s3rver_server.storage_options)
+    assert first.supports_conditional_writes is False  # also creates the missing bucket for its probe
+    wrong_key = dict(s3rver_server.storage_options, key="not-the-key", secret="not-the-secret")
+    second = open_store(f"s3://{bucket}/b", **wrong_key)  # a second probe would fail with these
+    assert second.supports_conditional_writes is False
+    with pytest.raises(StoreError, match="InvalidAccessKeyId"):
+        second.write("k", b"v")
+    assert (s3rver_server.endpoint_url, bucket) in s3_conditions._known
+
+
+@pytest.mark.s3
+def test_racing_managers_are_refused_not_silently_lost(s3rver_server):
+    """4 processes x 15 saves into one history: every save is either indexed or refused, none lost."""
+    url, options = _url("race"), s3rver_server.storage_options
+    jobs = [(url, options, list(range(w + 1, PROCESSES * SAVES + 1, PROCESSES))) for w in range(PROCESSES)]
+    with multiprocessing.get_context("spawn").Pool(PROCESSES) as pool:
+        outcomes = pool.starmap(try_saves, jobs)
+    saved = sorted(it for done, _ in outcomes for it in done)
+    refusals = [message for _, refused in outcomes for message in refused]
+    with CheckpointManager(url, "race", keep_last_n=None, **options) as manager:
+        assert [c["iteration"] for c in manager.list_checkpoints()] == saved
+        assert manager.store.list() == [c["key"] for c in manager.list_checkpoints()]  # nothing half-saved
+    assert len(saved) + len(refusals) == PROCESSES * SAVES
+    assert refusals and all("ignores conditional writes" in m and "single_writer=True" in m for m in refusals)
+    assert all(url in m and "race_index.json" in m for m in refusals)
+
+
+@pytest.mark.s3
+def test_single_writer_saves_and_prunes_on_a_server_without_conditions(s3rver_server):
+    url, options = _url("alone"), s3rver_server.storage_options
+    with CheckpointManager(url, "exp", keep_last_n=3, single_writer=True, **options) as manager:
+        for it in range(1, 16):
+            manager.save_checkpoint({"w": np.full(3, it)}, it)
+        assert [c["iteration"] for c in manager.list_checkpoints()] == [13, 14, 15]
+        assert int(manager.load_checkpoint()["state"]["w"][0]) == 15
+        assert manager.store.list("exp_iter_") == [c["key"] for c in manager.list_checkpoints()]
+    with pytest.raises(TypeError, match="single_writer"):
+        CheckpointManager(url, "exp", single_writer="yes", **options)
+
+
+@pytest.mark.s3
+def test_sharded_saves_are_refused_too_and_work_with_single_writer(s3rver_server):
+    url, options = _url("sharded"), s3rver_server.storage_options
+    ranks = [CheckpointManager(url, "sh", keep_last_n=None, rank=r, world_size=2, **options) for r in range(2)]
+    with pytest.raises(StoreError, match="single_writer=True"):
+        ranks[0].save_checkpoint({"w": np.arange(3)}, 1)
+    assert ranks[0].store.list() == []  # refused before the shard was written
+    ranks = [CheckpointManager(url, "sh", rank=r, world_size=2, single_writer=True, **options) for r in range(2)]
+    for r, m in enumerate(ranks):
+        m.save_checkpoint({"w": np.full(3, r)}, 1)
+    assert [c["iteration"] for c in ranks[0].list_checkpoints()] == [1]
+    assert int(ranks[1].load_checkpoint(rank=1)["state"]["w"][0]) == 1
+
+
+def test_the_generic_fsspec_store_needs_single_writer_as_well():
+    url = f"conformancefs://single-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(StoreError, match="does not support conditional writes.*single_writer=True"):
+        CheckpointManager(url, "exp").save_checkpoint({"w": np.arange(3)}, 1)
+    with CheckpointManager(url, "exp", single_writer=True) as manager:
+        manager.save_checkpoint({"w": np.arange(3)}, 1)
+        assert manager.load_checkpoint()["iteration"] == 1
+
+
+@pytest.mark.s3
+def test_a_reader_does_not_report_an_index_being_replaced_as_corrupt(s3rver_server):
+    """s3rver truncates an object and rewrites it in place, so a reader racing the one writer catches
+    half-written indexes; those reads are retried. (A body shorter than the size s3rver announces
+    stalls until the read timeout instead: BackendUnavailable, not counted here.)"""
+    url, options = _url("torn"), s3rver_server.storage_options
+    reader = CheckpointManager(url, "alone", **options)
+    corrupt = reads = 0
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        writer = pool.apply_async(save_alone, (url, options, list(range(1, 61))))
+        while not writer.ready() or reads == 0:
+            try:
+                reader.list_checkpoints()
+                reads += 1
+            except CorruptData:
+                corrupt += 1
+            except StoreError:
+                pass
+        assert writer.get() == 60
+    assert corrupt == 0 and reads > 0
+    assert [c["iteration"] for c in reader.list_checkpoints()] == list(range(1, 61))
+
+
+class _TornIndexStore(MemoryStore):
+    """A memory store whose first reads of the index return half of it, as a non-atomic PUT would."""
+
+    def __init__(self, torn_reads: int):
+        super().__init__(f"torn-{uuid.uuid4().hex[:8]}")
+        self.torn_reads = torn_reads
+
+    def _read(self, key: str) -> bytes:
+        data = super()._read(key)
+        if key.endswith("_index.json") and self.torn_reads > 0:
+            self.torn_reads -= 1
+            return data[: len(data) // 2]
+        return data
+
+
+def test_torn_index_reads_are_retried_then_reported():
+    store = _TornIndexStore(torn_reads=0)
+    with CheckpointManager(store, "exp") as manager:
+        manager.save_checkpoint({"w": np.arange(3)}, 1)
+        store.torn_reads = 3
+        assert manager.load_checkpoint()["iteration"] == 1
+        store.torn_reads = 100
+        with pytest.raises(CorruptData, match="exp_index.json"):
+            manager.list_checkpoints()
