@@ -15,6 +15,9 @@ h5py-lock PATH
     waits for a line on stdin, closes and prints `unlocked`.
 die-after-journal PATH KEY
     writes a tree at KEY but exits right after its journal is in place, before applying it.
+die-in-rewrite PATH
+    writes `tree_for("big", 0)` and `tree_for("big", 1)` at key `big`, then rewrites it with
+    generation 2 and exits as die-after-journal does.
 """
 
 from __future__ import annotations
@@ -99,14 +102,27 @@ def h5py_lock(path: str) -> None:
     print("unlocked", flush=True)
 
 
-def die_after_journal(path: str, key: str) -> None:
+def crash_after_journal() -> None:
+    """Make the next commit exit the process once its journal is durable, before it is applied."""
     import os
 
     from expstore.backends import journal
 
+    journal._apply = lambda *args: os._exit(3)
+
+
+def die_after_journal(path: str, key: str) -> None:
     store = open_store(path)
-    journal._apply = lambda *args: os._exit(3)  # the crash point: journal durable, file not yet updated
+    crash_after_journal()
     store.write_tree(key, {"x": np.arange(10.0), "note": "from the journal"})
+
+
+def die_in_rewrite(path: str) -> None:
+    store = open_store(path)
+    store.write_tree("big", tree_for("big", 0))
+    store.write_tree("big", tree_for("big", 1))
+    crash_after_journal()
+    store.write_tree("big", tree_for("big", 2))
 
 
 if __name__ == "__main__":
@@ -121,5 +137,7 @@ if __name__ == "__main__":
         h5py_lock(args[0])
     elif command == "die-after-journal":
         die_after_journal(args[0], args[1])
+    elif command == "die-in-rewrite":
+        die_in_rewrite(args[0])
     else:
         raise SystemExit(f"unknown command {command!r}")

@@ -89,3 +89,44 @@ def test_verify_names_a_damaged_checkpoint_and_load_falls_back_to_the_previous(t
             loaded = manager.load_checkpoint()
         assert loaded["iteration"] == 2
         np.testing.assert_array_equal(loaded["state"]["model"]["w"], state(2)["model"]["w"])
+
+
+def test_a_truncated_file_is_corrupt_data_naming_the_file_everywhere(tmp_path):
+    """A 6 MB file of three checkpoints cut at 68 %: HDF5 keeps the metadata the last commit wrote
+    near the end of the file, so nothing is reachable; every entry point says so, naming the file."""
+    path = tmp_path / "run.h5"
+    save_three(path)
+    open_before = open_store(path)
+    manager_before = CheckpointManager(path, "exp")
+    size = path.stat().st_size
+    assert size > 6_000_000
+    os.truncate(path, int(size * 0.68))
+    checks = {
+        "open_store": lambda: open_store(path),
+        "read_tree": lambda: open_before.read_tree("exp_iter_000001.ckpt"),
+        "list": lambda: open_before.list(),
+        "CheckpointManager": lambda: CheckpointManager(path, "exp"),
+        "load_checkpoint": lambda: manager_before.load_checkpoint(),
+        "verify": lambda: manager_before.verify(),
+    }
+    for name, call in checks.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a fallback warning per checkpoint would hide the cause
+            with pytest.raises(CorruptData, match="truncated file") as info:
+                call()
+        assert str(path) in str(info.value), name
+    assert path.stat().st_size == int(size * 0.68)  # nothing was written to the damaged file
+    assert not os.path.exists(f"{path}.journal")
+
+
+def test_the_cli_reports_a_truncated_file_without_a_traceback(tmp_path):
+    path = tmp_path / "run.h5"
+    save_three(path)
+    os.truncate(path, int(path.stat().st_size * 0.68))
+    done = subprocess.run(
+        [sys.executable, "-m", "expstore", "verify", str(path)],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr and "truncated file" in done.stderr + done.stdout
+    assert str(path) in done.stderr + done.stdout
