@@ -25,7 +25,7 @@ import numbers
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import h5py
@@ -45,6 +45,7 @@ SKELETON_ATTR = "expstore_skeleton"
 DATASET_OPTIONS = frozenset({"compression", "compression_opts", "shuffle", "fletcher32", "scaleoffset", "chunks"})
 
 CHUNK_BYTES = 2**20  # default chunk size of tree arrays (`chunks=` overrides)
+PARALLEL_CRC_BYTES = 4 * 2**20  # trees this large compute their crc32c on a second thread
 T = TypeVar("T")
 
 
@@ -147,9 +148,14 @@ class HDF5Store(Store):
         """`make(parent, name)` the new value under a temporary name beside `key`, then delete the
         old value (if `present`) and move the new one into place. The new bytes so land in free
         sections or past the end, which the journal writes once, never in the old value's space;
-        that space is freed for the next rewrite."""
+        that space is freed for the next rewrite. A file that forgets its free space when closed
+        (made by earlier expstore or by plain h5py) deletes first instead, so that the new value
+        reuses the old one's space (through the journal) and the file does not grow per rewrite."""
         parent_key, _, name = key.rpartition("/")
         parent = h5.require_group(parent_key) if parent_key else h5
+        if present and not h5.id.get_create_plist().get_file_space_strategy()[1]:
+            del parent[name]
+            present = False
         temp = f"{RESERVED_PREFIX}new-{name}"  # no key starts with it: never a value's name
         make(parent, temp)
         if present:
@@ -251,8 +257,7 @@ class HDF5Store(Store):
         arrays = {path: a if a.flags.c_contiguous else a.copy(order="C") for path, a in arrays.items()}
 
         def make(parent: h5py.Group, name: str) -> None:
-            # crc32c runs without the GIL on a second thread while HDF5 writes: it costs no save time
-            with ThreadPoolExecutor(1, thread_name_prefix="expstore-crc32c") as pool:
+            with _crc_pool(sum(a.nbytes for a in arrays.values())) as pool:
                 crcs = {path: pool.submit(array_crc32c, array) for path, array in arrays.items()}
                 group = parent.create_group(name)
                 group.attrs[KIND_ATTR] = "tree"
@@ -274,10 +279,10 @@ class HDF5Store(Store):
             group = self._value(h5, key, "tree")
             skeleton = json.loads(group.attrs[SKELETON_ATTR])
             arrays = {}
-            # each array's crc32c is checked on a second thread while HDF5 reads the next one
-            with ThreadPoolExecutor(1, thread_name_prefix="expstore-crc32c") as pool:
+            paths = select_paths(array_paths(skeleton), select)
+            with _crc_pool(sum(group[path].nbytes for path in paths)) as pool:  # checks run while HDF5 reads on
                 checks: list[Future[None]] = []
-                for path in select_paths(array_paths(skeleton), select):
+                for path in paths:
                     ds = group[path]
                     out = np.empty(ds.shape, dtype=ds.dtype)
                     if out.size:
@@ -294,6 +299,30 @@ class HDF5Store(Store):
 
     def _close(self) -> None:
         """Nothing stays open between operations."""
+
+
+@contextlib.contextmanager
+def _crc_pool(nbytes: int) -> Iterator[Executor]:
+    """Where a tree's crc32c work runs: for `nbytes` of PARALLEL_CRC_BYTES or more a second thread,
+    where google_crc32c releases the GIL while HDF5 does its I/O, so checksums add almost no time;
+    below that inline, which is cheaper than starting a thread."""
+    if nbytes < PARALLEL_CRC_BYTES:
+        yield _Inline()
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="expstore-crc32c") as pool:
+        yield pool
+
+
+class _Inline(Executor):
+    """An executor that runs each call at once in the caller's thread."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
 
 
 def _chunks(shape: tuple[int, ...], itemsize: int, target: int = CHUNK_BYTES) -> tuple[int, ...]:
