@@ -130,3 +130,21 @@ def test_the_cli_reports_a_truncated_file_without_a_traceback(tmp_path):
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and "truncated file" in done.stderr + done.stdout
     assert str(path) in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("signature", [b"OHDR", b"TREE"])
+def test_damaged_hdf5_metadata_is_corrupt_data_naming_the_file(tmp_path, signature):
+    """Bytes overwritten in an object header or a B-tree: h5py's KeyError / OSError becomes
+    `CorruptData` naming the file and the key."""
+    path = tmp_path / "run.h5"
+    with open_store(path) as store:
+        store.write_tree("ckpt", {"w": np.arange(100_000.0), "step": 3})
+    raw = bytearray(path.read_bytes())
+    offset = raw.find(signature)
+    assert offset > 0
+    raw[offset + 2 : offset + 6] = b"XXXX"
+    path.write_bytes(bytes(raw))
+    with open_store(path) as store:
+        with pytest.raises(CorruptData, match="HDF5 cannot read") as info:
+            store.read_tree("ckpt")
+    assert str(path) in str(info.value) and "ckpt" in str(info.value)

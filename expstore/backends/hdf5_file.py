@@ -62,7 +62,7 @@ class FileHandle:
                             yield h5
                         except StoreError:
                             raise
-                        except OSError as exc:  # h5py's report of metadata or data it cannot read
+                        except (OSError, KeyError, RuntimeError) as exc:  # how h5py reports damaged metadata
                             raise CorruptData(f"HDF5 cannot read {self.path!r}: {exc}", url=url, key=key) from exc
                         finally:
                             h5.close()
