@@ -62,7 +62,9 @@ class FileHandle:
                             yield h5
                         except StoreError:
                             raise
-                        except (OSError, KeyError, RuntimeError) as exc:  # how h5py reports damaged metadata
+                        except (OSError, KeyError, RuntimeError) as exc:
+                            if not _raised_by_h5py(exc):
+                                raise
                             raise CorruptData(f"HDF5 cannot read {self.path!r}: {exc}", url=url, key=key) from exc
                         finally:
                             h5.close()
@@ -193,6 +195,15 @@ def disk_handle(path: str, lock_timeout: float = LOCK_TIMEOUT) -> FileHandle:
     with _REGISTRY_LOCK:
         lock = _DISK_LOCKS.setdefault(real, threading.RLock())
     return FileHandle(real, lock, lock_timeout)
+
+
+def _raised_by_h5py(exc: BaseException) -> bool:
+    """Whether h5py raised `exc` itself (its KeyError, OSError or RuntimeError for metadata HDF5
+    cannot read), not expstore code running inside the operation (a bad `select=` is a KeyError too)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}h5py{os.sep}" in f"{os.sep}{tb.tb_frame.f_code.co_filename}"
 
 
 def _looks_like_hdf5(fd: int) -> bool:
