@@ -102,11 +102,13 @@ class HDF5Store(Store):
         node: Any = h5
         if node is None:
             return "", None
+        kind = "group"  # the root: never a value
         for segment in key.split("/"):
-            if _kind(node) in ("bytes", "tree", "foreign") or segment not in node:
+            if kind != "group" or segment not in node:
                 return "", None
             node = node[segment]
-        return _kind(node), node
+            kind = _kind(node)
+        return kind, node
 
     def _value(self, h5: h5py.File | None, key: str, want: str) -> Any:
         kind, obj = self._lookup(h5, key)
@@ -279,11 +281,10 @@ class HDF5Store(Store):
             group = self._value(h5, key, "tree")
             skeleton = json.loads(group.attrs[SKELETON_ATTR])
             arrays = {}
-            paths = select_paths(array_paths(skeleton), select)
-            with _crc_pool(sum(group[path].nbytes for path in paths)) as pool:  # checks run while HDF5 reads on
+            datasets = {path: group[path] for path in select_paths(array_paths(skeleton), select)}
+            with _crc_pool(sum(ds.nbytes for ds in datasets.values())) as pool:  # checks run while HDF5 reads on
                 checks: list[Future[None]] = []
-                for path in paths:
-                    ds = group[path]
+                for path, ds in datasets.items():
                     out = np.empty(ds.shape, dtype=ds.dtype)
                     if out.size:
                         ds.read_direct(out)
