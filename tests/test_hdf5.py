@@ -395,3 +395,20 @@ def test_a_dtype_hdf5_cannot_store_is_a_type_error_naming_the_array(tmp_path, dt
     assert not store.exists("new")
     np.testing.assert_array_equal(store.read_tree("kept")["w"], np.arange(3))
     store.close()
+
+
+def test_a_failed_write_to_an_in_memory_file_leaves_the_key_writable(monkeypatch):
+    store = open_store("h5+memory://failed-write")
+    store.write_tree("t", {"x": np.arange(3.0)})
+    real = h5py.Group.create_dataset
+
+    def fail(self, name, *args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", fail)
+    with pytest.raises(RuntimeError):
+        store.write_tree("t", {"x": np.ones(3)})
+    monkeypatch.setattr(h5py.Group, "create_dataset", real)
+    np.testing.assert_array_equal(store.read_tree("t")["x"], np.arange(3.0))
+    store.write_tree("t", {"x": np.ones(3)})
+    assert store.list() == ["t"] and (store.read_tree("t")["x"] == 1).all()

@@ -2,18 +2,17 @@
 
 HDF5 has no journal of its own: a process killed while the library flushes metadata can leave
 the whole file unreadable. h5py here talks to the file through `JournaledFile`, a file object
-that sends writes past the last committed end of the file straight to disk (committed state
-cannot reference those bytes) and keeps writes over committed bytes in memory until
-`commit()`, which makes them durable in `<file>.journal` before applying them. Every store
-operation that changes the file ends with closing the h5py file + `commit()`, so each one is atomic
-as a whole; a file opened after a crash replays (or discards) the journal first.
+that sends writes past the last committed end of the file, and into its free sections, straight
+to disk (committed state cannot reference those bytes) and keeps writes over other committed
+bytes in memory until `commit()`, which makes them durable in `<file>.journal` before applying
+them. Every store operation that changes the file ends with closing the h5py file + `commit()`,
+so each one is atomic as a whole; a file opened after a crash replays (or discards) the journal
+first. Each operation opens the file and closes it again (`hdf5_file.py`: shared lock to read,
+exclusive to change), so other processes and plain h5py can open it between operations.
 
-Each operation opens the file and closes it again (`hdf5_file.py`: shared lock to read, exclusive
-to change), so other processes and plain h5py can open it between operations.
-
-Layout, readable by plain h5py between operations: a bytes value at `a/b` is a
-1-D uint8 dataset `/a/b`; a tree at `k` is a group `/k` whose attributes hold the skeleton and
-whose arrays are chunked datasets `/k/<array path>`.
+Layout: a bytes value at `a/b` is a 1-D uint8 dataset `/a/b`; a tree at `k` is a group `/k`
+whose attributes hold the skeleton and whose arrays are chunked datasets `/k/<array path>`, each
+with its crc32c in an attribute.
 """
 
 from __future__ import annotations
@@ -159,6 +158,8 @@ class HDF5Store(Store):
             del parent[name]
             present = False
         temp = f"{RESERVED_PREFIX}new-{name}"  # no key starts with it: never a value's name
+        if temp in parent:  # left by a failed write to an in-memory file (a file on disk rolls back)
+            del parent[temp]
         make(parent, temp)
         if present:
             del parent[name]

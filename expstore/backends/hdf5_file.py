@@ -158,7 +158,8 @@ class FileHandle:
 class MemoryHandle:
     """`h5+memory://name`: an in-memory HDF5 file (h5py's core driver) that lives as long as the
     process, shared by every store of that name, like `memory://`. Nothing to journal: a crash
-    loses it anyway; a failed change is refused by the checks before it starts."""
+    loses it anyway. A failed change leaves the old value: `HDF5Store._install` makes the new one
+    beside it first (the free-space options make it take that path)."""
 
     def __init__(self, path: str):
         self.path = path
@@ -174,7 +175,7 @@ class MemoryHandle:
     def writing(self, url: str, key: str | None) -> Iterator[h5py.File]:
         with self.lock:
             if self.h5 is None:
-                self.h5 = h5py.File(f"{self.path}-{uuid.uuid4().hex}", "w", driver="core", backing_store=False)
+                self.h5 = h5py.File(f"{self.path}-{uuid.uuid4().hex}", "w", driver="core", backing_store=False, **CREATE_OPTIONS)
             yield self.h5
 
 
