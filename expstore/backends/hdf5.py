@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import h5py
 import numpy as np
 
-from ..errors import CorruptData, InvalidURL, KeyNotFound, PreconditionFailed, StoreError
+from ..errors import InvalidURL, KeyNotFound, PreconditionFailed, StoreError
 from ..store.base import Store
 from ..store.checksum import CRC32C_ATTRIBUTE, array_crc32c, check_array_crc32c
 from ..store.keys import RESERVED_PREFIX
