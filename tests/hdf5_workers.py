@@ -1,15 +1,23 @@
-"""Subprocesses for tests/test_hdf5.py: `python -m tests.hdf5_workers <command> <args...>`.
+"""Subprocesses for tests/test_hdf5.py and tests/test_hdf5_sharing.py: `python -m tests.hdf5_workers <command> <args...>`.
 
 writer PATH FIRST_GENERATION SEED
     loops forever writing ~16 MiB trees (4 float32 arrays derived from a generation number),
     printing `committed <key> <generation>` after each write_tree returns and `deleted <key>`
     after each delete; prints `ready` once the store is open. The test kills it.
 hold PATH
-    opens the store, writes a value, prints `holding` and waits for a line on stdin before closing.
-try-open PATH
-    tries to read from the store; prints `ok` or `error <type> <message>`.
+    opens a checkpoint manager on the file (experiment `held`), saves iteration 1, prints `holding`;
+    then for each line `save N` on stdin saves iteration N and prints `saved N`, and on an empty
+    line reads the value `from-test` (`read <value>`), closes and prints `closed`.
+saver PATH COUNT
+    saves iterations 1..COUNT of experiment `live` (`live_state(i)`), printing `saved <i>` after each.
+h5py-lock PATH
+    opens the file with plain h5py in mode "a" (HDF5 takes its exclusive lock), prints `locked`,
+    waits for a line on stdin, closes and prints `unlocked`.
 die-after-journal PATH KEY
     writes a tree at KEY but exits right after its journal is in place, before applying it.
+die-in-rewrite PATH
+    writes `tree_for("big", 0)` and `tree_for("big", 1)` at key `big`, then rewrites it with
+    generation 2 and exits as die-after-journal does.
 """
 
 from __future__ import annotations
@@ -55,33 +63,66 @@ def writer(path: str, first_generation: int, seed: int) -> None:
         generation += 1
 
 
+def live_state(iteration: int) -> dict:
+    """The state `saver` saves at `iteration`: the test recomputes it to check a loaded checkpoint."""
+    return {"w": np.full((300, 100), float(iteration)), "b": np.arange(10) * iteration, "iteration": iteration}
+
+
 def hold(path: str) -> None:
-    store = open_store(path)
-    store.write("held", b"by another process")
-    print("holding", flush=True)
-    sys.stdin.readline()
-    store.close()
+    from expstore.checkpointing import CheckpointManager
+
+    with CheckpointManager(path, "held", keep_last_n=None) as manager:
+        manager.save_checkpoint(live_state(1), 1)
+        print("holding", flush=True)
+        for line in sys.stdin:
+            if not line.strip():
+                break
+            iteration = int(line.split()[1])
+            manager.save_checkpoint(live_state(iteration), iteration)
+            print(f"saved {iteration}", flush=True)
+        print(f"read {manager.store.read('from-test').decode()}", flush=True)
     print("closed", flush=True)
 
 
-def die_after_journal(path: str, key: str) -> None:
+def saver(path: str, count: int) -> None:
+    from expstore.checkpointing import CheckpointManager
+
+    with CheckpointManager(path, "live", keep_last_n=5) as manager:
+        for iteration in range(1, count + 1):
+            manager.save_checkpoint(live_state(iteration), iteration)
+            print(f"saved {iteration}", flush=True)
+
+
+def h5py_lock(path: str) -> None:
+    import h5py
+
+    with h5py.File(path, "a"):
+        print("locked", flush=True)
+        sys.stdin.readline()
+    print("unlocked", flush=True)
+
+
+def crash_after_journal() -> None:
+    """Make the next commit exit the process once its journal is durable, before it is applied."""
     import os
 
     from expstore.backends import journal
 
+    journal._apply = lambda *args: os._exit(3)
+
+
+def die_after_journal(path: str, key: str) -> None:
     store = open_store(path)
-    journal._apply = lambda *args: os._exit(3)  # the crash point: journal durable, file not yet updated
+    crash_after_journal()
     store.write_tree(key, {"x": np.arange(10.0), "note": "from the journal"})
 
 
-def try_open(path: str) -> None:
-    try:
-        store = open_store(path)
-        store.list()
-        print("ok", flush=True)
-        store.close()
-    except Exception as exc:  # reported to the test, which checks type and message
-        print(f"error {type(exc).__name__} {exc}", flush=True)
+def die_in_rewrite(path: str) -> None:
+    store = open_store(path)
+    store.write_tree("big", tree_for("big", 0))
+    store.write_tree("big", tree_for("big", 1))
+    crash_after_journal()
+    store.write_tree("big", tree_for("big", 2))
 
 
 if __name__ == "__main__":
@@ -90,9 +131,13 @@ if __name__ == "__main__":
         writer(args[0], int(args[1]), int(args[2]))
     elif command == "hold":
         hold(args[0])
+    elif command == "saver":
+        saver(args[0], int(args[1]))
+    elif command == "h5py-lock":
+        h5py_lock(args[0])
     elif command == "die-after-journal":
         die_after_journal(args[0], args[1])
-    elif command == "try-open":
-        try_open(args[0])
+    elif command == "die-in-rewrite":
+        die_in_rewrite(args[0])
     else:
         raise SystemExit(f"unknown command {command!r}")

@@ -1,17 +1,19 @@
 """JournaledFile: a random-access file with atomic commit points, for h5py's file-object driver.
 
-Writes past the last committed end go straight to disk (no committed state can reference those
-bytes); writes over committed bytes, and truncations below the committed end, stay in memory
+Writes past the last committed end, and into free sections the caller names (space no committed
+state references), go straight to disk; writes over other committed bytes, and truncations below the committed end, stay in memory
 until `commit()`, which makes them durable in `<file>.journal` (temp file, fsync, rename) before
 applying them. `recover()` replays a verified journal after a crash and discards a torn one.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import os
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 import google_crc32c
@@ -35,13 +37,16 @@ class JournaledFile:
 
     Bytes in `[0, committed_size)` are the state of the last commit; writes there (and
     truncations below it) stay in memory until `commit()`. Writes at or past `committed_size`
-    go straight to the file: no committed metadata points at them.
+    go straight to the file: no committed metadata points at them. So do writes that lie wholly
+    inside one of the `free` (offset, length) sections, sorted, which committed state leaves unused.
     """
 
-    def __init__(self, fd: int, path: str):
+    def __init__(self, fd: int, path: str, free: Sequence[tuple[int, int]] = ()):
         self.fd = fd
         self.path = path
         self.committed_size = os.fstat(fd).st_size
+        self.free = list(free)
+        self._free_starts = [offset for offset, _ in self.free]
         self._reset()
 
     def _reset(self) -> None:
@@ -103,6 +108,8 @@ class JournaledFile:
         view = memoryview(buf).cast("B")
         start, end = self.pos, self.pos + len(view)
         split = min(max(self.committed_size, start), end)
+        if split > start and self._unused(start, split):
+            split = start
         if split > start:  # over committed bytes: keep in memory until commit
             self._add_extent(start, bytes(view[: split - start]))
         if end > split:
@@ -110,6 +117,14 @@ class JournaledFile:
         self.size = max(self.size, end)
         self.pos = end
         return len(view)
+
+    def _unused(self, start: int, end: int) -> bool:
+        """Whether committed state leaves `[start, end)` unused (inside one free section, not
+        truncated away) and no pending extent overlaps it, so it may be written in place now."""
+        i = bisect.bisect_right(self._free_starts, start) - 1
+        if i < 0 or end > self.free[i][0] + self.free[i][1] or end > self.zero_from:
+            return False
+        return not any(off < end and start < off + len(data) for off, data in self.overlay.items())
 
     def truncate(self, size: int | None = None) -> int:
         size = self.pos if size is None else size
@@ -166,10 +181,11 @@ class JournaledFile:
         _apply(self.fd, self.size, extents)
         os.unlink(journal)  # a stale journal left by a power cut is still the latest commit: replay is idempotent
         self.committed_size = self.size
+        self.free, self._free_starts = [], []  # the commit may have put data into them
         self._reset()
 
     def rollback(self) -> None:
-        """Forget everything since the last commit."""
+        """Forget everything since the last commit (what went into free sections stays unused)."""
         os.ftruncate(self.fd, self.committed_size)
         self._reset()
 
