@@ -190,7 +190,7 @@ def test_sigkilled_writer_never_loses_a_committed_tree(tmp_path):
         f"{lost} lost trees, {elapsed:.1f} s, file {os.path.getsize(path) / 2**20:.0f} MiB"
     )
     assert kills >= 50
-    assert commits > 50  # the kills really landed among writes
+    assert commits >= 25  # the kills really landed among writes (about 90 on an idle machine)
     assert lost == 0
 
 
