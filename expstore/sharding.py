@@ -50,6 +50,7 @@ __all__ = [
     "ShardedArray",
     "assemble",
     "copy",
+    "first_shard_manifest",
     "is_manifest_key",
     "load",
     "manifest_key",
@@ -400,6 +401,13 @@ def copy(src: Store, key: str, dest: Store) -> dict[str, Any]:
         extra = extra if extra is not None else layout.extra()
     dest.write(key, raw)
     return extra or {}
+
+
+def first_shard_manifest(store: Store, key: str) -> dict[str, Any]:
+    """The codec manifest of shard 0 of the sharded checkpoint at `key` (its header only, checked
+    to be the shard the manifest pins): what `expstore show` describes."""
+    doc = _parse_manifest(store.read(key), store, key)
+    return _checked_header(store, key[: -len(MANIFEST) - 1], doc["shards"][0])[1].manifest
 
 
 def verify(store: Store, key: str) -> None:

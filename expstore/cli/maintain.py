@@ -9,7 +9,8 @@ from ..checkpointing import CheckpointManager, verify_object, backup_checkpoint
 from ..errors import KeyNotFound, StoreError
 from ..store.base import Store
 from .common import UsageError, human_size, join_url, open_url, print_json, progress_bar, storage_options
-from .layout import CKPT_RE, INDEX_RE, CheckpointDir, checkpoint_target, discover, list_keys
+from ..checkpoint_names import CKPT_RE, INDEX_RE, is_checkpoint_part
+from .layout import CheckpointDir, stored_size, checkpoint_target, discover, list_keys
 
 # What reading a damaged checkpoint can raise besides StoreError (malformed attributes in HDF5/Zarr).
 _DAMAGE = (StoreError, ValueError, KeyError, TypeError, OSError)
@@ -159,8 +160,7 @@ def _histories_in(args: argparse.Namespace, url: str, keys: list[str]) -> list[C
 
 
 def _is_checkpoint_file(key: str) -> bool:
-    name = key.rpartition("/")[2]
-    return bool(CKPT_RE.match(name) or INDEX_RE.match(name))
+    return is_checkpoint_part(key) or bool(INDEX_RE.match(key.rpartition("/")[2]))
 
 
 def _copy_histories(
@@ -179,7 +179,7 @@ def _copy_histories(
                 raise KeyNotFound("the index does not name this checkpoint", url=ckpt.url, key=ckpt.experiment)
             present = CheckpointManager(dst, ckpt.experiment, keep_last_n=None).list_checkpoints()
             have = {e["iteration"]: e["key"] for e in present}
-            sizes = {e["key"]: _size(src, e["key"]) for e in entries}
+            sizes = {e["key"]: stored_size(src, e["key"]) or 0 for e in entries}
             bar = progress_bar(sum(sizes.values()), desc=f"{ckpt.experiment} checkpoints", unit="B", enabled=not args.no_progress)
             try:
                 for e in entries:
@@ -204,7 +204,7 @@ def _copy_files(args: argparse.Namespace, dst_args: argparse.Namespace, keys: li
     src, dst = open_url(args, args.src), open_url(dst_args, args.dst)
     copied = skipped = nbytes = 0
     try:
-        sizes = {k: _size(src, k) for k in keys}
+        sizes = {k: stored_size(src, k) or 0 for k in keys}
         bar = progress_bar(sum(sizes.values()), desc="files", unit="B", enabled=not args.no_progress)
         try:
             for key in keys:
@@ -222,13 +222,6 @@ def _copy_files(args: argparse.Namespace, dst_args: argparse.Namespace, keys: li
         src.close()
         dst.close()
     return copied, skipped, nbytes
-
-
-def _size(store: Store, key: str) -> int:
-    try:
-        return store.size(key)
-    except StoreError:
-        return 0
 
 
 def _same_size(src: Store, dst: Store, key: str) -> bool:
