@@ -45,10 +45,12 @@ from . import sharding
 from .auto_checkpoint import AutoCheckpoint
 from .checkpoint_names import CKPT_RE as _CKPT_RE
 from .checkpoint_names import check_iteration, positive_int_or_none, validate_experiment_name
-from .codec import _check_extra, check_object, read_manifest, read_state, write_checkpoint
+from .codec import check_object, read_manifest, read_state, write_checkpoint
 from .errors import CorruptData, KeyNotFound, PreconditionFailed, StoreError
 from .snapshot import SnapshotPool
+from .strict_json import check_json_dict
 from .store.base import Store
+from .store.tree import check_structure
 from .store.registry import open_store
 
 __all__ = [
@@ -72,12 +74,7 @@ def _check_metadata(metadata: Any) -> dict[str, Any]:
     """Metadata must be a dict of strict JSON; `TypeError` names the offending field."""
     if metadata is None:
         return {}
-    if not isinstance(metadata, Mapping):
-        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
-    try:
-        _check_extra({"metadata": metadata})
-    except TypeError as exc:
-        raise TypeError(str(exc).replace("extra['metadata']", "metadata", 1)) from None
+    check_json_dict(metadata, "metadata")
     return json.loads(json.dumps(metadata))  # a private, plain copy (tuples become lists)
 
 
@@ -383,6 +380,7 @@ class CheckpointManager:
         meta = _check_metadata(metadata)
         if blocking is None:
             blocking = not self.async_save
+        check_structure(state, "state")  # before the snapshot or the sharded walk recurses into it
         if not blocking:
             snapshot = self._snapshots.take(state)
             self._run_behind("expstore-checkpoint-save", self._save_and_delete, snapshot, iteration, meta, tag)

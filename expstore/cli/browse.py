@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,7 @@ from ..codec import read_manifest
 from ..sharding import first_shard_manifest, is_manifest_key
 from ..errors import StoreError
 from ..log_catalog import STALE, logged_runs
-from ..store.base import Store
+from ..store.tree import unflatten
 from .common import UsageError, age_seconds, fmt_number, human_age, human_size, join_url, open_url, print_blocks, print_json, short, table
 from .layout import CheckpointDir, Run, stored_size, checkpoint_target, discover, list_keys
 
@@ -267,16 +266,18 @@ def _dtype_name(descr: Any) -> str:
 
 
 def _skeleton_value(node: dict[str, Any]) -> Any:
-    t, v = node["t"], node.get("v")
-    if t == "bytes":
-        return f"<{len(base64.b64decode(v))} bytes>"
-    if t == "npscalar":
-        return np.frombuffer(bytes.fromhex(v), dtype=np.dtype(node["dtype"]))[0].item()
-    if t == "int":
-        return int(v)
-    if t == "float":
-        return float(v)
-    return v
+    """A plain leaf of a skeleton as a load decodes it; bytes as their length, big ints as hex text."""
+    try:
+        value = unflatten(node, {})
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        return f"<undecodable {node['t']} node: {exc}>"
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return hex(value)  # str() of an int over 4300 digits raises
+    return value
 
 
 def _tree_leaves(value: Any, path: str) -> list[dict[str, Any]]:
