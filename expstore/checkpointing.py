@@ -432,22 +432,44 @@ class CheckpointManager:
         tags = [tag] if tag else []
         if self.world_size is not None:
             return sharding.save_shard(self, state, iteration, timestamp, meta, tags), []
-        self._write_object(key, state, iteration, timestamp, meta, tags)
-        entry = {"iteration": iteration, "key": key, "timestamp": timestamp, "tags": tags, "metadata": meta}
-        dropped = self._commit(entry)
-        return self.ref_for(key), [e["key"] for e in dropped]  # may include `key` when it falls below the window
+        dropped: list[dict[str, Any]] = []
+        for _ in range(CAS_ATTEMPTS):
+            version = self._write_object(key, state, iteration, timestamp, meta, tags)
+            entry = {"iteration": iteration, "key": key, "timestamp": timestamp, "tags": tags, "metadata": meta,
+                     "version": version}
+            dropped += self._commit(entry)
+            if self._holds(key, version):
+                return self.ref_for(key), [e["key"] for e in dropped]  # may include `key` when it falls below the window
+        raise PreconditionFailed(
+            f"another process kept replacing the checkpoint of iteration {iteration} while this one saved it "
+            f"({CAS_ATTEMPTS} attempts)",
+            url=self.store.url,
+            key=key,
+        )
+
+    def _holds(self, key: str, version: str) -> bool:
+        """False when the object at `key` is no longer the one this save wrote (version `version`):
+        another process saving the same iteration replaced it, and the index entry just committed
+        may describe this save while the object holds the other's. The save then runs again, so
+        the entry the index keeps describes the object it names."""
+        if not self.store.supports_conditional_writes:
+            return True  # no version tokens to compare: last writer wins, unchecked
+        try:
+            return self.store.version(key) == version
+        except KeyNotFound:
+            return True  # retention (here or in the other process) removed it together with its entry
 
     def _write_object(
         self, key: str, state: Any, iteration: int, timestamp: str, meta: dict[str, Any], tags: list[str]
-    ) -> None:
+    ) -> str:
+        """Write one checkpoint object (a tree on HDF5/Zarr); return its version token."""
         if self.store.supports_arrays:
             tree = {"iteration": iteration, "timestamp": timestamp, "metadata": meta, "tags": tags,
                     "experiment": self.experiment_name, "state": state}
-            self.store.write_tree(key, tree)
-            return
+            return self.store.write_tree(key, tree)
         extra = {"iteration": iteration, "timestamp": timestamp, "metadata": meta, "tags": tags,
                  "experiment": self.experiment_name}
-        write_checkpoint(self.store, key, state, extra=extra, allow_pickle=self.allow_pickle)
+        return write_checkpoint(self.store, key, state, extra=extra, allow_pickle=self.allow_pickle)
 
     # -- read -------------------------------------------------------------------------------------
 
