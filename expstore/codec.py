@@ -32,7 +32,7 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
-from .errors import CorruptData, KeyNotFound, StoreError
+from .errors import CorruptData, KeyNotFound, PickleNotAllowed, StoreError
 from .strict_json import check_json_dict
 from .store.base import Store
 from .store.tree import Skeleton, flatten, select_paths, unflatten
@@ -80,10 +80,6 @@ _ST_ITEMSIZE = {st: np.dtype(np_str).itemsize for st, np_str in _READ_NATIVE.ite
 # safetensors dtypes numpy cannot view natively (bfloat16, fp8, ...): tolerated nowhere in our files.
 
 _ENCODINGS = ("native", "raw", "pickle")
-
-
-class PickleNotAllowed(StoreError):
-    """The checkpoint holds pickled leaves and the reader did not pass `allow_pickle=True`."""
 
 
 # ---- writing -------------------------------------------------------------------------------------

@@ -51,17 +51,25 @@ def write_skeleton(url: str, iteration: int, node: dict) -> None:
         m._commit({"iteration": iteration, "key": f"exp_iter_{iteration:06d}.ckpt", "timestamp": None, "tags": [], "metadata": {}})
 
 
-def test_the_old_decimal_form_of_a_big_int_still_loads(tmp_path):
+def test_the_old_decimal_form_reads_within_the_digit_limit(tmp_path):
     url = str(tmp_path / "ckpt")
+    write_skeleton(url, 1, {"t": "int", "v": "-" + "9" * 4300})
     sys.set_int_max_str_digits(0)
     try:
         decimal = str(BIG)
     finally:
         sys.set_int_max_str_digits(4300)
-    write_skeleton(url, 1, {"t": "int", "v": "-" + decimal})
+    write_skeleton(url, 2, {"t": "int", "v": decimal})
     with CheckpointManager(url, "exp") as m:
-        assert m.verify() == []
-        assert m.load_checkpoint()["state"] == {"x": -BIG}
+        assert m.load_checkpoint("exp_iter_000001.ckpt")["state"] == {"x": -int("9" * 4300)}
+        assert m.verify() == [m.ref_for("exp_iter_000002.ckpt")]  # as a load here: over this process's limit
+        with pytest.raises(CorruptData, match="skeleton"):
+            m.load_checkpoint("exp_iter_000002.ckpt")
+        sys.set_int_max_str_digits(0)  # a process that lifts the limit reads it, as the writer did
+        try:
+            assert m.verify() == [] and m.load_checkpoint("exp_iter_000002.ckpt")["state"] == {"x": BIG}
+        finally:
+            sys.set_int_max_str_digits(4300)
 
 
 @pytest.mark.parametrize("node", [

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from ..checkpointing import CheckpointManager, verify_object, backup_checkpoint
 from ..errors import KeyNotFound, StoreError
 from ..store.base import Store
+from ..store.registry import split_url
 from .common import UsageError, human_size, join_url, open_url, print_json, progress_bar, storage_options
 from ..checkpoint_names import CKPT_RE, INDEX_RE, is_checkpoint_part
 from .layout import CheckpointDir, stored_size, checkpoint_target, discover, list_keys
@@ -127,8 +129,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_cp(args: argparse.Namespace) -> int:
     """Copy SRC to DST: checkpoints through their index (skipping those already there), other files byte for byte."""
-    if args.src.rstrip("/") == args.dst.rstrip("/"):
-        raise UsageError(f"SRC and DST are the same URL {args.src!r}")
+    _refuse_copy_into_itself(args)
     if checkpoint_target(args.dst):
         raise UsageError(f"DST {args.dst!r} names a checkpoint; give the directory to copy into")
     target = checkpoint_target(args.src)
@@ -152,6 +153,27 @@ def cmd_cp(args: argparse.Namespace) -> int:
         print(f"BAD  {r['ref']}: {r['error']}")
     print(f"verified {len(results)} checkpoint(s) at {args.dst}: {'ok' if not bad else f'{len(bad)} bad'}")
     return 1 if bad else 0
+
+
+def _refuse_copy_into_itself(args: argparse.Namespace) -> None:
+    """`UsageError` naming both when DST is SRC or lies inside it."""
+    (src_kind, src), (dst_kind, dst) = _place(args.src), _place(args.dst)
+    if src_kind != dst_kind:
+        return
+    if dst == src:
+        raise UsageError(f"SRC {args.src!r} and DST {args.dst!r} are the same place")
+    if dst.startswith(src.rstrip("/") + "/"):
+        raise UsageError(f"DST {args.dst!r} lies inside SRC {args.src!r}: the copy would copy itself")
+
+
+def _place(url: str) -> tuple[str, str]:
+    """(kind, location) of a URL, comparable across spellings: local paths (and files holding
+    HDF5 / Zarr) made absolute, `zarr+s3://` counted as `s3://`."""
+    scheme, location = split_url(url)
+    kind = scheme.rpartition("+")[2]
+    if kind in ("file", "h5", "zarr"):
+        return "file", os.path.abspath(location)
+    return kind, location.rstrip("/")
 
 
 def _histories_in(args: argparse.Namespace, url: str, keys: list[str]) -> list[CheckpointDir]:

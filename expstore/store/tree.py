@@ -204,7 +204,7 @@ def _decode(node: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback 
     if kind == "bool":
         return bool(node["v"])
     if kind == "int":
-        return int(node["x"], 16) if "x" in node else _decimal(node["v"])
+        return int(node["x"], 16) if "x" in node else int(node["v"])  # decimal: within the process's digit limit
     if kind == "float":
         return float(node["v"])
     if kind == "str":
@@ -236,20 +236,6 @@ def _decode(node: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback 
     if fallback is not None:
         return fallback(node, arrays)
     raise ValueError(f"unknown skeleton node type {kind!r}")
-
-
-def _decimal(text: str) -> int:
-    """A decimal int of any length (as older expstore wrote them), whatever the process's digit
-    limit (`sys.set_int_max_str_digits`): long texts are split in halves."""
-    if not isinstance(text, str):
-        raise TypeError(f"an int node holds {type(text).__name__}, not decimal text")
-    if len(text) <= 4000:
-        return int(text)
-    sign, digits = (-1, text[1:]) if text.startswith("-") else (1, text)
-    if not digits.isdigit() or not digits.isascii():
-        raise ValueError("an int node holds text that is not decimal digits")
-    half = len(digits) // 2
-    return sign * (_decimal(digits[:-half]) * 10**half + _decimal(digits[-half:]))
 
 
 def _present(node: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback | None = None) -> bool:
