@@ -9,12 +9,12 @@ import numpy as np
 
 from ..checkpointing import CheckpointManager
 from ..codec import read_manifest
-from ..sharding import first_shard_manifest, is_manifest_key
 from ..errors import StoreError
 from ..log_catalog import STALE, logged_runs
+from ..sharding import first_shard_manifest, is_manifest_key
 from ..store.tree import unflatten
 from .common import UsageError, age_seconds, fmt_number, human_age, human_size, join_url, open_url, print_blocks, print_json, short, table
-from .layout import CheckpointDir, Run, stored_size, checkpoint_target, discover, list_keys
+from .layout import CheckpointDir, Run, checkpoint_target, discover, list_keys, stored_size
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from ..checkpoint_names import CKPT_RE, INDEX_RE, is_checkpoint_part
 from ..checkpointing import split_ref
-from ..sharding import objects_of
 from ..errors import StoreError
+from ..sharding import objects_of
 from ..store.base import Store
 from .common import UsageError, join_url, open_url
 

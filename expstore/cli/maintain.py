@@ -6,13 +6,13 @@ import argparse
 import os
 from typing import Any
 
-from ..checkpointing import CheckpointManager, verify_object, backup_checkpoint
+from ..checkpoint_names import CKPT_RE, INDEX_RE, is_checkpoint_part
+from ..checkpointing import CheckpointManager, backup_checkpoint, verify_object
 from ..errors import KeyNotFound, StoreError
 from ..store.base import Store
 from ..store.registry import split_url
 from .common import UsageError, human_size, join_url, open_url, print_json, progress_bar, storage_options
-from ..checkpoint_names import CKPT_RE, INDEX_RE, is_checkpoint_part
-from .layout import CheckpointDir, stored_size, checkpoint_target, discover, list_keys
+from .layout import CheckpointDir, checkpoint_target, discover, list_keys, stored_size
 
 # What reading a damaged checkpoint can raise besides StoreError (malformed attributes in HDF5/Zarr).
 _DAMAGE = (StoreError, ValueError, KeyError, TypeError, OSError)
