@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
-import signal
 import threading
 import time
 import warnings
@@ -44,10 +42,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import sharding
-from .codec import _check_extra, check_object, read_manifest, read_state, write_checkpoint
-from .errors import CorruptData, InvalidKey, KeyNotFound, PreconditionFailed, StoreError
+from .auto_checkpoint import AutoCheckpoint
+from .checkpoint_names import CKPT_RE as _CKPT_RE
+from .checkpoint_names import check_iteration, positive_int_or_none, validate_experiment_name
+from .codec import check_object, read_manifest, read_state, write_checkpoint
+from .errors import CorruptData, KeyNotFound, PreconditionFailed, StoreError
 from .snapshot import SnapshotPool
+from .strict_json import check_json_dict
 from .store.base import Store
+from .store.tree import check_structure
 from .store.registry import open_store
 
 __all__ = [
@@ -62,49 +65,17 @@ INDEX_FORMAT = "expstore.checkpoint-index"
 INDEX_VERSION = 1
 CAS_ATTEMPTS = 50
 INDEX_READ_ATTEMPTS = 5  # reads of an index that does not parse, with backoff 0.05 s doubling (0.75 s in all)
-_CKPT_RE = re.compile(r"^(?P<exp>[^/]+)_iter_(?P<it>\d+)(?:\.ckpt|/manifest\.json)$")  # one object | sharded
 _UNREADABLE = (CorruptData, KeyNotFound)
 
 
 # ---- small helpers -------------------------------------------------------------------------------
 
 
-def validate_experiment_name(name: object) -> str:
-    """Return `name` if it can name an experiment (no separators, `..`, control chars, not empty), else `InvalidKey`."""
-    if not isinstance(name, str):
-        raise InvalidKey(f"experiment name must be a str, got {type(name).__name__} {name!r}")
-    reason = None
-    if not name or not name.strip():
-        reason = "is empty"
-    elif "/" in name or "\\" in name:
-        reason = "contains a path separator"
-    elif ".." in name:
-        reason = "contains '..'"
-    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
-        reason = "contains NUL or a control character"
-    if reason:
-        raise InvalidKey(f"invalid experiment name {name!r}: it {reason}")
-    return name
-
-
-def _positive_int_or_none(value: object, what: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be an int >= 1 or None, got {value!r}")
-    return value
-
-
 def _check_metadata(metadata: Any) -> dict[str, Any]:
     """Metadata must be a dict of strict JSON; `TypeError` names the offending field."""
     if metadata is None:
         return {}
-    if not isinstance(metadata, Mapping):
-        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
-    try:
-        _check_extra({"metadata": metadata})
-    except TypeError as exc:
-        raise TypeError(str(exc).replace("extra['metadata']", "metadata", 1)) from None
+    check_json_dict(metadata, "metadata")
     return json.loads(json.dumps(metadata))  # a private, plain copy (tuples become lists)
 
 
@@ -153,7 +124,11 @@ def _read_any(store: Store, key: str, select: list[str] | None, allow_pickle: bo
 
 
 def verify_object(store: Store, key: str) -> None:
-    """Raise if the checkpoint at `key` cannot be read whole or fails a checksum (never unpickles)."""
+    """Raise if the checkpoint at `key` (a sharded one: every shard) cannot be read whole or fails
+    a checksum (never unpickles)."""
+    if sharding.is_manifest_key(key):
+        sharding.verify(store, key)
+        return
     if store.supports_arrays:
         store.read_tree(key)
         return
@@ -253,11 +228,11 @@ class CheckpointManager:
         **storage_options: Any,
     ):
         self.experiment_name = validate_experiment_name(experiment_name)
-        self.keep_last_n = _positive_int_or_none(keep_last_n, "keep_last_n")
-        if _positive_int_or_none(save_frequency, "save_frequency") is None:
+        self.keep_last_n = positive_int_or_none(keep_last_n, "keep_last_n")
+        if positive_int_or_none(save_frequency, "save_frequency") is None:
             raise ValueError("save_frequency must be an int >= 1, got None")
         self.save_frequency = save_frequency
-        self.keep_best_n = _positive_int_or_none(keep_best_n, "keep_best_n")
+        self.keep_best_n = positive_int_or_none(keep_best_n, "keep_best_n")
         if self.keep_best_n is not None and not metric:
             raise ValueError("keep_best_n needs metric= (the metadata field to rank by)")
         if mode not in ("min", "max"):
@@ -296,7 +271,8 @@ class CheckpointManager:
         return _join(self.store.url, key)
 
     def should_save_checkpoint(self, iteration: int) -> bool:
-        """True when `iteration` > 0 is a multiple of `save_frequency`."""
+        """True when `iteration` > 0 is a multiple of `save_frequency` (any integral number; `TypeError` else)."""
+        iteration = check_iteration(iteration, "should_save_checkpoint(iteration)", minimum=None)
         return iteration > 0 and iteration % self.save_frequency == 0
 
     # -- index ------------------------------------------------------------------------------------
@@ -431,13 +407,13 @@ class CheckpointManager:
         same way.
         """
         self.wait_until_finished()
-        if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
-            raise ValueError(f"iteration must be an int >= 0, got {iteration!r}")
+        iteration = check_iteration(iteration)
         if tag is not None and (not isinstance(tag, str) or not tag):
             raise TypeError(f"tag must be a non-empty str or None, got {tag!r}")
         meta = _check_metadata(metadata)
         if blocking is None:
             blocking = not self.async_save
+        check_structure(state, "state")  # before the snapshot or the sharded walk recurses into it
         if not blocking:
             snapshot = self._snapshots.take(state)
             self._run_behind("expstore-checkpoint-save", self._save_and_delete, snapshot, iteration, meta, tag)
@@ -480,29 +456,54 @@ class CheckpointManager:
         if error is not None:
             raise error
 
-    def _save_now(self, state: Any, iteration: int, meta: dict[str, Any], tag: str | None) -> tuple[str, list[str]]:
-        """Write and commit one checkpoint; return its ref and the keys retention dropped (not yet deleted)."""
+    def _save_now(
+        self, state: Any, iteration: int, meta: dict[str, Any], tag: str | None, timestamp: str | None = None
+    ) -> tuple[str, list[str]]:
+        """Write and commit one checkpoint stamped `timestamp` (default: now; a copy keeps the
+        original's); return its ref and the keys retention dropped (not yet deleted)."""
         self._check_index_writable()  # before anything is written
-        key, timestamp = self.key_for(iteration), _now()
+        key, timestamp = self.key_for(iteration), timestamp or _now()
         tags = [tag] if tag else []
         if self.world_size is not None:
             return sharding.save_shard(self, state, iteration, timestamp, meta, tags), []
-        self._write_object(key, state, iteration, timestamp, meta, tags)
-        entry = {"iteration": iteration, "key": key, "timestamp": timestamp, "tags": tags, "metadata": meta}
-        dropped = self._commit(entry)
-        return self.ref_for(key), [e["key"] for e in dropped]  # may include `key` when it falls below the window
+        dropped: list[dict[str, Any]] = []
+        for _ in range(CAS_ATTEMPTS):
+            version = self._write_object(key, state, iteration, timestamp, meta, tags)
+            entry = {"iteration": iteration, "key": key, "timestamp": timestamp, "tags": tags, "metadata": meta,
+                     "version": version}
+            dropped += self._commit(entry)
+            if self._holds(key, version):
+                return self.ref_for(key), [e["key"] for e in dropped]  # may include `key` when it falls below the window
+        raise PreconditionFailed(
+            f"another process kept replacing the checkpoint of iteration {iteration} while this one saved it "
+            f"({CAS_ATTEMPTS} attempts)",
+            url=self.store.url,
+            key=key,
+        )
+
+    def _holds(self, key: str, version: str) -> bool:
+        """False when the object at `key` is no longer the one this save wrote (version `version`):
+        another process saving the same iteration replaced it, and the index entry just committed
+        may describe this save while the object holds the other's. The save then runs again, so
+        the entry the index keeps describes the object it names."""
+        if not self.store.supports_conditional_writes:
+            return True  # no version tokens to compare: last writer wins, unchecked
+        try:
+            return self.store.version(key) == version
+        except KeyNotFound:
+            return True  # retention (here or in the other process) removed it together with its entry
 
     def _write_object(
         self, key: str, state: Any, iteration: int, timestamp: str, meta: dict[str, Any], tags: list[str]
-    ) -> None:
+    ) -> str:
+        """Write one checkpoint object (a tree on HDF5/Zarr); return its version token."""
         if self.store.supports_arrays:
             tree = {"iteration": iteration, "timestamp": timestamp, "metadata": meta, "tags": tags,
                     "experiment": self.experiment_name, "state": state}
-            self.store.write_tree(key, tree)
-            return
+            return self.store.write_tree(key, tree)
         extra = {"iteration": iteration, "timestamp": timestamp, "metadata": meta, "tags": tags,
                  "experiment": self.experiment_name}
-        write_checkpoint(self.store, key, state, extra=extra, allow_pickle=self.allow_pickle)
+        return write_checkpoint(self.store, key, state, extra=extra, allow_pickle=self.allow_pickle)
 
     # -- read -------------------------------------------------------------------------------------
 
@@ -586,7 +587,7 @@ class CheckpointManager:
         bad = []
         for e in self._entries():
             try:
-                (sharding.verify if sharding.is_manifest_key(e["key"]) else verify_object)(self.store, e["key"])
+                verify_object(self.store, e["key"])
             except StoreError:
                 bad.append(self.ref_for(e["key"]))
         return bad
@@ -709,16 +710,24 @@ def _copy_checkpoint(src: Store, key: str, dest: CheckpointManager, allow_pickle
         return _index_copy(dest, key, extra)
     loaded = _read_any(src, key, None, allow_pickle)
     tags = _tags_of(src, key)
-    return dest.save_checkpoint(loaded["state"], loaded["iteration"], loaded["metadata"], tag=tags[0] if tags else None)
+    return _save_copy(dest, loaded, tags)
 
 
 def _copy_sharded(src: Store, key: str, dest: CheckpointManager, allow_pickle: bool) -> str:
     """A sharded checkpoint: its shards and manifest to a bytes store, else its assembled state."""
     if dest.store.supports_arrays:  # HDF5 / Zarr hold no sharded checkpoints: save the whole state as one
         loaded = sharding.assemble(src, key, allow_pickle)
-        tag = loaded["tags"][0] if loaded["tags"] else None
-        return dest.save_checkpoint(loaded["state"], loaded["iteration"], loaded["metadata"], tag=tag)
+        return _save_copy(dest, loaded, loaded["tags"])
     return _index_copy(dest, key, sharding.copy(src, key, dest.store))
+
+
+def _save_copy(dest: CheckpointManager, loaded: Mapping[str, Any], tags: list[str]) -> str:
+    """Save a loaded checkpoint into `dest` as it was: its iteration, metadata, first tag and timestamp."""
+    dest.wait_until_finished()
+    iteration = check_iteration(loaded["iteration"])
+    meta = _check_metadata(loaded["metadata"])
+    ref, _ = dest._save_now(loaded["state"], iteration, meta, tags[0] if tags else None, timestamp=loaded.get("timestamp"))
+    return ref
 
 
 def _index_copy(dest: CheckpointManager, key: str, extra: dict[str, Any]) -> str:
@@ -744,67 +753,3 @@ def _tags_of(store: Store, key: str) -> list[str]:
         return list((read_manifest(store, key).get("extra") or {}).get("tags") or [])
     except (StoreError, AttributeError):
         return []
-
-
-# ---- saving on crash and preemption --------------------------------------------------------------
-
-
-class AutoCheckpoint:
-    """Context manager that saves a checkpoint when the block exits with an exception or the
-    process gets SIGTERM / SIGINT (the preemption signals clouds send), then re-raises / exits.
-
-    `get_state()` returns ``(state, iteration)`` or ``(state, iteration, metadata)``. The saved
-    checkpoint's metadata gets ``"reason"`` ("exception: ValueError", "signal: SIGTERM").
-    After a signal: SIGINT raises `KeyboardInterrupt`, SIGTERM raises ``SystemExit(128 + 15)``
-    (exit status 143, as if killed). Signal handlers are installed only from the main thread; the
-    previous handlers are restored on exit.
-    """
-
-    def __init__(
-        self,
-        manager: CheckpointManager,
-        get_state: Any,
-        *,
-        signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT),
-        tag: str | None = None,
-    ):
-        self.manager, self.get_state, self.signals, self.tag = manager, get_state, tuple(signals), tag
-        self.saved_ref: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def save(self, reason: str) -> str | None:
-        """Save the state `get_state()` returns now (once per context); return its ref."""
-        if self.saved_ref is not None:
-            return self.saved_ref
-        got = tuple(self.get_state())
-        state, iteration, metadata = (got + (None,))[:3] if len(got) == 2 else got
-        meta = dict(metadata or {})
-        meta["reason"] = reason
-        self.saved_ref = self.manager.save_checkpoint(state, iteration, meta, tag=self.tag, blocking=True)
-        return self.saved_ref
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self._restore()
-        try:
-            self.save(f"signal: {signal.Signals(signum).name}")
-        finally:
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            raise SystemExit(128 + signum)
-
-    def _restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
-
-    def __enter__(self) -> AutoCheckpoint:
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.signals:
-                self._previous[signum] = signal.signal(signum, self._on_signal)
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        self._restore()
-        if exc_type is not None and self.saved_ref is None:
-            self.save(f"exception: {exc_type.__name__}")
-        return False

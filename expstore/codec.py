@@ -32,7 +32,8 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
-from .errors import CorruptData, KeyNotFound, StoreError
+from .errors import CorruptData, KeyNotFound, PickleNotAllowed, StoreError
+from .strict_json import check_json_dict
 from .store.base import Store
 from .store.tree import Skeleton, flatten, select_paths, unflatten
 
@@ -81,10 +82,6 @@ _ST_ITEMSIZE = {st: np.dtype(np_str).itemsize for st, np_str in _READ_NATIVE.ite
 _ENCODINGS = ("native", "raw", "pickle")
 
 
-class PickleNotAllowed(StoreError):
-    """The checkpoint holds pickled leaves and the reader did not pass `allow_pickle=True`."""
-
-
 # ---- writing -------------------------------------------------------------------------------------
 
 
@@ -103,7 +100,7 @@ def write_checkpoint(
     A leaf the format cannot hold raises `TypeError` naming its path (`state['optimizer']['fn']`)
     and nothing is written, unless `allow_pickle=True`, which pickles such leaves.
     """
-    _check_extra(extra)
+    check_json_dict(extra, "extra")
     fallback = _pickle_leaf if allow_pickle else None
     skeleton, arrays = flatten(tree, name, fallback=fallback)
     return write_flat(store, key, skeleton, arrays, extra, name=name, allow_pickle=allow_pickle)
@@ -132,7 +129,7 @@ def encode(skeleton: Skeleton, arrays: Mapping[str, np.ndarray], extra: Mapping[
     mark uint8 payload arrays holding pickles. `TypeError` names an array whose dtype the format
     cannot hold exactly.
     """
-    _check_extra(extra)
+    check_json_dict(extra, "extra")
     order = _tree_paths(skeleton)
     if set(order) != set(arrays) or len(order) != len(arrays):
         raise ValueError(
@@ -280,33 +277,6 @@ def _pickle_leaf(value: Any, path: str, where: str) -> tuple[Skeleton, np.ndarra
     except Exception as exc:
         raise TypeError(f"{where}: cannot pickle a {type(value).__module__}.{type(value).__qualname__}: {exc}") from exc
     return {"t": "pickle", "path": path}, np.frombuffer(data, np.uint8)
-
-
-def _check_extra(extra: Any) -> None:
-    """`extra` must be a dict of strict JSON (str keys; finite floats); TypeError names the field."""
-    if extra is None:
-        return
-    if not isinstance(extra, Mapping):
-        raise TypeError(f"extra must be a dict, got {type(extra).__name__}")
-    stack: list[tuple[Any, str]] = [(extra, "extra")]
-    while stack:
-        value, where = stack.pop()
-        if value is None or isinstance(value, (bool, str, int)):
-            continue
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                raise TypeError(f"{where}: {value!r} is not JSON (only finite floats are)")
-            continue
-        if isinstance(value, Mapping):
-            for k, v in value.items():
-                if not isinstance(k, str):
-                    raise TypeError(f"{where}: JSON object keys must be str, got {type(k).__name__} {k!r}")
-                stack.append((v, f"{where}[{k!r}]"))
-            continue
-        if isinstance(value, (list, tuple)):
-            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(value))
-            continue
-        raise TypeError(f"{where}: a {type(value).__module__}.{type(value).__qualname__} is not JSON")
 
 
 # ---- reading -------------------------------------------------------------------------------------
@@ -705,6 +675,7 @@ def check_object(data: Any, store: Store, key: str) -> _Layout:
     layout = _parse_object(memoryview(data), store, key)
     for e in layout.entries.values():
         _checked_bytes(data, e.begin, e, store, key)
+    _rebuild(layout, {}, False, store, key)  # the skeleton decodes as a load decodes it (no array is built)
     return layout
 
 
@@ -744,8 +715,10 @@ class _Unpickling(Exception):
 
 def _rebuild(layout: _Layout, arrays: dict[str, np.ndarray], allow_pickle: bool, store: Store, key: str) -> Any:
     def load_pickle(node: Skeleton, found: Mapping[str, Any]) -> Any:
-        if node.get("t") != "pickle" or not allow_pickle:  # checked before; never unpickle without opt-in
+        if node.get("t") != "pickle" or (node["path"] in found and not allow_pickle):  # never unpickle without opt-in
             raise ValueError(f"unexpected node {node.get('t')!r}")
+        if node["path"] not in found:  # a pickled root that was not read (check_object decodes no array)
+            return None
         try:
             return pickle.loads(found[node["path"]])
         except Exception as exc:

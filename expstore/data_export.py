@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .errors import CorruptData
+from .export_inputs import check_metadata, check_results
 from .json_rows import COMPACT, PRETTY_RESULTS, encode_flat_rows
 from .store.base import Store
 from .store.registry import open_store
@@ -142,26 +144,7 @@ def _load_bytes(location: Location, filename: str | None, storage_options: dict[
         return store.read(key)
 
 
-# ---- checking input ------------------------------------------------------------------------------
-
-
-def _check_results(results: Any) -> Results:
-    """`results` must be a list (or tuple) of dicts; `TypeError` names what is not."""
-    if not isinstance(results, (list, tuple)):
-        hint = " (for a DataFrame use export_results_parquet, or df.to_dict('records'))" if hasattr(results, "to_dict") else ""
-        raise TypeError(f"results must be a list of dicts, got {type(results).__name__}{hint}")
-    for i, row in enumerate(results):
-        if not isinstance(row, Mapping):
-            raise TypeError(f"results must be a list of dicts, but results[{i}] is a {type(row).__name__}: {row!r:.80}")
-    return results
-
-
-def _check_metadata(metadata: Any) -> Mapping[str, Any]:
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, Mapping):
-        raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
-    return metadata
+# ---- finding the culprit ------------------------------------------------------------------------
 
 
 def _culprit(results: Results, metadata: Mapping[str, Any], encode: Callable[[Any], object]) -> Exception:
@@ -293,7 +276,7 @@ def summary_statistics(results: Results) -> dict[str, dict[str, float | int]]:
     """
     values: dict[str, list[float]] = {}
     excluded: set[str] = set()
-    for i, row in enumerate(_check_results(results)):
+    for i, row in enumerate(check_results(results)):
         for key, v in row.items():
             if v is None or key in excluded:
                 continue
@@ -352,13 +335,13 @@ def export_results_json(
     **storage_options: Any,
 ) -> str:
     """Write ``{"timestamp", "num_experiments", "metadata", "results"}`` as JSON (indent 2 when `pretty`); return its URL."""
-    results, metadata = _check_results(results), _check_metadata(metadata)
+    results, metadata = check_results(results), check_metadata(metadata)
     return _store_bytes(output_path, filename, _json_parts(results, metadata, pretty), storage_options)
 
 
 def export_results_csv(results: Results, output_path: Location, *, filename: str | None = None, **storage_options: Any) -> str:
     """Write one CSV row per result, header = the sorted union of keys, missing values empty; return its URL."""
-    return _store_bytes(output_path, filename, _csv_bytes(_check_results(results)), storage_options)
+    return _store_bytes(output_path, filename, _csv_bytes(check_results(results)), storage_options)
 
 
 def export_results_pickle(
@@ -370,7 +353,7 @@ def export_results_pickle(
     **storage_options: Any,
 ) -> str:
     """Pickle the JSON export's layout with the exact objects (for Python readers only); return its URL."""
-    results, metadata = _check_results(results), _check_metadata(metadata)
+    results, metadata = check_results(results), check_metadata(metadata)
     return _store_bytes(output_path, filename, _pickle_bytes(results, metadata), storage_options)
 
 
@@ -378,7 +361,7 @@ def export_summary_statistics(
     results: Results, output_path: Location, *, filename: str | None = None, **storage_options: Any
 ) -> str:
     """Write ``{"timestamp", "num_experiments", "statistics": {field: {mean, std, min, max, median, count, nan_count}}}``."""
-    return _store_bytes(output_path, filename, _summary_bytes(_check_results(results)), storage_options)
+    return _store_bytes(output_path, filename, _summary_bytes(check_results(results)), storage_options)
 
 
 def export_all_formats(
@@ -392,7 +375,7 @@ def export_all_formats(
 
     All four are serialized before the first is written, so bad input leaves every old file intact.
     """
-    results, metadata = _check_results(results), _check_metadata(metadata)
+    results, metadata = check_results(results), check_metadata(metadata)
     files = {
         "json": (f"{base_name}.json", _json_parts(results, metadata, True)),
         "csv": (f"{base_name}.csv", _csv_bytes(results)),
@@ -412,8 +395,13 @@ def export_all_formats(
 
 
 def load_results_json(input_path: Location, *, filename: str | None = None, **storage_options: Any) -> Any:
-    """Read a JSON export (``NaN``/``Infinity`` included) back into Python objects."""
-    return json.loads(_load_bytes(input_path, filename, storage_options))
+    """Read a JSON export (``NaN``/``Infinity`` included) back into Python objects; `CorruptData`
+    naming the file when it is not JSON (a checkpoint, a pickle)."""
+    with _target(input_path, filename, storage_options) as (store, key):
+        try:
+            return json.loads(store.read(key))
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise CorruptData(f"not a JSON export: {exc}", url=store.url, key=key) from None
 
 
 def load_results_pickle(input_path: Location, *, filename: str | None = None, **storage_options: Any) -> Any:

@@ -43,3 +43,7 @@ class CorruptData(StoreError):
 
 class BackendUnavailable(StoreError):
     """The backend cannot be used: its package is missing or its endpoint does not answer."""
+
+
+class PickleNotAllowed(StoreError):
+    """The checkpoint holds pickled leaves and the reader did not pass `allow_pickle=True`."""

@@ -52,6 +52,7 @@ __all__ = [
     "ShardedArray",
     "assemble",
     "copy",
+    "first_shard_manifest",
     "is_manifest_key",
     "load",
     "manifest_key",
@@ -404,9 +405,17 @@ def copy(src: Store, key: str, dest: Store) -> dict[str, Any]:
     return extra or {}
 
 
+def first_shard_manifest(store: Store, key: str) -> dict[str, Any]:
+    """The codec manifest of shard 0 of the sharded checkpoint at `key` (its header only, checked
+    to be the shard the manifest pins): what `expstore show` describes."""
+    doc = _parse_manifest(store.read(key), store, key)
+    return _checked_header(store, key[: -len(MANIFEST) - 1], doc["shards"][0])[1].manifest
+
+
 def verify(store: Store, key: str) -> None:
     """Raise unless every shard the manifest at `key` names is the pinned one and passes its checksums."""
     doc = _parse_manifest(store.read(key), store, key)
     for rec in doc["shards"]:
         skey, layout = _checked_header(store, key[: -len(MANIFEST) - 1], rec)
         _read_whole(store, skey, layout, list(layout.entries))
+        _rebuild(layout, {}, False, store, skey)  # the skeleton decodes as a load decodes it (no array is built)

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
-from ..errors import StoreError
+from ..errors import PickleNotAllowed, StoreError
 from .common import UsageError
 
 __all__ = ["main"]
@@ -79,6 +79,12 @@ def _fail(args: argparse.Namespace, exc: BaseException, unexpected: bool = False
     if args.debug:
         traceback.print_exc()
     message = str(exc) or type(exc).__name__
+    if isinstance(exc, PickleNotAllowed):  # the CLI has no way to opt in: say what works instead
+        message = message.replace(
+            "pass allow_pickle=True if you trust it",
+            "the command line never unpickles: copy it between bytes stores (local, S3), which copies its "
+            "bytes unread, or load it in Python with allow_pickle=True if you trust it",
+        )
     if unexpected or (isinstance(exc, (TypeError, KeyError)) and not isinstance(exc, StoreError)):
         message = f"{type(exc).__name__}: {message}"
     sys.stderr.write(f"expstore {args.command}: error: {' '.join(message.split())}\n")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
 from typing import Any
 
 import numpy as np
@@ -12,9 +11,10 @@ from ..checkpointing import CheckpointManager
 from ..codec import read_manifest
 from ..errors import StoreError
 from ..log_catalog import STALE, logged_runs
-from ..store.base import Store
+from ..sharding import first_shard_manifest, is_manifest_key
+from ..store.tree import unflatten
 from .common import UsageError, age_seconds, fmt_number, human_age, human_size, join_url, open_url, print_blocks, print_json, short, table
-from .layout import CheckpointDir, Run, checkpoint_target, discover, list_keys
+from .layout import CheckpointDir, Run, checkpoint_target, discover, list_keys, stored_size
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -127,7 +127,7 @@ def _print_history(history: dict[str, Any]) -> None:
 def _describe_run(args: argparse.Namespace, run: Run) -> dict[str, Any]:
     store = open_url(args, run.url)
     try:
-        files = {kind: [{"key": k, "size": _size(store, k)} for k in getattr(run, kind)] for kind in ("logs", "results", "other")}
+        files = {kind: [{"key": k, "size": stored_size(store, k)} for k in getattr(run, kind)] for kind in ("logs", "results", "other")}
     finally:
         store.close()
     return {"name": run.name, "url": run.url, "checkpoints": [_describe_history(args, c) for c in run.checkpoints], **files}
@@ -145,21 +145,13 @@ def _describe_history(args: argparse.Namespace, ckpt: CheckpointDir) -> dict[str
             doc["error"] = str(exc)
             return doc
         for c in listed:
-            doc["entries"].append({"iteration": c["iteration"], "ref": c["path"], "size": _size(store, c["key"]),
+            doc["entries"].append({"iteration": c["iteration"], "ref": c["path"], "size": stored_size(store, c["key"]),
                                    "timestamp": c["timestamp"], "age_s": age_seconds(c["timestamp"]),
                                    "tags": c["tags"], "metadata": c["metadata"]})
-        named = {c["key"] for c in listed}
-        doc["orphans"] = [k for k in store.list(f"{ckpt.experiment}_iter_") if k.endswith(".ckpt") and k not in named]
+        doc["orphans"] = manager.gc(dry_run=True)  # exactly what `expstore gc` would delete
         return doc
     finally:
         store.close()
-
-
-def _size(store: Store, key: str) -> int | None:
-    try:
-        return store.size(key)
-    except StoreError:
-        return None
 
 
 def _collapse(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -218,12 +210,12 @@ def describe_checkpoint(args: argparse.Namespace, url: str, key: str) -> dict[st
     """The manifest of one checkpoint as a plain dict: info, metadata, and one entry per leaf of the state."""
     store = open_url(args, url)
     try:
-        size = store.size(key)
+        size = stored_size(store, key)
         if store.supports_arrays:
             tree = store.read_tree(key)
             info, leaves = tree, _tree_leaves(tree.get("state"), "")
         else:
-            manifest = read_manifest(store, key)
+            manifest = (first_shard_manifest if is_manifest_key(key) else read_manifest)(store, key)
             info, leaves = manifest.get("extra") or {}, _skeleton_leaves(manifest["tree"], manifest["arrays"], "")
     finally:
         store.close()
@@ -274,16 +266,18 @@ def _dtype_name(descr: Any) -> str:
 
 
 def _skeleton_value(node: dict[str, Any]) -> Any:
-    t, v = node["t"], node.get("v")
-    if t == "bytes":
-        return f"<{len(base64.b64decode(v))} bytes>"
-    if t == "npscalar":
-        return np.frombuffer(bytes.fromhex(v), dtype=np.dtype(node["dtype"]))[0].item()
-    if t == "int":
-        return int(v)
-    if t == "float":
-        return float(v)
-    return v
+    """A plain leaf of a skeleton as a load decodes it; bytes as their length, big ints as hex text."""
+    try:
+        value = unflatten(node, {})
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        return f"<undecodable {node['t']} node: {exc}>"
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return hex(value)  # str() of an int over 4300 digits raises
+    return value
 
 
 def _tree_leaves(value: Any, path: str) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import time
@@ -232,4 +233,6 @@ def _report(args: argparse.Namespace, root: str, run_url: str, name: str, start:
     print(f"  checkpoints  {join_url(run_url, CHECKPOINTS)}  (iterations {', '.join(map(str, kept))})")
     print(f"  logs         {join_url(run_url, LOGS)}  ({name}.log, {name}_structured.jsonl)")
     print(f"  results      {join_url(run_url, RESULTS)}  ({', '.join(p.rpartition('/')[2] for p in exported)})")
-    print(f"next: expstore ls {root}   expstore logs {root}   expstore plot {root} -o loss.png")
+    endpoint = storage_options(args, root).get("endpoint_url")
+    where = (f"--endpoint-url {shlex.quote(endpoint)} " if endpoint else "") + shlex.quote(root)
+    print(f"next: expstore ls {where}   expstore logs {where}   expstore plot {where} -o loss.png")

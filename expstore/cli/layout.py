@@ -14,16 +14,16 @@ found by listing the store, so runs written by user code with the same folder na
 from __future__ import annotations
 
 import argparse
-import re
 from dataclasses import dataclass, field
 
+from ..checkpoint_names import CKPT_RE, INDEX_RE, is_checkpoint_part
 from ..checkpointing import split_ref
+from ..errors import StoreError
+from ..sharding import objects_of
 from ..store.base import Store
 from .common import UsageError, join_url, open_url
 
 CHECKPOINTS, LOGS, RESULTS = "checkpoints", "logs", "results"
-INDEX_RE = re.compile(r"^(?P<exp>[^/]+)_index\.json$")
-CKPT_RE = re.compile(r"^(?P<exp>[^/]+)_iter_(?P<it>\d+)\.ckpt$")
 _LOG_SUFFIXES = (".log", ".jsonl")
 SEGMENTS_SUFFIX = ".segments"  # the logger's `<name>.segments/<session>/<seq>.jsonl` on stores without append
 
@@ -50,13 +50,22 @@ class Run:
 
 
 def checkpoint_target(url: str) -> tuple[str, str, str] | None:
-    """(directory URL, key, experiment) when `url` names one checkpoint, else None."""
+    """(directory URL, key, experiment) when `url` names one checkpoint (a sharded one by its
+    manifest), else None."""
     last = url.rstrip("/").rpartition("/")[2]
-    m = CKPT_RE.match(last)
-    if not m:
+    if not is_checkpoint_part(last) and not (last == "manifest.json" and is_checkpoint_part(url.rstrip("/"))):
         return None
     base, key = split_ref(url)
-    return base, key, m["exp"]
+    return base, key, CKPT_RE.match(key)["exp"]  # type: ignore[index]
+
+
+def stored_size(store: Store, key: str) -> int | None:
+    """Bytes stored at `key`: a file, or every object of the checkpoint it names (all shards of a
+    sharded one); None if unreadable."""
+    try:
+        return sum(store.size(k) for k in objects_of(store, key))
+    except StoreError:
+        return None
 
 
 def list_keys(args: argparse.Namespace, url: str) -> list[str]:
@@ -74,6 +83,8 @@ def discover(args: argparse.Namespace, url: str, keys: list[str] | None = None) 
         raise UsageError(f"{url!r} is one checkpoint, not a run or a folder of runs (try: expstore show {url})")
     runs: dict[str, Run] = {}
     for key in list_keys(args, url) if keys is None else keys:
+        if is_checkpoint_part(key):
+            continue  # checkpoint objects: reached through their index
         folder, _, name = key.rpartition("/")
         folder = _above_segments(folder)
         parent, _, last = folder.rpartition("/")
@@ -86,8 +97,6 @@ def discover(args: argparse.Namespace, url: str, keys: list[str] | None = None) 
         m = INDEX_RE.match(name)
         if m:
             run.checkpoints.append(CheckpointDir(join_url(url, folder), m["exp"], folder))
-        elif CKPT_RE.match(name):
-            continue  # checkpoint objects: reached through their index
         elif last == LOGS or name.endswith(_LOG_SUFFIXES):
             run.logs.append(rel)
         elif last == RESULTS:

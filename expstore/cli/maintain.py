@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
-from ..checkpointing import CheckpointManager, verify_object, backup_checkpoint
+from ..checkpoint_names import CKPT_RE, INDEX_RE, is_checkpoint_part
+from ..checkpointing import CheckpointManager, backup_checkpoint, verify_object
 from ..errors import KeyNotFound, StoreError
 from ..store.base import Store
+from ..store.registry import split_url
 from .common import UsageError, human_size, join_url, open_url, print_json, progress_bar, storage_options
-from .layout import CKPT_RE, INDEX_RE, CheckpointDir, checkpoint_target, discover, list_keys
+from .layout import CheckpointDir, checkpoint_target, discover, list_keys, stored_size
 
 # What reading a damaged checkpoint can raise besides StoreError (malformed attributes in HDF5/Zarr).
 _DAMAGE = (StoreError, ValueError, KeyError, TypeError, OSError)
@@ -126,8 +129,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_cp(args: argparse.Namespace) -> int:
     """Copy SRC to DST: checkpoints through their index (skipping those already there), other files byte for byte."""
-    if args.src.rstrip("/") == args.dst.rstrip("/"):
-        raise UsageError(f"SRC and DST are the same URL {args.src!r}")
+    _refuse_copy_into_itself(args)
     if checkpoint_target(args.dst):
         raise UsageError(f"DST {args.dst!r} names a checkpoint; give the directory to copy into")
     target = checkpoint_target(args.src)
@@ -153,14 +155,34 @@ def cmd_cp(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _refuse_copy_into_itself(args: argparse.Namespace) -> None:
+    """`UsageError` naming both when DST is SRC or lies inside it."""
+    (src_kind, src), (dst_kind, dst) = _place(args.src), _place(args.dst)
+    if src_kind != dst_kind:
+        return
+    if dst == src:
+        raise UsageError(f"SRC {args.src!r} and DST {args.dst!r} are the same place")
+    if dst.startswith(src.rstrip("/") + "/"):
+        raise UsageError(f"DST {args.dst!r} lies inside SRC {args.src!r}: the copy would copy itself")
+
+
+def _place(url: str) -> tuple[str, str]:
+    """(kind, location) of a URL, comparable across spellings: local paths (and files holding
+    HDF5 / Zarr) made absolute, `zarr+s3://` counted as `s3://`."""
+    scheme, location = split_url(url)
+    kind = scheme.rpartition("+")[2]
+    if kind in ("file", "h5", "zarr"):
+        return "file", os.path.abspath(location)
+    return kind, location.rstrip("/")
+
+
 def _histories_in(args: argparse.Namespace, url: str, keys: list[str]) -> list[CheckpointDir]:
     """The checkpoint histories among `keys` (none is fine for cp: plain files are copied too)."""
     return [c for run in discover(args, url, keys) for c in run.checkpoints]
 
 
 def _is_checkpoint_file(key: str) -> bool:
-    name = key.rpartition("/")[2]
-    return bool(CKPT_RE.match(name) or INDEX_RE.match(name))
+    return is_checkpoint_part(key) or bool(INDEX_RE.match(key.rpartition("/")[2]))
 
 
 def _copy_histories(
@@ -179,7 +201,7 @@ def _copy_histories(
                 raise KeyNotFound("the index does not name this checkpoint", url=ckpt.url, key=ckpt.experiment)
             present = CheckpointManager(dst, ckpt.experiment, keep_last_n=None).list_checkpoints()
             have = {e["iteration"]: e["key"] for e in present}
-            sizes = {e["key"]: _size(src, e["key"]) for e in entries}
+            sizes = {e["key"]: stored_size(src, e["key"]) or 0 for e in entries}
             bar = progress_bar(sum(sizes.values()), desc=f"{ckpt.experiment} checkpoints", unit="B", enabled=not args.no_progress)
             try:
                 for e in entries:
@@ -204,7 +226,7 @@ def _copy_files(args: argparse.Namespace, dst_args: argparse.Namespace, keys: li
     src, dst = open_url(args, args.src), open_url(dst_args, args.dst)
     copied = skipped = nbytes = 0
     try:
-        sizes = {k: _size(src, k) for k in keys}
+        sizes = {k: stored_size(src, k) or 0 for k in keys}
         bar = progress_bar(sum(sizes.values()), desc="files", unit="B", enabled=not args.no_progress)
         try:
             for key in keys:
@@ -222,13 +244,6 @@ def _copy_files(args: argparse.Namespace, dst_args: argparse.Namespace, keys: li
         src.close()
         dst.close()
     return copied, skipped, nbytes
-
-
-def _size(store: Store, key: str) -> int:
-    try:
-        return store.size(key)
-    except StoreError:
-        return 0
 
 
 def _same_size(src: Store, dst: Store, key: str) -> bool:

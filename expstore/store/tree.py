@@ -21,6 +21,10 @@ EncodeFallback = Callable[[Any, str, str], tuple[Skeleton, np.ndarray]]
 DecodeFallback = Callable[[Skeleton, Mapping[str, Any]], Any]
 
 _BUILTIN_NODES = frozenset({"none", "bool", "int", "float", "str", "bytes", "npscalar", "array", "dict", "list", "tuple"})
+MAX_DEPTH = 100  # nested containers a tree may have: the recursive walks (here, JSON, the stores) stay far from Python's limit
+_DECIMAL_INT_BITS = 63  # ints this small keep the readable decimal form; bigger ones are hex (no digit limit)
+_LEAVE = object()
+_CONTAINERS = (dict, list, tuple)
 
 
 def flatten(
@@ -33,8 +37,42 @@ def flatten(
     a list/tuple subclass) is handed to `fallback(value, path, where)` instead, which returns the
     skeleton node to put there and an array that is stored under `path` (e.g. a pickle as uint8).
     """
+    check_structure(tree, name, MAX_DEPTH + 1)  # + 1: a checkpoint on HDF5/Zarr wraps its (checked) state in one dict
     arrays: dict[str, np.ndarray] = {}
     return _encode(tree, [], name, arrays, fallback), arrays
+
+
+def check_structure(tree: Any, name: str = "tree", max_depth: int = MAX_DEPTH) -> None:
+    """Refuse a tree no store can hold, before anything walks it recursively: `TypeError` at a
+    container that contains itself, `ValueError` past `max_depth` nested containers, each naming
+    the place (`state['a']['a']`)."""
+    on_path: set[int] = set()
+    if not isinstance(tree, _CONTAINERS):
+        return
+    stack: list[tuple[Any, Any, Any, int]] = [(tree, None, None, 0)]  # (value, key in parent, parent's entry, depth)
+    while stack:
+        entry = stack.pop()
+        value = entry[0]
+        if value is _LEAVE:
+            on_path.discard(entry[1])
+            continue
+        if id(value) in on_path:
+            raise TypeError(f"{_where(entry, name)}: circular reference (a container that contains itself)")
+        if entry[3] >= max_depth:
+            raise ValueError(f"{_where(entry, name)}: the tree nests containers deeper than {max_depth} levels")
+        on_path.add(id(value))
+        stack.append((_LEAVE, id(value), None, 0))
+        children = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
+        stack.extend((c, k, entry, entry[3] + 1) for k, c in reversed(children) if isinstance(c, _CONTAINERS))
+
+
+def _where(entry: tuple[Any, Any, Any, int], name: str) -> str:
+    """`name['a'][0]`: the place of a `check_structure` entry in its tree."""
+    keys = []
+    while entry[2] is not None:
+        keys.append(entry[1])
+        entry = entry[2]
+    return name + "".join(f"[{k!r}]" for k in reversed(keys))
 
 
 def unflatten(skeleton: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback | None = None) -> Any:
@@ -110,7 +148,10 @@ def _encode(
             )
         return {"t": "npscalar", "dtype": np.lib.format.dtype_to_descr(value.dtype), "v": value.tobytes().hex()}
     if isinstance(value, int):
-        return {"t": "int", "v": str(int(value))}
+        value = int(value)
+        if value.bit_length() <= _DECIMAL_INT_BITS:
+            return {"t": "int", "v": str(value)}
+        return {"t": "int", "x": format(value, "x")}
     if isinstance(value, float):
         return {"t": "float", "v": repr(float(value))}
     if isinstance(value, str):
@@ -163,7 +204,7 @@ def _decode(node: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback 
     if kind == "bool":
         return bool(node["v"])
     if kind == "int":
-        return int(node["v"])
+        return int(node["x"], 16) if "x" in node else int(node["v"])  # decimal: within the process's digit limit
     if kind == "float":
         return float(node["v"])
     if kind == "str":
@@ -172,7 +213,10 @@ def _decode(node: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback 
         return base64.b64decode(node["v"])
     if kind == "npscalar":
         dtype = np.lib.format.descr_to_dtype(_descr(node["dtype"]))
-        return np.frombuffer(bytes.fromhex(node["v"]), dtype=dtype)[0]
+        raw = bytes.fromhex(node["v"])
+        if dtype.hasobject or len(raw) != dtype.itemsize:
+            raise ValueError(f"a numpy scalar of {dtype} needs {dtype.itemsize} bytes, not {len(raw)} (or is an object)")
+        return np.frombuffer(raw, dtype=dtype)[0]
     if kind == "array":
         return arrays[node["path"]]
     # (an array child is tested inline: a select= of 1 leaf among many would otherwise pay a call per leaf)
