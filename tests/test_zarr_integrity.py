@@ -163,3 +163,27 @@ def test_a_damaged_bytes_value_is_corrupt_data(tmp_path):
         chunk.write_bytes(bytes(data[:100]))
         with pytest.raises(CorruptData, match="cannot be decoded.*key 'notes'"):
             store.read("notes")
+
+
+ODD_DTYPES = {
+    "longdouble": np.arange(5, dtype=np.longdouble) / 3,
+    "clongdouble": (np.arange(4) + 1j / 3).astype(np.clongdouble),
+    "subarray field": np.array([((1.5, 2.5), 3), ((4.5, 5.5), -6)], dtype=[("a", "<f4", (2,)), ("b", ">i2")]),
+    "padded struct": np.array([(1, 70000), (2, -5)], dtype=np.dtype([("a", "u1"), ("b", "<i4")], align=True)),
+    "0-d longdouble": np.full((), 1 / 7, np.longdouble),
+    "2-d longdouble": (np.arange(6, dtype=np.longdouble) / 7).reshape(2, 3)[:, ::2],
+}
+
+
+@pytest.mark.parametrize("name", ODD_DTYPES)
+def test_dtypes_zarr_lacks_are_stored_as_raw_bytes_and_read_back_exactly(tmp_path, name):
+    array = ODD_DTYPES[name]
+    root = tmp_path / "odd.zarr"
+    with open_store(root, chunks=(1,)) as store:  # a user's chunk shape does not fit the raw array
+        token = store.write_tree("k", {"x": array, "plain": np.arange(3)})
+        back = store.read_tree("k")["x"]
+    assert back.dtype == array.dtype and back.shape == array.shape
+    assert back.tobytes() == np.ascontiguousarray(array).tobytes()
+    raw = zarr.open_group(root, mode="r")[f"k/v-{token}/x"]
+    assert raw.dtype == np.uint8 and raw.shape == array.shape + (array.dtype.itemsize,)
+    assert raw.attrs["expstore_raw_dtype"] == str(array.dtype)

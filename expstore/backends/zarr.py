@@ -142,9 +142,13 @@ class ZarrStore(Store):
             return True
         meta = await self._meta("", key)
         if meta is None:
-            if await self._has_content():
+            if not await self._has_content():
+                return False
+            # Writers create the root zarr.json before anything else: content with no root
+            # zarr.json is a first writer that wrote both since the look above, or not Zarr at all.
+            meta = await self._meta("", key)
+            if meta is None:
                 raise CorruptData(f"{self.where!r} exists but is not a Zarr group (no root zarr.json)", url=self.url, key=key)
-            return False
         if meta.get("node_type") != "group" or meta.get("zarr_format") != 3:
             raise CorruptData(f"{self.where!r} is not a Zarr v3 group (root zarr.json says {meta.get('node_type')!r})", url=self.url, key=key)
         self._root_checked = True
