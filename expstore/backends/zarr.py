@@ -391,6 +391,7 @@ class ZarrStore(Store):
         return removed
 
     async def _unnamed_orphan(self, key: str, token: str, now: int, older_than: float) -> bool:
+        """Whether child `v-<token>` of `key` is an orphan and, checked after that, not the live version."""
         child = _join(_node(key), CHILD_PREFIX + token)
         return await self._orphan(child, (now - _token_time(token)) / 1e9, older_than) and await self._live(key) != token
 
@@ -547,6 +548,8 @@ class S3ZarrStore(ZarrStore):
 
     def __init__(self, location: str, url: str, array_options: dict[str, Any], storage_options: dict[str, Any]):
         import s3fs
+        from botocore.exceptions import BotoCoreError
+        from fsspec.exceptions import FSTimeoutError
 
         from .s3 import DEFAULT_CONFIG
 
@@ -560,9 +563,6 @@ class S3ZarrStore(ZarrStore):
         storage_options.setdefault("use_listings_cache", False)  # other writers change the bucket
         self.fs = s3fs.S3FileSystem(asynchronous=True, config_kwargs=config, **storage_options)
         self.fs.retries = 1  # botocore retries (DEFAULT_CONFIG); s3fs's own loop would multiply them
-        from botocore.exceptions import BotoCoreError
-        from fsspec.exceptions import FSTimeoutError
-
         self._passthrough = (*PASSTHROUGH, BotoCoreError, FSTimeoutError)
         path = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
         super().__init__(FsspecStore(self.fs, path=path), url, path, array_options)
