@@ -30,6 +30,7 @@ import fcntl
 import json
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -439,10 +440,13 @@ class LocalZarrStore(ZarrStore):
         super().__init__(LocalStore(self.root), url, str(self.root), array_options)
 
     async def _root_is_group(self, key: str | None) -> bool:
-        if not self._root_checked and not self.root.is_dir():
-            if self.root.exists():
+        if not self._root_checked:
+            try:
+                mode = self.root.stat().st_mode  # one look: another writer may create the folder any time
+            except FileNotFoundError:
+                return False  # zarr's LocalStore would create the folder on first use: opening creates nothing
+            if not stat.S_ISDIR(mode):
                 raise CorruptData(f"{self.where!r} exists but is not a Zarr group (not a folder)", url=self.url, key=key)
-            return False  # zarr's LocalStore would create the folder on first use: opening creates nothing
         return await super()._root_is_group(key)
 
     async def _prepare_container(self) -> None:
