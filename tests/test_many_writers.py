@@ -1,10 +1,14 @@
-"""Many processes saving distinct iterations into one checkpoint history lose no update (issue 9)."""
+"""Many processes saving distinct iterations into one checkpoint history lose no update (issue 9);
+on a local Zarr store a reader process loads the latest checkpoint all the while."""
 
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +17,7 @@ from expstore.checkpointing import CheckpointManager, select_retained
 
 from .sharding_workers import save_many, tag_of
 
+REPO = Path(__file__).resolve().parent.parent
 WRITERS, SAVES = 8, 20
 ITERATIONS = list(range(1, WRITERS * SAVES + 1))
 
@@ -27,6 +32,8 @@ def pool() -> Iterator[Any]:
 def location(backend: str, request: pytest.FixtureRequest, tmp_path: Any) -> tuple[str, dict[str, Any]]:
     if backend == "local":
         return str(tmp_path / "ckpt"), {}
+    if backend == "zarr":
+        return str(tmp_path / "ckpt.zarr"), {}
     server = request.getfixturevalue(f"{backend}_server")
     return f"s3://expstore-test/writers-{uuid.uuid4().hex[:8]}", server.storage_options
 
@@ -38,13 +45,39 @@ def race(pool: Any, url: str, options: dict[str, Any], keep_last_n: int | None) 
     return CheckpointManager(url, "many", keep_last_n=keep_last_n, **options)
 
 
-BACKENDS = ["local", pytest.param("seaweedfs", marks=pytest.mark.s3), pytest.param("moto", marks=pytest.mark.s3)]
+def start_reader(url: str) -> subprocess.Popen[str]:
+    """A process that loads the latest checkpoint of "many" until its stdin closes (tests/zarr_workers.py)."""
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "tests.zarr_workers", "read_checkpoints", url, "many"],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert reader.stdout is not None and reader.stdout.readline().strip() == "ready", reader.communicate()[1]
+    return reader
+
+
+def reader_report(reader: subprocess.Popen[str]) -> tuple[int, list[str]]:
+    """(loads done, errors) of a reader, once told to stop."""
+    out, err = reader.communicate(timeout=120)
+    assert reader.returncode == 0, err
+    lines = out.splitlines()
+    return int(lines[0].split()[1]), [line for line in lines[1:] if line.startswith("error")]
+
+
+BACKENDS = ["local", "zarr", pytest.param("seaweedfs", marks=pytest.mark.s3), pytest.param("moto", marks=pytest.mark.s3)]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_save_of_8_writers_is_indexed(backend, pool, request, tmp_path):
     url, options = location(backend, request, tmp_path)
-    with race(pool, url, options, keep_last_n=None) as m:
+    reader = start_reader(url) if backend == "zarr" else None
+    try:
+        m = race(pool, url, options, keep_last_n=None)
+    finally:
+        if reader is not None:
+            reads, errors = reader_report(reader)
+    if reader is not None:
+        assert errors == [] and reads > 0
+    with m:
         listed = m.list_checkpoints()
         assert [c["iteration"] for c in listed] == ITERATIONS
         writers = [c["metadata"]["by"] for c in sorted(listed, key=lambda c: c["timestamp"])]
@@ -55,7 +88,7 @@ def test_every_save_of_8_writers_is_indexed(backend, pool, request, tmp_path):
         assert m.gc() == []
 
 
-@pytest.mark.parametrize("backend", BACKENDS[:2])
+@pytest.mark.parametrize("backend", BACKENDS[:3])
 def test_retention_under_racing_writers(backend, pool, request, tmp_path):
     url, options = location(backend, request, tmp_path)
     with race(pool, url, options, keep_last_n=3) as m:

@@ -64,9 +64,44 @@ def die_before_switch(url: str, key: str) -> None:
     open_store(url).write_tree(key, expected_tree(999))
 
 
+def read_checkpoints(url: str, experiment: str) -> None:
+    """Load the latest checkpoint of `experiment` again and again until stdin closes; then print
+    `reads <n>` and one `error <repr>` line per failed or fallen-back load (a load whose state does
+    not match its iteration counts as one)."""
+    import threading
+    import warnings
+
+    from expstore import KeyNotFound
+    from expstore.checkpointing import CheckpointManager
+
+    done = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+    reads, errors = 0, []
+    with CheckpointManager(url, experiment, keep_last_n=None) as manager:
+        print("ready", flush=True)
+        while not done.is_set():
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")  # a fallback means a checkpoint read as corrupt
+                    loaded = manager.load_checkpoint()
+            except KeyNotFound:
+                continue  # nothing saved yet
+            except Exception as exc:  # noqa: BLE001 - every failure is reported to the test
+                errors.append(repr(exc))
+                continue
+            reads += 1
+            if int(loaded["state"]["w"][0]) != loaded["iteration"]:
+                errors.append(f"iteration {loaded['iteration']} holds the state of {int(loaded['state']['w'][0])}")
+    print(f"reads {reads}", flush=True)
+    for error in errors:
+        print(f"error {error}", flush=True)
+
+
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
-    if mode == "write_trees":
+    if mode == "read_checkpoints":
+        read_checkpoints(args[0], args[1])
+    elif mode == "write_trees":
         write_trees(args[0], int(args[1]), int(args[2]))
     elif mode == "die_before_switch":
         die_before_switch(args[0], args[1])

@@ -30,10 +30,10 @@ import fcntl
 import json
 import os
 import secrets
+import stat
 import threading
 import time
-import warnings
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,6 +47,7 @@ from ..errors import BackendUnavailable, CorruptData, InvalidURL, KeyNotFound, P
 from ..store.base import Store
 from ..store.tree import Skeleton, array_paths, select_paths, unflatten
 from .durable import fsync_path, fsync_tree
+from .zarr_arrays import PASSTHROUGH, check_bytes, descr, open_array, read_arrays, read_selection, write_array, write_arrays
 
 T = TypeVar("T")
 
@@ -62,6 +63,7 @@ READ_ATTEMPTS = 8  # a read retries when a concurrent write moved the pointer wh
 DEFAULT_COMPRESSORS: Any = None
 ARRAY_OPTIONS = {"compressors", "filters", "serializer", "chunks", "shards", "config"}
 _TEMP_SUFFIX = ".expstore-tmp"
+_ZARR_TEMP_SUFFIX = ".partial"  # zarr's LocalStore writes `zarr.<uuid>.partial`, then renames it
 
 _MEMORY_STORES: dict[str, dict[str, Any]] = {}  # zarr+memory://name -> the dict every store of that name shares
 _MEMORY_LOCK = threading.Lock()
@@ -82,6 +84,8 @@ class ZarrStore(Store):
     supports_arrays = True
     supports_append = False
     supports_conditional_writes = True
+
+    _passthrough = PASSTHROUGH  # errors of a read that are the transport's, not damage
 
     def __init__(self, zstore: Any, url: str, where: str, array_options: dict[str, Any]):
         self.zstore = zstore
@@ -139,17 +143,23 @@ class ZarrStore(Store):
             return True
         meta = await self._meta("", key)
         if meta is None:
-            if await self._has_content():
+            if not await self._has_content():
+                return False
+            # Writers create the root zarr.json before anything else: content with no root
+            # zarr.json is a first writer that wrote both since the look above, or not Zarr at all.
+            meta = await self._meta("", key)
+            if meta is None:
                 raise CorruptData(f"{self.where!r} exists but is not a Zarr group (no root zarr.json)", url=self.url, key=key)
-            return False
         if meta.get("node_type") != "group" or meta.get("zarr_format") != 3:
             raise CorruptData(f"{self.where!r} is not a Zarr v3 group (root zarr.json says {meta.get('node_type')!r})", url=self.url, key=key)
         self._root_checked = True
         return True
 
     async def _has_content(self) -> bool:
-        async for _ in self.zstore.list_dir(""):
-            return True
+        """Whether the root holds anything but the temp file of a first writer's root `zarr.json`."""
+        async for name in self.zstore.list_dir(""):
+            if not name.endswith(_ZARR_TEMP_SUFFIX):
+                return True
         return False
 
     async def _ensure_root(self, key: str) -> None:
@@ -170,21 +180,23 @@ class ZarrStore(Store):
         return self._read_value(key, start, end)
 
     def _read_value(self, key: str, start: int | None, end: int | None) -> bytes:
+        async def read_child(pointer: dict[str, Any]) -> bytes:
+            if pointer["kind"] != "bytes":
+                raise StoreError("this key holds a tree: use read_tree", url=self.url, key=key)
+            size = int(pointer["size"])
+            lo = 0 if start is None else min(start, size)
+            hi = size if end is None else min(end, size)
+            if hi <= lo:
+                return b""
+            where = {"url": self.url, "key": key, "path": "<bytes>"}
+            array = await open_array(self.zstore, _join(_node(key), _child(pointer)), **where)
+            data = (await read_selection(array, slice(lo, hi), passthrough=self._passthrough, **where)).tobytes()
+            if (lo, hi) == (0, size):
+                check_bytes(array, data, url=self.url, key=key)
+            return data
+
         async def read() -> bytes:
-            for _ in range(READ_ATTEMPTS):
-                pointer = await self._pointer(key)
-                if pointer["kind"] != "bytes":
-                    raise StoreError("this key holds a tree: use read_tree", url=self.url, key=key)
-                size = int(pointer["size"])
-                lo = 0 if start is None else min(start, size)
-                hi = size if end is None else min(end, size)
-                data = b""
-                if hi > lo:
-                    array = await self._open_array(_join(_node(key), _child(pointer)), key)
-                    data = np.asarray(await array.getitem(slice(lo, hi))).tobytes()
-                if hi <= lo or await self._live(key) == pointer["live"]:
-                    return data
-            raise StoreError("the value kept changing while it was read", url=self.url, key=key)
+            return await self._read_live(key, read_child)
 
         return self._run(read(), key)
 
@@ -193,9 +205,7 @@ class ZarrStore(Store):
 
         async def write_child(child: str) -> dict[str, Any]:
             options = {k: v for k, v in self.array_options.items() if k in ("compressors", "filters", "serializer", "config")}
-            await zasync.create_array(
-                self.zstore, name=child, data=values, chunks=(max(1, min(len(values), BYTES_CHUNK)),), **options
-            )
+            await write_array(self.zstore, child, values, {**options, "chunks": (max(1, min(len(values), BYTES_CHUNK)),)})
             return {"kind": "bytes", "size": len(values)}
 
         return self._commit(key, write_child, if_absent, if_match)
@@ -259,58 +269,44 @@ class ZarrStore(Store):
 
     def _write_tree(self, key: str, skeleton: Skeleton, arrays: dict[str, Any]) -> str:
         async def write_child(child: str) -> dict[str, Any]:
-            dtypes = {path: _descr(array.dtype) for path, array in arrays.items()}
+            dtypes = {path: descr(array.dtype) for path, array in arrays.items()}
             names = {path: _join(child, _zarr_path(path)) for path in arrays}
             await zasync.create_group(store=self.zstore, path=child, attributes={TREE_ATTR: {"skeleton": skeleton, "dtypes": dtypes}})
-            with warnings.catch_warnings():
-                # Fixed-length strings, structured and void dtypes have no Zarr v3 spec yet; the
-                # tree records each numpy dtype itself, so the warning is noise here.
-                warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
-                await asyncio.gather(*(self._create_array(names[p], a) for p, a in arrays.items()))
+            await write_arrays(self.zstore, names, arrays, self.array_options)
             return {"kind": "tree", "size": int(sum(a.nbytes for a in arrays.values()))}
 
         return self._commit(key, write_child, False, None)
 
-    async def _create_array(self, name: str, array: np.ndarray) -> None:
-        options = dict(self.array_options)
-        if array.ndim == 0:
-            options.pop("chunks", None)  # a user's chunk shape is for arrays with dimensions
-        await zasync.create_array(self.zstore, name=name, data=array, **options)
-
     def _read_tree(self, key: str, select: list[str] | None) -> Any:
-        async def read() -> Any:
-            for _ in range(READ_ATTEMPTS):
-                pointer = await self._pointer(key)
-                if pointer["kind"] != "tree":
-                    raise StoreError("this key holds bytes, not a tree: use read", url=self.url, key=key)
-                child = _join(_node(key), _child(pointer))
-                meta = await self._meta(child, key)
-                info = ((meta or {}).get("attributes") or {}).get(TREE_ATTR)
-                if info is None:
-                    if await self._live(key) != pointer["live"]:
-                        continue
-                    raise CorruptData(f"the live version {_child(pointer)!r} of this tree is missing", url=self.url, key=key)
-                skeleton, dtypes = info["skeleton"], info["dtypes"]
-                wanted = select_paths(array_paths(skeleton), select)
-                values = await asyncio.gather(*(self._read_array(_join(child, _zarr_path(p)), dtypes[p], key) for p in wanted))
+        async def read_child(pointer: dict[str, Any]) -> Any:
+            if pointer["kind"] != "tree":
+                raise StoreError("this key holds bytes, not a tree: use read", url=self.url, key=key)
+            child = _join(_node(key), _child(pointer))
+            meta = await self._meta(child, key)
+            info = ((meta or {}).get("attributes") or {}).get(TREE_ATTR)
+            if info is None:
+                raise CorruptData(f"the live version {_child(pointer)!r} of this tree is missing", url=self.url, key=key)
+            skeleton, dtypes = info["skeleton"], info["dtypes"]
+            names = {p: _join(child, _zarr_path(p)) for p in select_paths(array_paths(skeleton), select)}
+            arrays = await read_arrays(self.zstore, names, dtypes, url=self.url, key=key, passthrough=self._passthrough)
+            return unflatten(skeleton, arrays)
+
+        return self._run(self._read_live(key, read_child), key)
+
+    async def _read_live(self, key: str, read_child: Callable[[dict[str, Any]], Awaitable[T]]) -> T:
+        """`read_child(pointer)` of the live version, retried when a concurrent write moved the pointer
+        during the read (the old version may then have been reclaimed under it, part or whole)."""
+        for _ in range(READ_ATTEMPTS):
+            pointer = await self._pointer(key)
+            try:
+                value = await read_child(pointer)
+            except CorruptData:
                 if await self._live(key) == pointer["live"]:
-                    return unflatten(skeleton, dict(zip(wanted, values)))
-            raise StoreError("the tree kept changing while it was read", url=self.url, key=key)
-
-        return self._run(read(), key)
-
-    async def _read_array(self, name: str, descr: Any, key: str) -> np.ndarray:
-        array = await self._open_array(name, key)
-        dtype = _dtype(descr)
-        values = np.asarray(await array.getitem(()))
-        # zarr stores big-endian data little-endian and reads it back so; restore the written dtype.
-        return values if values.dtype == dtype else values.astype(dtype)
-
-    async def _open_array(self, name: str, key: str) -> Any:
-        try:
-            return await zasync.open_array(store=self.zstore, path=name, mode="r", zarr_format=3)
-        except (FileNotFoundError, KeyError) as exc:
-            raise CorruptData(f"array {name!r} named by the live version is missing", url=self.url, key=key) from exc
+                    raise  # the version is still live: real damage
+                continue
+            if await self._live(key) == pointer["live"]:
+                return value
+        raise StoreError("the value kept changing while it was read", url=self.url, key=key)
 
     # ---- the commit ---------------------------------------------------------------------------
 
@@ -375,7 +371,11 @@ class ZarrStore(Store):
         yield
 
     async def _sweep(self, key: str, live: str, replaced: str | None, older_than: float) -> int:
-        """Delete the replaced child and every other non-live child older than `older_than` seconds."""
+        """Delete the replaced child and every other non-live child older than `older_than` seconds.
+
+        `live` is the caller's version, which another writer may have replaced since: the pointer
+        is re-read for each orphan candidate after `_orphan` said no write of it is in flight, so a
+        version committed meanwhile is never taken for an orphan."""
         node = _node(key)
         removed = 0
         now = time.time_ns()
@@ -384,12 +384,17 @@ class ZarrStore(Store):
             if name == META or name == CHILD_PREFIX + live:
                 continue
             token = name[len(CHILD_PREFIX):] if name.startswith(CHILD_PREFIX) else None
-            if token is not None and (token == replaced or await self._orphan(_join(node, name), (now - _token_time(token)) / 1e9, older_than)):
+            if token is not None and (token == replaced or await self._unnamed_orphan(key, token, now, older_than)):
                 await self.zstore.delete_dir(_join(node, name))
                 removed += 1
             elif name.endswith(_TEMP_SUFFIX):
                 removed += await self._drop_temp(_join(node, name), older_than)
         return removed
+
+    async def _unnamed_orphan(self, key: str, token: str, now: int, older_than: float) -> bool:
+        """Whether child `v-<token>` of `key` is an orphan and, checked after that, not the live version."""
+        child = _join(_node(key), CHILD_PREFIX + token)
+        return await self._orphan(child, (now - _token_time(token)) / 1e9, older_than) and await self._live(key) != token
 
     async def _drop_temp(self, path: str, older_than: float) -> int:
         return 0
@@ -435,10 +440,13 @@ class LocalZarrStore(ZarrStore):
         super().__init__(LocalStore(self.root), url, str(self.root), array_options)
 
     async def _root_is_group(self, key: str | None) -> bool:
-        if not self._root_checked and not self.root.is_dir():
-            if self.root.exists():
+        if not self._root_checked:
+            try:
+                mode = self.root.stat().st_mode  # one look: another writer may create the folder any time
+            except FileNotFoundError:
+                return False  # zarr's LocalStore would create the folder on first use: opening creates nothing
+            if not stat.S_ISDIR(mode):
                 raise CorruptData(f"{self.where!r} exists but is not a Zarr group (not a folder)", url=self.url, key=key)
-            return False  # zarr's LocalStore would create the folder on first use: opening creates nothing
         return await super()._root_is_group(key)
 
     async def _prepare_container(self) -> None:
@@ -544,6 +552,8 @@ class S3ZarrStore(ZarrStore):
 
     def __init__(self, location: str, url: str, array_options: dict[str, Any], storage_options: dict[str, Any]):
         import s3fs
+        from botocore.exceptions import BotoCoreError
+        from fsspec.exceptions import FSTimeoutError
 
         from .s3 import DEFAULT_CONFIG
 
@@ -557,6 +567,7 @@ class S3ZarrStore(ZarrStore):
         storage_options.setdefault("use_listings_cache", False)  # other writers change the bucket
         self.fs = s3fs.S3FileSystem(asynchronous=True, config_kwargs=config, **storage_options)
         self.fs.retries = 1  # botocore retries (DEFAULT_CONFIG); s3fs's own loop would multiply them
+        self._passthrough = (*PASSTHROUGH, BotoCoreError, FSTimeoutError)
         path = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
         super().__init__(FsspecStore(self.fs, path=path), url, path, array_options)
 
@@ -679,24 +690,6 @@ def _check(current: dict[str, Any] | None, if_absent: bool, if_match: str | None
     if if_match is not None and (current is None or current["live"] != if_match):
         found = None if current is None else current["live"]
         raise PreconditionFailed(f"if_match: version is {found!r}, expected {if_match!r}", url=url, key=key)
-
-
-def _descr(dtype: np.dtype) -> Any:
-    return np.lib.format.dtype_to_descr(dtype)
-
-
-def _dtype(descr: Any) -> np.dtype:
-    if isinstance(descr, list):  # JSON turned the tuples of a structured description into lists
-        descr = [tuple(_dtype_field(x) for x in field) for field in descr]
-    return np.lib.format.descr_to_dtype(descr)
-
-
-def _dtype_field(x: Any) -> Any:
-    if isinstance(x, list) and x and isinstance(x[0], list):
-        return [tuple(_dtype_field(y) for y in field) for field in x]
-    if isinstance(x, list):
-        return tuple(x)
-    return x
 
 
 def _is_precondition_failure(exc: BaseException) -> bool:
