@@ -43,7 +43,7 @@ from .store.base import Store
 
 MiB = 2**20
 MAX_QUEUED = 100_000  # items not yet formatted; a caller that gets this far ahead waits for the flusher
-BATCH = 2048  # items formatted together (one JSON respacing pass); a buffer is cut between batches
+BATCH = 2048  # items formatted together: one orjson call and one respacing pass per batch
 EXIT_FLUSH_TIMEOUT = 10.0  # seconds atexit / SIGTERM wait for each sink
 MAX_BACKOFF = 30.0
 
