@@ -33,7 +33,7 @@ from .checkpointing import validate_experiment_name
 from .log_format import LOG_DATE_FORMAT, LOG_FORMAT, format_pairs
 from .log_layout import rank_stem, structured_key, text_key
 from .log_reader import analyze_logs, load_structured_logs, load_text_log
-from .log_sink import MAX_QUEUED, LogSink, MiB
+from .log_sink import MAX_QUEUED, LogSink, MiB, check_flush_policy
 from .run_environment import describe_environment, summary
 from .store.base import Store
 from .store.keys import validate_key
@@ -199,6 +199,7 @@ class ExperimentLogger:
         **storage_options: Any,
     ):
         self.experiment_name = validate_experiment_name(experiment_name)
+        check_flush_policy(flush_interval, flush_bytes, max_buffer_bytes)  # before anything changes
         self.rank = _check_rank(rank)
         self._stem = rank_stem(experiment_name, self.rank)
         validate_key(structured_key(self._stem))

@@ -20,7 +20,8 @@ from datetime import datetime
 from typing import Any
 
 from .errors import StoreError
-from .log_format import Item, to_json
+from .log_format import Item
+from .log_json import to_json
 from .log_layout import SEGMENTS_SUFFIX, STRUCTURED_SUFFIX, SUMMARY_SUFFIX, split_stem
 from .store.base import Store
 
@@ -59,18 +60,19 @@ class SummaryTracker:
         self.metrics: dict[str, Any] = {}
         self.start_due = False  # a start summary is waiting to be written
 
-    def see(self, item: Item) -> None:
-        """Take note of one queued event (metrics, start, end)."""
-        ts, _, _, event_type, data, _ = item
-        if event_type in ("metrics", "progress"):
-            if isinstance(data.get("metrics"), dict):
-                self.metrics.update(data["metrics"])
-        elif event_type == "experiment_start":
-            self.doc.update(status=RUNNING, start_time=data.get("start_time"), end_time=None, duration_seconds=None,
-                            session=data.get("session"))
-            self.start_due = True
-        elif event_type == "experiment_end":
-            self.doc.update(status=data.get("final_status"), end_time=_iso(ts), duration_seconds=data.get("duration_seconds"))
+    def see_many(self, items: list[Item]) -> None:
+        """Take note of a batch of queued items (metrics, start, end), in order."""
+        update = self.metrics.update
+        for ts, _, _, event_type, data, _ in items:
+            if event_type == "metrics" or event_type == "progress":
+                if type(data["metrics"]) is dict:
+                    update(data["metrics"])
+            elif event_type == "experiment_start":
+                self.doc.update(status=RUNNING, start_time=data.get("start_time"), end_time=None, duration_seconds=None,
+                                session=data.get("session"))
+                self.start_due = True
+            elif event_type == "experiment_end":
+                self.doc.update(status=data.get("final_status"), end_time=_iso(ts), duration_seconds=data.get("duration_seconds"))
 
     def to_bytes(self) -> bytes:
         """The summary object: the document, the last scalar value of each metric, and the heartbeat."""

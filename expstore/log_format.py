@@ -9,16 +9,14 @@ so encoding never fails.
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
-from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+
+from .log_json import to_json_many
 
 LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"  # what the console handler prints
@@ -28,62 +26,7 @@ LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"  # what the 
 Item = tuple[float, int, str | None, str | None, Any, str | Callable[[Any], str] | None]
 
 
-def _default(obj: Any) -> Any:
-    """JSON stand-ins for values `json` does not know."""
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (_dt.datetime, _dt.date, _dt.time)):
-        return obj.isoformat()
-    if isinstance(obj, _dt.timedelta):
-        return obj.total_seconds()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj, key=repr)
-    if isinstance(obj, BaseException):
-        return f"{type(obj).__name__}: {obj}"
-    return repr(obj)
-
-
 _LEVEL_NAMES = {level: logging.getLevelName(level) for level in (10, 20, 30, 40, 50)}
-# json's C encoder built once (json.dumps builds one per call): NaN/Infinity allowed, no cycle check
-# (a cycle ends in RecursionError, and `to_json` then falls back to `_plain`).
-if c_make_encoder is not None:
-    _c_encode = c_make_encoder(None, _default, encode_basestring_ascii, None, ": ", ", ", False, False, True)
-
-    def _encode(value: Any) -> str:
-        return "".join(_c_encode(value, 0))
-
-else:  # Pythons without the accelerator
-    _encode = json.JSONEncoder(default=_default, check_circular=False).encode
-
-
-def _plain(value: Any, depth: int = 0) -> Any:
-    """A copy JSON can always encode: str keys, no cycles (deep nesting cut at 64 levels)."""
-    if depth > 64:
-        return repr(value)
-    if isinstance(value, Mapping):
-        return {k if isinstance(k, str) else str(k): _plain(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v, depth + 1) for v in value]
-    try:
-        _encode(value)
-    except (TypeError, ValueError, RecursionError):
-        return repr(value)
-    return value
-
-
-def to_json(value: Any) -> str:
-    """Encode `value` as one line of JSON; never raises."""
-    try:
-        return _encode(value)
-    except (TypeError, ValueError, RecursionError):  # tuple keys, cycles, a __repr__ that fails...
-        try:
-            return _encode(_plain(value))
-        except Exception as exc:  # noqa: BLE001 - a log line must never stop the flusher
-            return _encode(f"<unencodable {type(value).__name__}: {exc}>")
 
 
 def format_value(value: Any) -> str:
@@ -124,21 +67,27 @@ class LineFormatter:
         self._iso_zone = f"{sign}{offset // 3600:02d}:{offset % 3600 // 60:02d}"
         self._log_head = time.strftime(LOG_DATE_FORMAT, local)
 
-    def format(self, item: Item) -> tuple[str | None, str | None]:
-        """(JSONL line or None, `.log` line or None) of one item, each ending with a newline."""
-        ts, levelno, name, event_type, data, message = item
-        second = int(ts)
-        if second != self._second:
-            self._new_second(second)
-        json_line = None
-        if event_type is not None:
-            micro = min(int((ts - second) * 1e6), 999_999)
-            json_line = f'{{"timestamp": "{self._iso_head}.{micro:06d}{self._iso_zone}", "event_type": "{event_type}",{self._rank} "data": {to_json(data)}}}\n'
-        if message is None:
-            return json_line, None
-        try:
-            text = message if type(message) is str else message(data)  # type: ignore[operator]
-        except Exception as exc:  # noqa: BLE001 - a bad value must not stop the flusher
-            text = f"<message could not be formatted: {type(exc).__name__}: {exc}>"
-        level = _LEVEL_NAMES.get(levelno) or logging.getLevelName(levelno)
-        return json_line, f"{self._log_head} - {name or self.logger_name} - {level} - {text}\n"
+    def format_many(self, items: list[Item]) -> tuple[list[str], list[str]]:
+        """(JSONL lines, `.log` lines) of a batch of items, each line ending with a newline."""
+        texts = iter(to_json_many([item[4] for item in items if item[3] is not None]))
+        json_lines: list[str] = []
+        log_lines: list[str] = []
+        rank, logger_name = self._rank, self.logger_name
+        for ts, levelno, name, event_type, data, message in items:
+            second = int(ts)
+            if second != self._second:
+                self._new_second(second)
+            if event_type is not None:
+                micro = min(int((ts - second) * 1e6), 999_999)
+                json_lines.append(
+                    f'{{"timestamp": "{self._iso_head}.{micro:06d}{self._iso_zone}", "event_type": "{event_type}",{rank} "data": {next(texts)}}}\n'
+                )
+            if message is None:
+                continue
+            try:
+                text = message if type(message) is str else message(data)  # type: ignore[operator]
+            except Exception as exc:  # noqa: BLE001 - a bad value must not stop the flusher
+                text = f"<message could not be formatted: {type(exc).__name__}: {exc}>"
+            level = _LEVEL_NAMES.get(levelno) or logging.getLevelName(levelno)
+            log_lines.append(f"{self._log_head} - {name or logger_name} - {level} - {text}\n")
+        return json_lines, log_lines

@@ -216,11 +216,16 @@ def analyze_logs(url_or_path: Any, experiment_name: str | None = None, **storage
     and ``final_status`` is the run's: None while any rank has none, else the first rank's status
     that is not ``completed``.
     """
-    events = (
-        url_or_path
-        if isinstance(url_or_path, list)
-        else load_structured_logs(url_or_path, experiment_name, **storage_options)
-    )
+    if isinstance(url_or_path, list):
+        events = url_or_path
+        bad = next((i for i, event in enumerate(events) if not isinstance(event, dict)), None)
+        if bad is not None:
+            raise TypeError(
+                f"analyze_logs takes a log location (URL, path or Store) or a list of event dicts as "
+                f"load_structured_logs returns; item {bad} of the list is {type(events[bad]).__name__} {events[bad]!r:.80}"
+            )
+    else:
+        events = load_structured_logs(url_or_path, experiment_name, **storage_options)
     result = _summary(events)
     by_rank: dict[int | None, list[dict[str, Any]]] = {}
     for event in events:

@@ -37,13 +37,31 @@ from . import log_catalog
 from .errors import KeyNotFound
 from .log_catalog import SummaryTracker
 from .log_format import Item, LineFormatter
-from .log_layout import join_lines, new_session, rank_stem, segment_key, segments_prefix, structured_key, summary_key, text_key
+from .log_merge import merge_into
+from .log_layout import new_session, rank_stem, segment_key, segments_prefix, structured_key, summary_key, text_key
 from .store.base import Store
 
 MiB = 2**20
 MAX_QUEUED = 100_000  # items not yet formatted; a caller that gets this far ahead waits for the flusher
+BATCH = 2048  # items formatted together: one orjson call and one respacing pass per batch
 EXIT_FLUSH_TIMEOUT = 10.0  # seconds atexit / SIGTERM wait for each sink
 MAX_BACKOFF = 30.0
+
+
+def check_flush_policy(flush_interval: object, flush_bytes: object, max_buffer_bytes: object) -> None:
+    """`TypeError` / `ValueError` naming the argument unless the interval is a number > 0 and the sizes ints."""
+    if isinstance(flush_interval, bool) or not isinstance(flush_interval, (int, float)):
+        raise TypeError(f"flush_interval must be a number of seconds > 0 (such as 2.0), got {type(flush_interval).__name__} {flush_interval!r:.80}")
+    if not 0 < flush_interval < float("inf"):
+        raise ValueError(f"flush_interval must be a number of seconds > 0 (such as 2.0), got {flush_interval!r}")
+    for what, value, low, shown in (
+        ("flush_bytes", flush_bytes, 1, "1"),
+        ("max_buffer_bytes", max_buffer_bytes, flush_bytes, f"flush_bytes ({flush_bytes})"),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{what} must be an int (bytes), got {type(value).__name__} {value!r:.80}")
+        if value < low:  # type: ignore[operator]
+            raise ValueError(f"{what} must be an int >= {shown}, got {value!r}")
 
 
 @dataclass
@@ -84,12 +102,7 @@ class LogSink:
         owns_store: bool = False,
         rank: int | None = None,
     ):
-        if not flush_interval > 0:
-            raise ValueError(f"flush_interval must be > 0 seconds, got {flush_interval!r}")
-        if not isinstance(flush_bytes, int) or flush_bytes < 1:
-            raise ValueError(f"flush_bytes must be an int >= 1, got {flush_bytes!r}")
-        if not isinstance(max_buffer_bytes, int) or max_buffer_bytes < flush_bytes:
-            raise ValueError(f"max_buffer_bytes must be an int >= flush_bytes ({flush_bytes}), got {max_buffer_bytes!r}")
+        check_flush_policy(flush_interval, flush_bytes, max_buffer_bytes)
         self.store, self.name, self.owns_store = store, name, owns_store
         self.stem = rank_stem(name, rank)  # the keys this sink owns: one rank's files and segments only
         self.flush_interval, self.flush_bytes, self.max_buffer_bytes = float(flush_interval), flush_bytes, max_buffer_bytes
@@ -199,29 +212,33 @@ class LogSink:
 
     def _drain(self) -> None:
         """Format every queued item into the buffers, cutting a buffer when it reaches `flush_bytes`."""
-        queue, fmt, limit, see = self.queue, self._formatter.format, self.flush_bytes, self._summary.see
-        jsonl, log = self._buffers["jsonl"], self._buffers["log"]
+        queue, popleft = self.queue, self.queue.popleft
         if not queue:
             return
         first = queue[0][0]
-        for _ in range(len(queue)):
-            item = queue.popleft()
-            json_line, log_line = fmt(item)
-            if json_line is not None:
-                see(item)
-                jsonl.lines.append(json_line)
-                jsonl.size += len(json_line)
-                if jsonl.size >= limit:
-                    self._cut("jsonl")
-            if log_line is not None:
-                log.lines.append(log_line)
-                log.size += len(log_line)
-                if log.size >= limit:
-                    self._cut("log")
-        if self._oldest is None and (jsonl.lines or log.lines):
+        while queue:
+            batch = [popleft() for _ in range(min(len(queue), BATCH))]
+            self._summary.see_many(batch)
+            for kind, lines in zip(("jsonl", "log"), self._formatter.format_many(batch)):
+                self._add(kind, lines)
+        if self._oldest is None and any(b.lines for b in self._buffers.values()):
             self._oldest = first  # at or before the oldest line still buffered: flushes early, never late
         with self._cond:
             self._cond.notify_all()  # callers waiting for room in the queue
+
+    def _add(self, kind: str, lines: list[str]) -> None:
+        """Append formatted lines to buffer `kind`, cutting it after the line that brings it to `flush_bytes`."""
+        buffer = self._buffers[kind]
+        size = buffer.size + sum(map(len, lines))
+        if size < self.flush_bytes:
+            buffer.lines += lines
+            buffer.size = size
+            return
+        for line in lines:  # at most once per `flush_bytes` of text
+            buffer.lines.append(line)
+            buffer.size += len(line)
+            if buffer.size >= self.flush_bytes:
+                self._cut(kind)
 
     def _cut(self, kind: str) -> None:
         """Move buffer `kind` into a chunk waiting to be written; enforce the memory bound."""
@@ -256,15 +273,19 @@ class LogSink:
             return
         while self._unsent:
             chunk = self._unsent[0]
+            # Appends take every waiting chunk of the file at once: one write and one fsync per file and flush.
+            chunks = [chunk] if self.segmented else [c for c in self._unsent if c.key == chunk.key]
             try:
                 if self.segmented:
                     self.store.write(chunk.key, chunk.data)
                 else:
-                    self.store.append(chunk.key, self._line_start(chunk.key) + chunk.data)
+                    self.store.append(chunk.key, b"".join([self._line_start(chunk.key), *(c.data for c in chunks)]))
             except Exception as exc:  # noqa: BLE001 - any store failure is retried, never raised
                 self._failed(exc)
                 return
-            self._sent(self._unsent.popleft())
+            for done in chunks:
+                self._unsent.remove(done)
+                self._sent(done)
 
     def _sent(self, chunk: _Chunk) -> None:
         self._unsent_bytes -= len(chunk.data)
@@ -303,19 +324,15 @@ class LogSink:
     def _merge(self) -> None:
         """Write the final files = old final + every segment of this stem + what is still unsent; delete merged segments."""
         listed = self.store.list(segments_prefix(self.stem))
+        # Sessions sort by start time: one that started after this one is another writer, not a crashed run.
+        later = sorted(s for s in {k.split("/")[-2] for k in listed} if s > self.session)
+        raced = False
         for kind, final in (("jsonl", structured_key(self.stem)), ("log", text_key(self.stem))):
-            ending = f".{kind}"
-            segments = [k for k in listed if k.endswith(ending)]
+            segments = [k for k in listed if k.endswith(f".{kind}")]
             pending = [c for c in self._unsent if c.kind == kind]
             if not segments and not pending:
                 continue
-            try:
-                parts = [self.store.read(final)]
-            except KeyNotFound:
-                parts = []
-            parts += [self.store.read(k) for k in segments]
-            parts += [c.data for c in pending]
-            self.store.write(final, join_lines(parts))
+            raced |= merge_into(self.store, final, segments, [c.data for c in pending])
             for chunk in pending:
                 self._unsent.remove(chunk)
                 self._sent(chunk)
@@ -324,6 +341,15 @@ class LogSink:
                     self.store.delete(key)
                 except KeyNotFound:
                     pass
+        if later or raced:
+            warnings.warn(
+                f"expstore logger {self.stem!r}: another logger of this experiment name "
+                f"({'session ' + later[0] if later else 'finalizing at the same time'}) writes to {self.store.url} "
+                f"beside this one (session {self.session}); both logs are kept in {structured_key(self.stem)}, "
+                "but give each process its own rank= to keep them apart",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def _summary_due(self) -> bool:
         """A start summary is waiting, or the last summary is a heartbeat old (and no write is backing off)."""

@@ -31,3 +31,18 @@ def log_as_rank(url: str, options: dict[str, Any], name: str, rank: int, barrier
     summary = logger.finalize(final_status(rank))
     if summary["events_lost"]:
         raise SystemExit(f"rank {rank} lost {summary['events_lost']} events")
+
+
+def log_without_rank(url: str, options: dict[str, Any], name: str, writer: int, barrier: Any) -> None:
+    """Log `EVENTS` metrics tagged with `writer` under `name` and no rank, as another process does too, then finalize."""
+    logger = ExperimentLogger(name, url, log_to_console=False, flush_interval=0.05, **options)
+    barrier.wait(60)
+    for step in range(EVENTS):
+        logger.log_metrics({"writer": writer}, step=step)
+        if step % 50 == 0:
+            logger.flush()  # segments of both sessions on the store at once
+    logger.log_metrics({"writer": writer, "last": True}, step=EVENTS)  # still in memory at finalize
+    barrier.wait(60)  # both finalize at the same moment: the merges race
+    summary = logger.finalize()
+    if summary["events_lost"]:
+        raise SystemExit(f"writer {writer} lost {summary['events_lost']} events")
