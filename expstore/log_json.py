@@ -3,16 +3,21 @@
 The stdlib encoder is the reference (``", "`` / ``": "`` separators, ASCII with ``\\uXXXX``
 escapes, ``NaN`` / ``Infinity``, numpy values as Python numbers and lists, `repr` for the rest).
 orjson is several times faster but writes compact separators, UTF-8, ``null`` for nan/inf and
-shorter exponents (``1e-7``, ``0.00001``), and turns enums and UUIDs into their values. `to_json`
-therefore uses orjson only for values made of plain types and finite floats whose output it can
-respace exactly, and the stdlib encoder for everything else; both give the same bytes.
+shorter exponents (``1e-7``, ``0.00001``). `to_json_many` encodes a whole batch with orjson in one
+call and then checks and mends its text (separators respaced, exponents rewritten as `repr` writes
+them) where that is exact; a value whose text it cannot vouch for (non-ASCII, escapes, a ``null``
+that might be a nan, a separator inside a string, ints over 64 bits...) goes to the stdlib encoder.
+Enum members are written as their value and UUIDs as their text, on both paths.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import enum
 import json
 import os
+import re
+import uuid
 from collections.abc import Mapping
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
@@ -35,6 +40,10 @@ def _default(obj: Any) -> Any:
         return os.fspath(obj)
     if isinstance(obj, (set, frozenset)):
         return sorted(obj, key=repr)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, uuid.UUID):
+        return str(obj)
     if isinstance(obj, BaseException):
         return f"{type(obj).__name__}: {obj}"
     return repr(obj)
@@ -80,109 +89,114 @@ def stdlib_json(value: Any) -> str:
 
 # ---- the orjson path ------------------------------------------------------------------------------
 
-_SCALARS = (int, bool, type(None))
-_NUMPY = (np.generic, np.ndarray)
+# Types orjson would write in its own way (dataclasses, datetimes, subclasses of str/int/float/dict/list)
+# go to `_orjson_default` instead, which hands orjson what the stdlib encoder would write.
+_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+_NEWLINE = orjson.Fragment(b"\n")  # between the values of one batch; orjson escapes every newline in a string
+_NON_FINITE = orjson.Fragment(b"NaN")  # marks a nan/inf that orjson would write as null: the value falls back
+_ONE_DIGIT_EXPONENT = re.compile(r"e-\d(?!\d)")  # orjson's 1e-7, repr's 1e-07
+_DIGITS = "0123456789"
 
 
-def _clean(text: str) -> bool:
-    """True when `_json_spacing` leaves a string's encoding as it is (it holds no separator)."""
-    return not (":" in text or "," in text)
-
-
-def _same_float(x: float) -> bool:
-    """True when orjson writes `x` as `repr` does: finite (orjson writes null for nan/inf), and not below 1e-4
-    in magnitude (orjson writes ``0.00001`` and ``1e-7`` where repr writes ``1e-05`` and ``1e-07``)."""
-    return x - x == 0.0 and not (-1e-4 < x < 1e-4 and x)
-
-
-def _orjson_safe(value: Any) -> bool:
-    """True when orjson writes `value` as json does up to `_json_spacing`: plain containers, numpy values, clean strings."""
-    kind = type(value)
-    if kind is dict or kind is list or kind is tuple:
-        if kind is dict:
-            if not _clean("".join(value)):  # a non-str key raises TypeError: the stdlib path
-                return False
-            value = value.values()
-        for item in value:
-            kind = type(item)
-            if kind is float:
-                if not (item - item == 0.0 and (item >= 1e-4 or item <= -1e-4 or not item)):  # `_same_float`, inline
-                    return False
-            elif kind is str:
-                if not _clean(item):
-                    return False
-            elif kind is not int and item is not None and not _orjson_safe(item):
-                return False
-        return True
-    if kind is float:
-        return _same_float(value)
-    if kind is str:
-        return _clean(value)
-    return kind in _SCALARS or isinstance(value, _NUMPY)
-
-
-def _numpy_default(obj: Any) -> Any:
-    """orjson's `default`: numpy scalars and numeric arrays as the stdlib path writes them, when orjson's bytes match."""
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.kind in "biu":
-            return obj.tolist()
-        if obj.dtype.kind == "f" and obj.dtype.itemsize <= 8 and all(map(_same_float, obj.ravel().tolist())):
-            return obj.tolist()
-    elif isinstance(obj, np.generic):
+def _orjson_default(obj: Any) -> Any:
+    """What the stdlib encoder writes for a value orjson passes through: subclasses as their base
+    type, numpy values as Python numbers, the rest as `_default` makes them; a non-finite float as
+    a marker that makes the value fall back (orjson would write it as null)."""
+    if isinstance(obj, float):  # np.float64 and other float subclasses
+        value = float(obj)
+        return value if value - value == 0.0 else _NON_FINITE
+    if isinstance(obj, str):
+        return str.__str__(obj)
+    if isinstance(obj, int) and not isinstance(obj, enum.Enum):
+        return int(obj)
+    if isinstance(obj, dict):
+        return dict(obj.items())
+    if isinstance(obj, (list, tuple)):
+        return list(obj)
+    if isinstance(obj, np.generic):
         value = obj.item()
-        kind = type(value)
-        if kind is int or kind is bool or (kind is float and _same_float(value)):
-            return value
-    raise TypeError("left to the stdlib encoder")  # orjson raises JSONEncodeError (a TypeError)
+        return value if type(value) is not float or value - value == 0.0 else _NON_FINITE
+    return _default(obj)
 
 
-def _json_spacing(text: str) -> str:
-    """orjson's compact output with json's ``", "`` and ``": "`` separators (its strings hold none)."""
-    return text.replace(",", ", ").replace(":", ": ")
-
-
-def _ascii(text: str) -> bool:
-    """True when json's ASCII escaping leaves `text` as it is (orjson writes UTF-8 and its own escapes)."""
-    return text.isascii() and "\\" not in text and "\x7f" not in text
-
-
-def _checked(value: Any) -> bool:
-    """`_orjson_safe(value)`, False where it raises (a non-str key, deep nesting)."""
-    try:
-        return _orjson_safe(value)
-    except (TypeError, RecursionError):
-        return False
-
-
-def _orjson_bytes(value: Any) -> bytes | None:
-    """orjson's encoding of `value` when it equals json's up to `_json_spacing`, else None."""
-    try:
-        return orjson.dumps(value, default=_numpy_default) if _checked(value) else None
-    except TypeError:  # a 64-bit overflow...
+def _respaced(text: str) -> str | None:
+    """orjson's text of a batch (or one value) as the stdlib encoder writes it, None when that is not
+    certain: no backslash (so every quote delimits a string), ASCII, no DEL, and no string holding a
+    separator or a number form that the mending below would touch."""
+    if not text.isascii() or "\\" in text or "\x7f" in text:
         return None
+    inside = "\"".join(text.split("\"")[1::2])
+    if "," in inside or ":" in inside or "0.0000" in inside or _ONE_DIGIT_EXPONENT.search(inside):
+        return None
+    text = text.replace(",", ", ").replace(":", ": ")
+    if "0.0000" in text:
+        text = _exponent_05(text)
+    if "e-" in text:
+        text = _two_digit_exponents(text)
+    return text
+
+
+def _exponent_05(text: str) -> str:
+    """orjson writes numbers in [1e-5, 1e-4) as ``0.0000123``, repr as ``1.23e-05`` (str operations,
+    not a regex: `re.sub` expands each match in Python, several µs apiece)."""
+    pieces = text.split("0.0000")
+    out = [pieces[0]]
+    for piece in pieces[1:]:
+        rest = piece.lstrip(_DIGITS)
+        digits = piece[: len(piece) - len(rest)]
+        before = out[-1][-1:]  # the text before this "0.0000" ends as its piece did
+        if not digits or digits[0] == "0" or before.isdigit() or before == ".":
+            out.append("0.0000" + piece)  # part of a larger number (10.00001), not orjson's form
+        else:
+            out.append(f"{digits[0]}.{digits[1:]}e-05{rest}" if len(digits) > 1 else f"{digits}e-05{rest}")
+    return "".join(out)
+
+
+def _two_digit_exponents(text: str) -> str:
+    """orjson writes ``1e-7``, repr ``1e-07``: pad one-digit negative exponents."""
+    pieces = text.split("e-")
+    return pieces[0] + "".join(
+        ("e-0" if piece[:1].isdigit() and not piece[1:2].isdigit() else "e-") + piece for piece in pieces[1:]
+    )
+
+
+def _orjson_text(value: Any) -> str | None:
+    """`value` as the stdlib encoder writes it, through orjson; None when orjson cannot vouch for it."""
+    try:
+        raw = orjson.dumps(value, default=_orjson_default, option=_OPTIONS).decode()
+    except orjson.JSONEncodeError:  # ints over 64 bits, non-str keys, deep nesting, a failing default
+        return None
+    if "NaN" in raw or ("null" in raw and not _only_a_missing_step(value, raw)):
+        return None  # a nan/inf, marked or written as null: the stdlib encoder writes NaN / Infinity
+    return _respaced(raw)
+
+
+def _only_a_missing_step(value: Any, raw: str) -> bool:
+    """True when the one null in `raw` is the `None` step of a `log_metrics` event (the common null)."""
+    return raw.startswith('{"step":null,') and raw.count("null") == 1 and type(value) is dict and value.get("step", 0) is None
 
 
 def to_json(value: Any) -> str:
     """`value` as one line of JSON, byte for byte `stdlib_json(value)`; never raises."""
-    out = _orjson_bytes(value)
-    if out is not None and _ascii(text := out.decode()):
-        return _json_spacing(text)
-    return stdlib_json(value)
-
-
-_NEWLINE = orjson.Fragment(b"\n")  # between the values of one batch; orjson escapes every newline in a string
+    text = _orjson_text(value)
+    return stdlib_json(value) if text is None else text
 
 
 def to_json_many(values: list[Any]) -> list[str]:
-    """``[to_json(v) for v in values]``, in one orjson call (each call costs more than a small value's encoding)."""
-    safe = [_checked(value) for value in values]
+    """``[to_json(v) for v in values]``, in one orjson call where the batch allows it (each call costs
+    more than a small value's encoding)."""
+    if not values:
+        return []
     batch: list[Any] = [_NEWLINE] * (2 * len(values) - 1)
-    batch[::2] = [value if ok else None for value, ok in zip(values, safe)]
+    batch[::2] = values
     try:
-        text = orjson.dumps(batch, default=_numpy_default).decode()
-    except TypeError:  # a 64-bit overflow...: one value at a time
+        raw = orjson.dumps(batch, default=_orjson_default, option=_OPTIONS).decode()
+    except orjson.JSONEncodeError:
         return [to_json(value) for value in values]
-    if not _ascii(text):
+    text = _respaced(raw[1:-1])
+    if text is None or "NaN" in raw:
         return [to_json(value) for value in values]
-    texts = _json_spacing(text[1:-1]).split(", \n, ")
-    return [text if ok else stdlib_json(value) for value, ok, text in zip(values, safe, texts)]
+    texts = text.split(", \n, ")
+    if "null" in raw:
+        return [to_json(value) if "null" in t else t for value, t in zip(values, texts)]
+    return texts
