@@ -1,8 +1,8 @@
 """Stores without conditional writes, above all S3 servers that accept the headers and ignore them
 (s3rver): found out, never trusted; the checkpoint manager refuses to save there unless single_writer.
 
-Conformance on s3rver runs in tests/conformance (backend "s3-s3rver"); this module covers the probe
-and what the checkpoint manager does on such a server.
+Conformance on s3rver runs in tests/conformance (backends "s3-s3rver" and "zarr-s3-s3rver"); this
+module covers the probe and what the checkpoint manager does on such a server.
 """
 
 from __future__ import annotations
@@ -236,3 +236,15 @@ def test_a_probe_object_in_an_empty_zarr_root_is_not_taken_for_foreign_content(m
     assert store.list() == [] and store.exists("k") is False
     store.write("k", b"v")
     assert store.read("k") == b"v"
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("server", ["moto", "seaweedfs", "s3rver"])
+def test_the_probe_of_an_empty_zarr_root_leaves_it_empty(server, request):
+    """The probe runs under the root; SeaweedFS keeps a folder marker there after deleting it."""
+    s3 = request.getfixturevalue(f"{server}_server")
+    store = open_store(f"zarr+s3://probe-{uuid.uuid4().hex[:10]}/run.zarr", **s3.storage_options)
+    assert store.supports_conditional_writes is (server != "s3rver")  # the first probe of this bucket
+    assert store.list() == [] and store.exists("k") is False
+    store.write("values/v", b"")
+    assert store.list() == ["values/v"] and store.read("values/v") == b""

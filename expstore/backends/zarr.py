@@ -157,10 +157,11 @@ class ZarrStore(Store):
         return True
 
     async def _has_content(self) -> bool:
-        """Whether the root holds anything but the temp file of a first writer's root `zarr.json` or
-        expstore's own reserved names (the S3 probe object)."""
+        """Whether the root holds anything but the temp file of a first writer's root `zarr.json`,
+        expstore's reserved names (the S3 probe object) or an S3 folder marker (SeaweedFS keeps one
+        where the probe was deleted)."""
         async for name in self.zstore.list_dir(""):
-            if not name.endswith(_ZARR_TEMP_SUFFIX) and not name.startswith(RESERVED_PREFIX):
+            if name and not name.endswith(_ZARR_TEMP_SUFFIX) and not name.startswith(RESERVED_PREFIX):
                 return True
         return False
 

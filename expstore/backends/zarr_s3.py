@@ -115,16 +115,20 @@ class S3ZarrStore(ZarrStore):
                 if "BucketAlreadyOwnedByYou" not in repr(exc) and "BucketAlreadyExists" not in repr(exc):
                     raise
 
+    def _commit(self, key: str, write_child: Any, if_absent: bool, if_match: str | None) -> str:
+        # Asked here, before the commit runs on zarr's event loop: the probe's requests need that loop.
+        self._conditions_honoured = self.supports_conditional_writes
+        return super()._commit(key, write_child, if_absent, if_match)
+
     async def _switch(self, key: str, pointer: dict[str, Any], if_absent: bool, if_match: str | None) -> str | None:
         path = _join(_node(key), META)
-        # The probe's own requests run through zarr's event loop, so it is asked from a worker
-        # thread; after the first time it is a dictionary look-up.
-        honoured = await asyncio.to_thread(lambda: self.supports_conditional_writes)
         while True:
             raw, etag = await self._get_with_etag(path)
             current = _pointer_of(json.loads(raw)) if raw is not None else None
             _check(current, if_absent, if_match, self.url, key)
-            condition = {} if not honoured else {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
+            condition: dict[str, str] = {}
+            if self._conditions_honoured:  # else a plain PUT: the last writer wins
+                condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
             try:
                 await self.fs._call_s3(
                     "put_object", Bucket=self.bucket, Key=self._object(path), Body=_group_doc(pointer), **condition
