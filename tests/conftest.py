@@ -33,6 +33,7 @@ fsspec.register_implementation("conformancefs", ConformanceFS, clobber=True)
 BACKENDS = [
     "local", "memory", "s3-moto", "s3-seaweedfs", "s3-s3rver", "fsspec",
     "hdf5", "hdf5-inner", "hdf5-memory", "zarr-local", "zarr-memory", "zarr-s3-moto", "zarr-s3-seaweedfs",
+    "zarr-s3-s3rver",
 ]
 # The facades (checkpointing, logging, export, runs) sit on the Store protocol, which the conformance
 # suite checks on every variant above; a module sets `STORE_BACKENDS = FACADE_BACKENDS` to run on one

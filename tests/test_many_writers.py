@@ -63,7 +63,10 @@ def reader_report(reader: subprocess.Popen[str]) -> tuple[int, list[str]]:
     return int(lines[0].split()[1]), [line for line in lines[1:] if line.startswith("error")]
 
 
-BACKENDS = ["local", "zarr", pytest.param("seaweedfs", marks=pytest.mark.s3), pytest.param("moto", marks=pytest.mark.s3)]
+# Racing writers need a server whose conditional PUT is atomic. Not moto: its put_object checks
+# If-Match / If-None-Match and then stores the object with no lock across its request threads, so
+# two racing compare-and-swaps can both pass (docs/decisions.md). moto runs the single-writer tests.
+BACKENDS = ["local", "zarr", pytest.param("seaweedfs", marks=pytest.mark.s3)]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -88,7 +91,7 @@ def test_every_save_of_8_writers_is_indexed(backend, pool, request, tmp_path):
         assert m.gc() == []
 
 
-@pytest.mark.parametrize("backend", BACKENDS[:3])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_retention_under_racing_writers(backend, pool, request, tmp_path):
     url, options = location(backend, request, tmp_path)
     with race(pool, url, options, keep_last_n=3) as m:

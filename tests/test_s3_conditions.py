@@ -1,12 +1,13 @@
 """Stores without conditional writes, above all S3 servers that accept the headers and ignore them
 (s3rver): found out, never trusted; the checkpoint manager refuses to save there unless single_writer.
 
-Conformance on s3rver runs in tests/conformance (backend "s3-s3rver"); this module covers the probe
-and what the checkpoint manager does on such a server.
+Conformance on s3rver runs in tests/conformance (backends "s3-s3rver" and "zarr-s3-s3rver"); this
+module covers the probe and what the checkpoint manager does on such a server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import uuid
 
@@ -23,12 +24,12 @@ from .conditional_workers import save_alone, try_saves
 PROCESSES, SAVES = 4, 15
 
 
-def _url(tag: str) -> str:
-    return f"s3://expstore-test/{tag}-{uuid.uuid4().hex[:10]}"
+def _url(tag: str, scheme: str = "s3") -> str:
+    return f"{scheme}://expstore-test/{tag}-{uuid.uuid4().hex[:10]}"
 
 
 def _probes_left(server, url: str) -> list[str]:
-    prefix = url.removeprefix("s3://expstore-test/")
+    prefix = url.partition("://expstore-test/")[2]
     listed = server.boto3_client().list_objects_v2(Bucket="expstore-test", Prefix=prefix).get("Contents", [])
     return [o["Key"] for o in listed if s3_conditions.PROBE_PREFIX in o["Key"]]
 
@@ -49,10 +50,56 @@ def test_a_server_that_ignores_conditions_is_found_out_and_refused(s3rver_server
 
 
 @pytest.mark.s3
+def test_zarr_on_a_server_that_ignores_conditions_is_found_out_and_refused(s3rver_server):
+    url = _url("ignores", "zarr+s3")
+    store = open_store(url, **s3rver_server.storage_options)
+    store.write("k", b"first")
+    assert store.supports_conditional_writes is False
+    with pytest.raises(StoreError, match="ignores conditional writes") as info:
+        store.write("k", b"second", if_absent=True)
+    assert url in str(info.value) and "'k'" in str(info.value)
+    with pytest.raises(StoreError, match="ignores conditional writes"):
+        store.write("k", b"third", if_match=store.version("k"))
+    assert store.read("k") == b"first"  # never a silent overwrite
+    store.write("k", b"plain")  # an unconditional write is a plain PUT of the pointer: last writer wins
+    store.write_tree("t", {"w": np.arange(4)})
+    assert store.read("k") == b"plain" and store.list() == ["k", "t"] and _probes_left(s3rver_server, url) == []
+    assert store.reclaim(older_than=0) == 0  # each switch dropped the version it replaced
+
+
+@pytest.mark.s3
+def test_s3_and_zarr_stores_share_one_probe_per_bucket(s3rver_server):
+    bucket = f"probe-{uuid.uuid4().hex[:10]}"
+    assert open_store(f"zarr+s3://{bucket}/run.zarr", **s3rver_server.storage_options).supports_conditional_writes is False
+    wrong_key = dict(s3rver_server.storage_options, key="not-the-key", secret="not-the-secret")
+    assert open_store(f"s3://{bucket}/b", **wrong_key).supports_conditional_writes is False  # no second probe
+    assert [where for where in s3_conditions._known if where[1] == bucket] == [(s3rver_server.endpoint_url, bucket)]
+
+
+@pytest.mark.s3
+def test_zarr_single_writer_manager_saves_prunes_and_loads_on_a_server_without_conditions(s3rver_server):
+    url, options = _url("alone", "zarr+s3"), s3rver_server.storage_options
+    with pytest.raises(StoreError, match="ignores conditional writes.*single_writer=True") as info:
+        CheckpointManager(url, "exp", **options).save_checkpoint({"w": np.arange(3)}, 1)
+    assert url in str(info.value) and "exp_index.json" in str(info.value)
+    with CheckpointManager(url, "exp", keep_last_n=3, single_writer=True, **options) as manager:
+        assert manager.store.list() == []  # the refused save wrote nothing
+        for it in range(1, 9):
+            manager.save_checkpoint({"w": np.full(3, it), "step": it}, it)
+        assert [c["iteration"] for c in manager.list_checkpoints()] == [6, 7, 8]
+        assert manager.store.list("exp_iter_") == [c["key"] for c in manager.list_checkpoints()]
+        assert manager.verify() == []
+    with CheckpointManager(url, "exp", **options) as reader:  # loading needs no promise
+        loaded = reader.load_checkpoint()
+        assert loaded["iteration"] == 8 and loaded["state"]["w"].tolist() == [8, 8, 8]
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("scheme", ["s3", "zarr+s3"])
 @pytest.mark.parametrize("server", ["moto", "seaweedfs"])
-def test_servers_that_honour_conditions_keep_them(server, request):
+def test_servers_that_honour_conditions_keep_them(server, scheme, request):
     s3 = request.getfixturevalue(f"{server}_server")
-    url = _url("honours")
+    url = _url("honours", scheme)
     store = open_store(url, **s3.storage_options)
     store.write("k", b"first")
     assert store.supports_conditional_writes is True
@@ -174,3 +221,30 @@ def test_torn_index_reads_are_retried_then_reported():
         store.torn_reads = 100
         with pytest.raises(CorruptData, match="exp_index.json"):
             manager.list_checkpoints()
+
+
+@pytest.mark.s3
+def test_a_probe_object_in_an_empty_zarr_root_is_not_taken_for_foreign_content(moto_server):
+    """A reader may list the root while another process's probe object is its only content."""
+    url = _url("probed", "zarr+s3")
+    prefix = url.partition("://expstore-test/")[2]
+    client = moto_server.boto3_client()
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+        client.create_bucket(Bucket="expstore-test")
+    client.put_object(Bucket="expstore-test", Key=f"{prefix}/{s3_conditions.probe_key()}", Body=b"p")
+    store = open_store(url, **moto_server.storage_options)
+    assert store.list() == [] and store.exists("k") is False
+    store.write("k", b"v")
+    assert store.read("k") == b"v"
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("server", ["moto", "seaweedfs", "s3rver"])
+def test_the_probe_of_an_empty_zarr_root_leaves_it_empty(server, request):
+    """The probe runs under the root; SeaweedFS keeps a folder marker there after deleting it."""
+    s3 = request.getfixturevalue(f"{server}_server")
+    store = open_store(f"zarr+s3://probe-{uuid.uuid4().hex[:10]}/run.zarr", **s3.storage_options)
+    assert store.supports_conditional_writes is (server != "s3rver")  # the first probe of this bucket
+    assert store.list() == [] and store.exists("k") is False
+    store.write("values/v", b"")
+    assert store.list() == ["values/v"] and store.read("values/v") == b""

@@ -36,6 +36,15 @@ def probe_key() -> str:
     return PROBE_PREFIX + uuid.uuid4().hex
 
 
+def ignored_conditions_reason(endpoint: str) -> str:
+    """Why a conditional write is refused on a server that ignores conditions (the `StoreError` message)."""
+    return (
+        f"the S3 server at {endpoint} ignores conditional writes (a probe write with If-None-Match: * "
+        "overwrote an existing object), so this conditional write is refused rather than turned into a "
+        "silent overwrite"
+    )
+
+
 def honours_conditions(
     endpoint: str, bucket: str, put: Callable[[bytes, dict[str, str]], object], delete: Callable[[], None]
 ) -> bool:

@@ -41,10 +41,11 @@ import numpy as np
 import zarr.api.asynchronous as zasync
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import FsspecStore, LocalStore, MemoryStore
+from zarr.storage import LocalStore, MemoryStore
 
-from ..errors import BackendUnavailable, CorruptData, InvalidURL, KeyNotFound, PreconditionFailed, StoreError
+from ..errors import CorruptData, InvalidURL, KeyNotFound, PreconditionFailed, StoreError
 from ..store.base import Store
+from ..store.keys import RESERVED_PREFIX
 from ..store.tree import Skeleton, array_paths, select_paths, unflatten
 from .durable import fsync_path, fsync_tree
 from .zarr_arrays import PASSTHROUGH, check_bytes, descr, open_array, read_arrays, read_selection, write_array, write_arrays
@@ -156,9 +157,11 @@ class ZarrStore(Store):
         return True
 
     async def _has_content(self) -> bool:
-        """Whether the root holds anything but the temp file of a first writer's root `zarr.json`."""
+        """Whether the root holds anything but the temp file of a first writer's root `zarr.json`,
+        expstore's reserved names (the S3 probe object) or an S3 folder marker (SeaweedFS keeps one
+        where the probe was deleted)."""
         async for name in self.zstore.list_dir(""):
-            if not name.endswith(_ZARR_TEMP_SUFFIX):
+            if name and not name.endswith(_ZARR_TEMP_SUFFIX) and not name.startswith(RESERVED_PREFIX):
                 return True
         return False
 
@@ -547,91 +550,6 @@ class MemoryZarrStore(ZarrStore):
         return None if current is None else current["live"]
 
 
-class S3ZarrStore(ZarrStore):
-    """`zarr+s3://bucket/path.zarr`: zarr's FsspecStore on an async s3fs; the switch is a conditional PUT."""
-
-    def __init__(self, location: str, url: str, array_options: dict[str, Any], storage_options: dict[str, Any]):
-        import s3fs
-        from botocore.exceptions import BotoCoreError
-        from fsspec.exceptions import FSTimeoutError
-
-        from .s3 import DEFAULT_CONFIG
-
-        self.bucket, _, prefix = location.strip("/").partition("/")
-        if not self.bucket:
-            raise InvalidURL("a zarr+s3 URL needs a bucket: zarr+s3://bucket/run.zarr", url=url)
-        self.prefix = prefix.strip("/")
-        config = dict(DEFAULT_CONFIG)
-        config.update(storage_options.pop("config_kwargs", {}) or {})
-        storage_options.setdefault("skip_instance_cache", True)
-        storage_options.setdefault("use_listings_cache", False)  # other writers change the bucket
-        self.fs = s3fs.S3FileSystem(asynchronous=True, config_kwargs=config, **storage_options)
-        self.fs.retries = 1  # botocore retries (DEFAULT_CONFIG); s3fs's own loop would multiply them
-        self._passthrough = (*PASSTHROUGH, BotoCoreError, FSTimeoutError)
-        path = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
-        super().__init__(FsspecStore(self.fs, path=path), url, path, array_options)
-
-    def _run(self, coro: Coroutine[Any, Any, T], key: str | None = None) -> T:
-        from botocore.exceptions import BotoCoreError
-        from fsspec.exceptions import FSTimeoutError
-
-        try:
-            return super()._run(coro, key)
-        except (BotoCoreError, FSTimeoutError, asyncio.TimeoutError) as exc:
-            raise BackendUnavailable(f"S3 endpoint unreachable: {exc}", url=self.url, key=key) from exc
-
-    def _object(self, path: str) -> str:
-        return _join(self.prefix, path)
-
-    async def _get_with_etag(self, path: str) -> tuple[bytes | None, str | None]:
-        try:
-            response = await self.fs._call_s3("get_object", Bucket=self.bucket, Key=self._object(path))
-        except FileNotFoundError:
-            return None, None
-        body = await response["Body"].read()
-        return body, response["ETag"]
-
-    async def _prepare_container(self) -> None:
-        try:
-            await self.fs._call_s3("head_bucket", Bucket=self.bucket)
-        except FileNotFoundError:
-            try:
-                await self.fs._call_s3("create_bucket", Bucket=self.bucket)
-            except Exception as exc:
-                if "BucketAlreadyOwnedByYou" not in repr(exc) and "BucketAlreadyExists" not in repr(exc):
-                    raise
-
-    async def _switch(self, key: str, pointer: dict[str, Any], if_absent: bool, if_match: str | None) -> str | None:
-        path = _join(_node(key), META)
-        while True:
-            raw, etag = await self._get_with_etag(path)
-            current = _pointer_of(json.loads(raw)) if raw is not None else None
-            _check(current, if_absent, if_match, self.url, key)
-            condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
-            try:
-                await self.fs._call_s3(
-                    "put_object", Bucket=self.bucket, Key=self._object(path), Body=_group_doc(pointer), **condition
-                )
-            except Exception as exc:
-                if not _is_precondition_failure(exc):
-                    raise
-                if if_absent or if_match is not None:
-                    raise PreconditionFailed("another writer changed this key first", url=self.url, key=key) from exc
-                continue  # an unconditional write: re-read and switch again, so we know what we replaced
-            return None if current is None else current["live"]
-
-    async def _close_session(self) -> None:
-        creator = getattr(self.fs, "_s3creator", None)
-        if creator is not None:
-            await creator.__aexit__(None, None, None)
-            self.fs._s3creator = None
-            self.fs._s3 = None
-
-    def _close(self) -> None:
-        with contextlib.suppress(Exception):
-            sync(self._close_session())
-
-
 # ---- helpers ------------------------------------------------------------------------------------
 
 
@@ -690,18 +608,6 @@ def _check(current: dict[str, Any] | None, if_absent: bool, if_match: str | None
     if if_match is not None and (current is None or current["live"] != if_match):
         found = None if current is None else current["live"]
         raise PreconditionFailed(f"if_match: version is {found!r}, expected {if_match!r}", url=url, key=key)
-
-
-def _is_precondition_failure(exc: BaseException) -> bool:
-    """A failed S3 precondition: 412 (or 409), or moto's 404 on If-Match against a missing key."""
-    from botocore.exceptions import ClientError
-
-    error = exc if isinstance(exc, ClientError) else exc.__cause__
-    if not isinstance(error, ClientError):
-        return False
-    code = str(error.response.get("Error", {}).get("Code", ""))
-    status = str(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-    return code in {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"} or status in {"412", "409"}
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -775,5 +681,7 @@ def open_url(url: str, location: str, **storage_options: Any) -> ZarrStore:
         return MemoryZarrStore(MemoryStore(shared), url, f"zarr+memory://{name}", array_options)
     if kind == "s3":
         array_options, other = _split_options(url, storage_options, allow_other=True)
+        from .zarr_s3 import S3ZarrStore  # s3fs and botocore load only for zarr+s3
+
         return S3ZarrStore(location, url, array_options, other)
     raise InvalidURL(f"unknown Zarr storage {kind!r}: use a path, zarr+memory:// or zarr+s3://", url=url)
