@@ -371,8 +371,9 @@ def test_racing_savers_local(tmp_path):
 
 
 @pytest.mark.s3
-def test_racing_savers_s3(moto_server):
-    _race(f"s3://expstore-test/race-{uuid.uuid4().hex[:8]}", moto_server.storage_options)
+def test_racing_savers_s3(seaweedfs_server):
+    # SeaweedFS, not moto: moto's conditional PUT checks and stores without a lock (docs/decisions.md)
+    _race(f"s3://expstore-test/race-{uuid.uuid4().hex[:8]}", seaweedfs_server.storage_options)
 
 
 # ---- AutoCheckpoint and async save ---------------------------------------------------------------

@@ -24,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 
 from ..errors import BackendUnavailable, InvalidURL, KeyNotFound, PreconditionFailed, StoreError
 from ..store.base import Store
-from .s3_conditions import honours_conditions, probe_key
+from .s3_conditions import honours_conditions, ignored_conditions_reason, probe_key
 from .s3_options import CREDENTIALS_HELP, check_storage_options
 
 MULTIPART_THRESHOLD = 256 * 2**20
@@ -101,11 +101,7 @@ class S3Store(Store):
 
     @property
     def no_conditional_writes_reason(self) -> str:  # type: ignore[override]
-        return (
-            f"the S3 server at {self.client.meta.endpoint_url} ignores conditional writes (a probe write with "
-            "If-None-Match: * overwrote an existing object), so this conditional write is refused rather than "
-            "turned into a silent overwrite"
-        )
+        return ignored_conditions_reason(self.client.meta.endpoint_url)
 
     # ---- plumbing ---------------------------------------------------------------------------
 
