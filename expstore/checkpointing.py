@@ -66,6 +66,7 @@ INDEX_VERSION = 1
 CAS_ATTEMPTS = 50
 INDEX_READ_ATTEMPTS = 5  # reads of an index that does not parse, with backoff 0.05 s doubling (0.75 s in all)
 _UNREADABLE = (CorruptData, KeyNotFound)
+PRUNED_WHILE_READING_RESTARTS = 10  # loads restarted from a re-read index after another writer pruned the one being read
 
 
 # ---- small helpers -------------------------------------------------------------------------------
@@ -569,10 +570,19 @@ class CheckpointManager:
                 self._resumed_from = loaded["iteration"]
             return loaded
         newest_first = self._load_order()
-        for iteration, key in newest_first:
+        candidates = list(newest_first)
+        restarts = 0
+        while candidates:
+            iteration, key = candidates.pop(0)
             try:
                 loaded = self._read(self.store, key, select, rank, world_size)
             except _UNREADABLE as exc:
+                if isinstance(exc, KeyNotFound) and restarts < PRUNED_WHILE_READING_RESTARTS:
+                    current = self._load_order()
+                    if (iteration, key) not in current:  # another writer's retention removed it since: start again
+                        restarts += 1
+                        newest_first = candidates = list(current)
+                        continue
                 warnings.warn(f"skipping unreadable checkpoint {self.ref_for(key)}: {exc}", RuntimeWarning, stacklevel=2)
                 continue
             self._resumed_from = iteration

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from expstore.checkpointing import (
 )
 from expstore.codec import PickleNotAllowed, write_checkpoint
 from expstore.errors import CorruptData, InvalidKey
+from expstore.backends.memory import MemoryStore
 
 from .checkpoint_workers import save_iterations
 from .trees import assert_same
@@ -530,3 +532,41 @@ def test_random_trees_round_trip_through_the_manager(store_location, tree):
     with CheckpointManager(url, "hyp", keep_last_n=1, **options) as m:
         m.save_checkpoint({"t": tree}, 1)
         assert_same({"t": tree}, m.load_checkpoint()["state"])
+
+
+class _PrunedWhileReading(MemoryStore):
+    """A memory store that, when a checkpoint is first read, lets another writer save `saves` more
+    (its retention then deletes the one being read), as a reader starved of the file's lock sees."""
+
+    def __init__(self) -> None:
+        super().__init__(f"pruned-{uuid.uuid4().hex[:8]}")
+        self.before_first_checkpoint_read: Any = None
+
+    def _before(self, key: str) -> None:
+        hook = self.before_first_checkpoint_read
+        if hook is not None and ".ckpt" in key:
+            self.before_first_checkpoint_read = None
+            hook()
+
+    def _read(self, key: str) -> bytes:
+        self._before(key)
+        return super()._read(key)
+
+    def _read_range(self, key: str, start: int, end: int | None) -> bytes:
+        self._before(key)
+        return super()._read_range(key, start, end)
+
+
+def test_a_checkpoint_pruned_by_another_writer_while_loading_is_no_failure():
+    """The reader read an index whose every entry another writer's retention deleted before the
+    reader got to it: the load starts again from the new index, silently, and gets its newest."""
+    store = _PrunedWhileReading()
+    writer, reader = CheckpointManager(store, "exp", keep_last_n=2), CheckpointManager(store, "exp", keep_last_n=2)
+    for i in (1, 2):
+        writer.save_checkpoint(small(i), i)
+    store.before_first_checkpoint_read = lambda: [writer.save_checkpoint(small(i), i) for i in (3, 4, 5)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = reader.load_checkpoint()
+    assert loaded["iteration"] == 5
+    assert_same(loaded["state"], small(5))
