@@ -65,14 +65,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import (
-    MiB, Row, bench_parser, machine, parse_bench_args, print_report, raw_write, run, scratch_folder, time_pair
-)
+from benchlib import MiB, Row, bench_parser, machine, parse_bench_args, print_report, raw_write, run, scratch_folder, time_pair
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from expstore.backends.durable import fsync_path, fsync_tree  # noqa: E402
+from expstore.backends.posix import fsync_path, fsync_tree  # noqa: E402
 from expstore.checkpointing import CheckpointManager  # noqa: E402
 
 N_ARRAYS = 10
@@ -343,7 +341,7 @@ PEAK_CHILD = textwrap.dedent(
     sys.path.insert(0, sys.argv[2])
     import numpy as np
     from checkpoint_bench import make_state
-    from expstore.checkpointing import CheckpointManager
+    from expstore.checkpointing.manager import CheckpointManager
     folder, size_mib, mode = sys.argv[3], int(sys.argv[4]), sys.argv[5]
     state = make_state(size_mib)
     manager = CheckpointManager(os.path.join(folder, "peak-" + mode), "bench", keep_last_n=1)

@@ -29,14 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from benchlib import MiB, machine, run, scratch_folder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from expstore.checkpointing import CheckpointManager  # noqa: E402
-from expstore.sharding import ShardedArray  # noqa: E402
+from expstore.checkpointing.sharded import ShardedArray  # noqa: E402
 
 SPAWN = multiprocessing.get_context("spawn")
 

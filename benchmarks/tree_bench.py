@@ -55,15 +55,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import (
-    MiB, Row, bench_parser, machine, parse_bench_args, print_report, raw_write, run, scratch_folder, time_pair
-)
+from benchlib import MiB, Row, bench_parser, machine, parse_bench_args, print_report, raw_write, run, scratch_folder, time_pair
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 import expstore  # noqa: E402
-from expstore.backends.durable import fsync_tree  # noqa: E402  (what the Zarr store does to a new version)
+from expstore.backends.posix import fsync_tree  # noqa: E402  (what the Zarr store does to a new version)
 
 N_ARRAYS = 8
 SMALL_OPS = 50  # small-tree operations per timed round

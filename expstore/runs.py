@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from .checkpointing import CheckpointManager
-from .data_export import NumpyEncoder, parquet_bytes, read_parquet_bytes
+from .checkpointing.manager import CheckpointManager
+from .data_export.writers import NumpyEncoder, parquet_bytes, read_parquet_bytes
 from .errors import CorruptData, KeyNotFound
-from .log_catalog import logged_runs
+from .experiment_logger.summaries import logged_runs
 from .store.base import Store
 from .store.registry import open_store
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import KeyNotFound, PreconditionFailed, StoreError
 from ..store.base import Store
 from ..store.keys import RESERVED_PREFIX
-from .durable import fsync_path
+from .posix import fsync_path
 
 TEMP_PREFIX = RESERVED_PREFIX + "tmp-"
 LOCK_NAME = RESERVED_PREFIX + "lock"

@@ -7,13 +7,25 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpointing import CheckpointManager
-from ..codec import read_manifest
+from ..checkpointing.manager import CheckpointManager
+from ..checkpointing.sharded import first_shard_manifest, is_manifest_key
 from ..errors import StoreError
-from ..log_catalog import STALE, logged_runs
-from ..sharding import first_shard_manifest, is_manifest_key
-from ..store.tree import unflatten
-from .common import UsageError, age_seconds, fmt_number, human_age, human_size, join_url, open_url, print_blocks, print_json, short, table
+from ..experiment_logger.summaries import STALE, logged_runs
+from ..format.checkpoint import read_manifest
+from ..format.tree import unflatten
+from .common import (
+    UsageError,
+    age_seconds,
+    fmt_number,
+    human_age,
+    human_size,
+    join_url,
+    open_url,
+    print_blocks,
+    print_json,
+    short,
+    table,
+)
 from .layout import CheckpointDir, Run, checkpoint_target, discover, list_keys, stored_size
 
 

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpointing import CheckpointManager, validate_experiment_name
+from ..checkpointing import CheckpointManager
 from ..store.config import default_url
+from ..store.keys import validate_experiment_name
 from .common import UsageError, join_url, open_url, progress_bar, storage_options
 from .layout import CHECKPOINTS, LOGS, RESULTS
 
@@ -142,7 +143,7 @@ def _resume(manager: CheckpointManager, seed: int, samples: int) -> tuple[dict[s
 
 
 def _open_logger(args: argparse.Namespace, store: Any, name: str) -> Any:
-    from ..experiment_logger import create_experiment_logger
+    from ..experiment_logger.logger import create_experiment_logger
 
     return create_experiment_logger(name, store, verbose=args.verbose)
 
@@ -206,7 +207,7 @@ def _rows(history: dict[str, np.ndarray]) -> list[dict[str, Any]]:
 
 def _export(args: argparse.Namespace, run_url: str, name: str, rows: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
     """Write the results in every format under `<run>/results`; also to --save-results."""
-    from ..data_export import export_all_formats, export_results_json
+    from ..data_export.writers import export_all_formats, export_results_json
 
     store = open_url(args, join_url(run_url, RESULTS))
     try:

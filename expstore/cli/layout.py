@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from ..checkpoint_names import CKPT_RE, INDEX_RE, is_checkpoint_part
-from ..checkpointing import split_ref
+from ..checkpointing.manager import split_ref
+from ..checkpointing.names import CKPT_RE, INDEX_RE, is_checkpoint_part
+from ..checkpointing.sharded import objects_of
 from ..errors import StoreError
-from ..sharding import objects_of
 from ..store.base import Store
 from .common import UsageError, join_url, open_url
 

@@ -6,8 +6,8 @@ import argparse
 import os
 from typing import Any
 
-from ..checkpoint_names import CKPT_RE, INDEX_RE, is_checkpoint_part
-from ..checkpointing import CheckpointManager, backup_checkpoint, verify_object
+from ..checkpointing.manager import CheckpointManager, backup_checkpoint, verify_object
+from ..checkpointing.names import CKPT_RE, INDEX_RE, is_checkpoint_part
 from ..errors import KeyNotFound, StoreError
 from ..store.base import Store
 from ..store.registry import split_url

@@ -6,7 +6,7 @@ import argparse
 import io
 from typing import Any
 
-from ..checkpointing import CheckpointManager
+from ..checkpointing.manager import CheckpointManager
 from ..errors import StoreError
 from .common import UsageError, fmt_number, open_url, print_json, table
 from .layout import Run, discover
@@ -49,7 +49,7 @@ def labels(runs: list[Run]) -> list[str]:
 
 def summarize(args: argparse.Namespace, run: Run) -> dict[str, Any]:
     """Config, status, duration and final metrics from the run's log; the latest checkpoint from its index."""
-    from ..experiment_logger import analyze_logs
+    from ..experiment_logger.logger import analyze_logs
 
     doc: dict[str, Any] = {"name": run.name, "url": run.url, "status": None, "duration_seconds": None,
                            "config": {}, "metrics": {}, "latest_checkpoint": None}
@@ -159,7 +159,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def _write_file(args: argparse.Namespace, out: str, data: bytes) -> None:
     """Write `data` to a local path or to a file URL on any store."""
-    from ..data_export import split_location
+    from ..data_export.writers import split_location
 
     base, name = split_location(out)
     store = open_url(args, base)

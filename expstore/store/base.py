@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..errors import KeyNotFound, StoreError
+from ..format.tree import Skeleton, flatten
 from .keys import validate_key, validate_prefix
-from .tree import Skeleton, flatten
 
 BytesLike = bytes | bytearray | memoryview
 T = TypeVar("T")
@@ -230,14 +230,14 @@ class Store:
     def _close(self) -> None:
         pass
 
-    # Stores without `supports_arrays` keep a tree as one checkpoint object (expstore.codec).
+    # Stores without `supports_arrays` keep a tree as one checkpoint object (expstore.format.checkpoint).
     def _write_tree(self, key: str, skeleton: Skeleton, arrays: dict[str, Any]) -> str:
-        from ..codec import write_flat
+        from ..format.checkpoint import write_flat
 
         return write_flat(self, key, skeleton, arrays)
 
     def _read_tree(self, key: str, select: list[str] | None) -> Any:
-        from ..codec import read_state
+        from ..format.checkpoint import read_state
 
         return read_state(self, key, select=select)[0]
 

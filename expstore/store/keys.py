@@ -69,3 +69,21 @@ def validate_prefix(prefix: object, url: str | None = None) -> str:
     if problem:
         raise InvalidKey(f"invalid prefix: {problem}", url=url, key=prefix)
     return prefix
+
+
+def validate_experiment_name(name: object) -> str:
+    """Return `name` if it can name an experiment (no separators, `..`, control chars, not empty), else `InvalidKey`."""
+    if not isinstance(name, str):
+        raise InvalidKey(f"experiment name must be a str, got {type(name).__name__} {name!r}")
+    reason = None
+    if not name or not name.strip():
+        reason = "is empty"
+    elif "/" in name or "\\" in name:
+        reason = "contains a path separator"
+    elif ".." in name:
+        reason = "contains '..'"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        reason = "contains NUL or a control character"
+    if reason:
+        raise InvalidKey(f"invalid experiment name {name!r}: it {reason}")
+    return name

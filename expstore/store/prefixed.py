@@ -12,7 +12,6 @@ from ..errors import StoreError
 from .base import Store
 from .keys import validate_key
 
-
 T = TypeVar("T")
 
 

@@ -1,10 +1,9 @@
 """The array level: write_tree / read_tree round-trip exactly on every store.
 
-Array-native stores (HDF5, Zarr) keep real datasets; the others one checkpoint object (expstore.codec).
+Array-native stores (HDF5, Zarr) keep real datasets; the others one checkpoint object (expstore.format.checkpoint).
 """
 
 from __future__ import annotations
-
 
 import numpy as np
 import pytest

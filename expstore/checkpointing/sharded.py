@@ -1,0 +1,421 @@
+"""Sharded checkpoints: each of N ranks writes its own shard; the last to land commits (issue 9).
+
+Layout of iteration `it` of experiment `exp` (any bytes store)::
+
+    <exp>_iter_<it:06d>/shard-<r>-of-<n>.ckpt   rank r's state: one codec object (docs/checkpointing.md)
+    <exp>_iter_<it:06d>/manifest.json           every shard with its size and header crc32c; written last
+
+Commit: a rank writes its shard, then lists the folder. A rank that sees all n shards writes the
+manifest with ``if_absent=True`` (of ranks racing there, exactly one wins) and adds it to the index
+by compare-and-swap. A checkpoint exists for readers only once the index names its manifest, so a
+rank that dies mid-save leaves no committed partial checkpoint, only orphan shards for `gc`. On a
+store without conditional writes the manager saves only with ``single_writer=True``, and then
+both are plain writes (ranks that complete the set at once write the same manifest).
+
+The shard header's crc32c covers every array's crc32c, so the manifest pins the exact bytes of
+every shard; a shard rewritten after the commit reads as `CorruptData`. `ShardedArray` leaves also
+record crc32c per block of rows, so a loader with another world size reads only the row ranges it
+needs (range GETs on S3) and still checks every byte it reads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import google_crc32c
+import numpy as np
+
+from ..errors import CorruptData, KeyNotFound, PreconditionFailed
+from ..format.checkpoint import (
+    _Layout,
+    _make_array,
+    _parse_header,
+    _pickle_leaf,
+    _ranges,
+    _rebuild,
+    _refuse_pickle,
+    check_object,
+    read_header_bytes,
+    write_flat,
+)
+from ..format.tree import flatten, select_paths
+from ..store.base import Store
+
+if TYPE_CHECKING:
+    from .manager import CheckpointManager
+
+__all__ = [
+    "ShardedArray",
+    "assemble",
+    "copy",
+    "first_shard_manifest",
+    "is_manifest_key",
+    "load",
+    "manifest_key",
+    "orphans",
+    "save_shard",
+    "verify",
+]
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "expstore.sharded-checkpoint"
+MANIFEST_VERSION = 1
+BLOCK_BYTES = 4 * 2**20  # rows of a ShardedArray are checksummed in blocks of about this size
+
+
+@dataclass(frozen=True, eq=False)
+class ShardedArray:
+    """Rows ``[offset, offset + len(local))`` of an array of `global_shape` split along axis 0."""
+
+    local: np.ndarray
+    global_shape: tuple[int, ...]
+    offset: int
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(d) for d in self.global_shape)
+        object.__setattr__(self, "global_shape", shape)
+        if not isinstance(self.local, np.ndarray) or self.local.dtype.hasobject or self.local.ndim < 1:
+            raise TypeError("ShardedArray.local must be a numpy array (not of dtype object) with ndim >= 1")
+        rows = self.local.shape[0]
+        if self.local.shape[1:] != shape[1:] or not 0 <= self.offset <= self.offset + rows <= (shape[0] if shape else -1):
+            raise ValueError(
+                f"ShardedArray: local shape {self.local.shape} at row {self.offset} does not fit global shape {shape}"
+            )
+
+
+# ---- names ---------------------------------------------------------------------------------------
+
+
+def check_ranks(rank: int | None, world_size: int | None, store: Store) -> tuple[int | None, int | None]:
+    """Validate a manager's `rank` / `world_size` (both or neither); sharding needs a bytes store."""
+    if rank is None and world_size is None:
+        return None, None
+    if not isinstance(world_size, int) or isinstance(world_size, bool) or world_size < 1:
+        raise ValueError(f"world_size must be an int >= 1 when rank is given, got {world_size!r}")
+    if not isinstance(rank, int) or isinstance(rank, bool) or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be an int in [0, {world_size}), got {rank!r}")
+    if store.supports_arrays:
+        raise TypeError(f"sharded checkpoints need a bytes store (local, S3, memory), not {store.url!r}")
+    return rank, world_size
+
+
+def folder(experiment: str, iteration: int) -> str:
+    """The folder holding the shards and manifest of one sharded checkpoint."""
+    return f"{experiment}_iter_{iteration:06d}"
+
+
+def manifest_key(experiment: str, iteration: int) -> str:
+    """The key of a sharded checkpoint, as the index names it."""
+    return f"{folder(experiment, iteration)}/{MANIFEST}"
+
+
+def is_manifest_key(key: str) -> bool:
+    """True when `key` names a sharded checkpoint (its manifest)."""
+    return key.endswith("/" + MANIFEST)
+
+
+def shard_name(rank: int, world_size: int) -> str:
+    """The object name of rank `rank`'s shard inside the checkpoint folder."""
+    return f"shard-{rank}-of-{world_size}.ckpt"
+
+
+def objects_of(store: Store, key: str) -> list[str]:
+    """Every object of the checkpoint at `key`, the manifest last (what deleting it removes)."""
+    if not is_manifest_key(key):
+        return [key]
+    return sorted(store.list(key[: -len(MANIFEST)]), key=lambda k: k == key)
+
+
+def orphans(keys: list[str], named: set[str], experiment: str) -> list[str]:
+    """Keys of sharded-checkpoint folders of `experiment` whose manifest the index does not name."""
+    pattern = re.compile(re.escape(experiment) + r"_iter_\d+/")
+    return [k for k in keys if (m := pattern.match(k)) and f"{m.group(0)}{MANIFEST}" not in named]
+
+
+# ---- saving --------------------------------------------------------------------------------------
+
+
+def save_shard(
+    manager: CheckpointManager, state: Any, iteration: int, timestamp: str, meta: dict[str, Any], tags: list[str]
+) -> str:
+    """Write this rank's shard; if it completes the set, commit the manifest and the index. Return the ref."""
+    store, experiment = manager.store, manager.experiment_name
+    rank, n = manager.rank, manager.world_size
+    assert rank is not None and n is not None
+    base = folder(experiment, iteration)
+    skeleton, arrays, sharded = _flatten(state, manager.allow_pickle)
+    extra = {"iteration": iteration, "timestamp": timestamp, "metadata": meta, "tags": tags,
+             "experiment": experiment, "rank": rank, "world_size": n, "sharded": sharded}
+    write_flat(store, f"{base}/{shard_name(rank, n)}", skeleton, arrays, extra, name="state", allow_pickle=manager.allow_pickle)
+    key = f"{base}/{MANIFEST}"
+    shards = _landed(store, base, n)
+    if shards is not None and _publish(store, key, experiment, iteration, n, shards):
+        entry = {"iteration": iteration, "key": key, "timestamp": timestamp, "tags": tags, "metadata": meta, "world_size": n}
+        dropped = manager._commit(entry)
+        manager._delete_quietly([e["key"] for e in dropped])
+    return manager.ref_for(key)
+
+
+def _flatten(state: Any, allow_pickle: bool) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
+    """flatten() with `ShardedArray` leaves replaced by their local rows and described by array path."""
+    found: dict[int, ShardedArray] = {}
+    skeleton, arrays = flatten(_unwrap(state, found), "state", fallback=_pickle_leaf if allow_pickle else None)
+    sharded = {path: _describe(found[id(a)]) for path, a in arrays.items() if id(a) in found}
+    return skeleton, arrays, sharded
+
+
+def _unwrap(tree: Any, found: dict[int, ShardedArray]) -> Any:
+    if isinstance(tree, ShardedArray):
+        found[id(tree.local)] = tree
+        return tree.local
+    if type(tree) is dict:
+        return {k: _unwrap(v, found) for k, v in tree.items()}
+    if type(tree) in (list, tuple):
+        return type(tree)(_unwrap(v, found) for v in tree)
+    return tree
+
+
+def _describe(sa: ShardedArray) -> dict[str, Any]:
+    """Global shape, offset, rows and crc32c per block of rows of one sharded leaf."""
+    local = np.ascontiguousarray(sa.local)
+    row_bytes = local.dtype.itemsize * math.prod(local.shape[1:])
+    block = max(1, BLOCK_BYTES // max(1, row_bytes))
+    crcs = [_crc(local[i : i + block]) for i in range(0, local.shape[0], block)]
+    return {"global_shape": list(sa.global_shape), "offset": sa.offset, "rows": local.shape[0],
+            "block_rows": block, "block_crc32c": crcs}
+
+
+def _crc(array: np.ndarray) -> int:
+    raw = array.reshape(-1).view(np.uint8)
+    raw.flags.writeable = False
+    return google_crc32c.value(raw) if raw.size else 0
+
+
+def _landed(store: Store, base: str, n: int) -> list[dict[str, Any]] | None:
+    """The manifest records of all n shards if every one is present, else None."""
+    present = set(store.list(f"{base}/shard-"))
+    names = [shard_name(r, n) for r in range(n)]
+    if any(f"{base}/{name}" not in present for name in names):
+        return None
+    records = []
+    for rank, name in enumerate(names):
+        key = f"{base}/{name}"
+        layout, crc = _header(store, key)
+        sharded = (layout.manifest.get("extra") or {}).get("sharded") or {}
+        records.append({"rank": rank, "key": name, "size": store.size(key), "header_crc32c": crc,
+                        "sharded": {p: [d["offset"], d["rows"]] for p, d in sharded.items()}})
+    return records
+
+
+def _publish(store: Store, key: str, experiment: str, iteration: int, n: int, shards: list[dict[str, Any]]) -> bool:
+    """Write the manifest; True when this call wrote it (the caller then commits the index)."""
+    doc = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "experiment": experiment,
+           "iteration": iteration, "world_size": n, "shards": shards}
+    data = json.dumps(doc, indent=1).encode()
+    if not store.supports_conditional_writes:
+        store.write(key, data)
+        return True
+    try:
+        store.write(key, data, if_absent=True)
+        return True
+    except PreconditionFailed:
+        pass
+    try:  # another rank wrote it, or an earlier save of this iteration did: replace only the stale one
+        version = store.version(key)
+        try:
+            same = _parse_manifest(store.read(key), store, key)["shards"] == shards
+        except CorruptData:
+            same = False
+        if not same:
+            store.write(key, data, if_match=version)
+        return not same
+    except (PreconditionFailed, KeyNotFound):
+        return False
+
+
+# ---- reading -------------------------------------------------------------------------------------
+
+
+def _parse_manifest(raw: bytes, store: Store, key: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT or doc.get("version") != MANIFEST_VERSION:
+            raise ValueError("not a sharded-checkpoint manifest of a known version")
+        n, shards = doc["world_size"], doc["shards"]
+        if not isinstance(n, int) or n < 1 or not isinstance(shards, list) or len(shards) != n:
+            raise ValueError("world_size and shards do not agree")
+        for rank, rec in enumerate(shards):
+            if rec["key"] != shard_name(rank, n) or not isinstance(rec["size"], int) or not isinstance(rec["sharded"], dict):
+                raise ValueError(f"bad shard record {rec!r}")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptData(f"corrupt sharded-checkpoint manifest: {exc}", url=store.url, key=key) from None
+    return doc
+
+
+def _header(store: Store, key: str) -> tuple[_Layout, int]:
+    """The layout of a shard and the crc32c of its length + header bytes (two range reads)."""
+    head, header = read_header_bytes(store, key)
+    return _parse_header(header, len(header), None, store, key), google_crc32c.extend(google_crc32c.value(head), header)
+
+
+def _checked_header(store: Store, base: str, record: dict[str, Any]) -> tuple[str, _Layout]:
+    """(key, layout) of the shard `record` names; `CorruptData` unless it is the shard the manifest pinned."""
+    key = f"{base}/{record['key']}"
+    layout, crc = _header(store, key)
+    if crc != record.get("header_crc32c") or layout.data_start + layout.data_size != record["size"]:
+        raise CorruptData("the shard is not the one its manifest names (rewritten or damaged)", url=store.url, key=key)
+    return key, layout
+
+
+def load(
+    store: Store, key: str, *, rank: int, world_size: int | None, select: list[str] | str | None, allow_pickle: bool
+) -> dict[str, Any]:
+    """Load rank `rank`'s part of the sharded checkpoint at `key`, re-sharded when `world_size`
+    differs from the saved one (`ShardedArray` leaves split evenly along axis 0; other leaves from shard 0)."""
+    return _load(store, key, rank=rank, world_size=world_size, select=select, allow_pickle=allow_pickle)[0]
+
+
+def _load(
+    store: Store, key: str, *, rank: int, world_size: int | None, select: list[str] | str | None, allow_pickle: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`load`, and the `extra` of the shard it read the header of."""
+    doc = _parse_manifest(store.read(key), store, key)
+    base, n = key[: -len(MANIFEST) - 1], doc["world_size"]
+    m = n if world_size is None else world_size
+    if not isinstance(m, int) or m < 1 or not isinstance(rank, int) or not 0 <= rank < m:
+        raise ValueError(f"rank must be in [0, world_size={m}), got {rank!r}")
+    if isinstance(select, str):
+        select = [select]
+    source = rank if m == n else 0
+    skey, layout = _checked_header(store, base, doc["shards"][source])
+    chosen = select_paths(layout.entries, select)
+    _refuse_pickle([p for p in chosen if layout.entries[p].encoding == "pickle"], allow_pickle, store, skey)
+    extra = layout.manifest.get("extra") or {}
+    sharded = extra.get("sharded") or {}
+    if m == n:
+        arrays: dict[str, Any] = _read_whole(store, skey, layout, chosen)
+        for p in chosen:
+            if p in sharded:
+                arrays[p] = ShardedArray(arrays[p], tuple(sharded[p]["global_shape"]), sharded[p]["offset"])
+    else:
+        arrays = _read_whole(store, skey, layout, [p for p in chosen if p not in sharded])
+        headers = {source: (skey, layout)}
+        for p in (p for p in chosen if p in sharded):
+            arrays[p] = _gather(store, base, doc["shards"], headers, p, layout, rank, m)
+    return {
+        "iteration": extra.get("iteration"),
+        "timestamp": extra.get("timestamp"),
+        "state": _rebuild(layout, arrays, allow_pickle, store, skey),
+        "metadata": extra.get("metadata") or {},
+        "rank": rank,
+        "world_size": m,
+    }, extra
+
+
+def _read_whole(store: Store, key: str, layout: _Layout, paths: list[str]) -> dict[str, np.ndarray]:
+    """Read whole arrays by coalesced range reads, each checked against its crc32c."""
+    arrays = {}
+    for start, group in _ranges([layout.entries[p] for p in paths]):
+        stop = max(e.end for e in group)
+        blob = store.read_range(key, start, stop)
+        if len(blob) != stop - start:
+            raise CorruptData(f"truncated shard: bytes [{start}, {stop}) hold {len(blob)}", url=store.url, key=key)
+        for e in group:
+            arrays[e.path] = _make_array(blob, e.begin - start, e, store, key, copy=True)
+    return arrays
+
+
+def _gather(
+    store: Store,
+    base: str,
+    records: list[dict[str, Any]],
+    headers: dict[int, tuple[str, _Layout]],
+    path: str,
+    layout: _Layout,
+    rank: int,
+    m: int,
+) -> ShardedArray:
+    """Rank `rank` of `m`'s even share of the rows of sharded leaf `path`, read from the shards that hold them."""
+    info = layout.manifest["extra"]["sharded"][path]
+    shape = tuple(info["global_shape"])
+    lo, hi = shape[0] * rank // m, shape[0] * (rank + 1) // m
+    out = np.empty((hi - lo, *shape[1:]), dtype=layout.entries[path].dtype)
+    filled = np.zeros(hi - lo, bool)
+    for rec in records:
+        offset, rows = rec["sharded"].get(path, (0, 0))
+        a, b = max(lo, offset), min(hi, offset + rows)
+        if a >= b:
+            continue
+        if rec["rank"] not in headers:
+            headers[rec["rank"]] = _checked_header(store, base, rec)
+        key, src = headers[rec["rank"]]
+        out[a - lo : b - lo] = _read_rows(store, key, src, path, a - offset, b - offset)
+        filled[a - lo : b - lo] = True
+    if not filled.all():
+        raise CorruptData(f"the shards do not cover rows [{lo}, {hi}) of {path!r}", url=store.url, key=f"{base}/{MANIFEST}")
+    return ShardedArray(out, shape, lo)
+
+
+def _read_rows(store: Store, key: str, layout: _Layout, path: str, a: int, b: int) -> np.ndarray:
+    """Rows [a, b) of the shard's array `path`: one range read of the blocks holding them, each crc-checked."""
+    e, info = layout.entries[path], layout.manifest["extra"]["sharded"][path]
+    if e.encoding == "pickle" or info["rows"] != e.shape[0]:
+        raise CorruptData(f"sharded array {path!r} does not match its description", url=store.url, key=key)
+    row_bytes, block = e.dtype.itemsize * math.prod(e.shape[1:]), info["block_rows"]
+    first, last = a // block * block, min(-(-b // block) * block, e.shape[0])
+    blob = store.read_range(key, e.begin + first * row_bytes, e.begin + last * row_bytes)
+    if len(blob) != (last - first) * row_bytes:
+        raise CorruptData(f"truncated shard: rows [{first}, {last}) of {path!r}", url=store.url, key=key)
+    rows = np.frombuffer(blob, e.dtype, count=(last - first) * math.prod(e.shape[1:])).reshape(last - first, *e.shape[1:])
+    for start in range(first, last, block):
+        if _crc(rows[start - first : start - first + block]) != info["block_crc32c"][start // block]:
+            raise CorruptData(f"checksum mismatch in rows from {start} of {path!r}", url=store.url, key=key)
+    return rows[a - first : b - first]
+
+
+def assemble(store: Store, key: str, allow_pickle: bool) -> dict[str, Any]:
+    """The whole state of the sharded checkpoint at `key` as plain arrays (rank 0 of world size 1),
+    with its tags, for a store that holds no sharded checkpoints."""
+    loaded, extra = _load(store, key, rank=0, world_size=1, select=None, allow_pickle=allow_pickle)
+    loaded["state"] = _unwrap(loaded["state"], {})
+    loaded["tags"] = list(extra.get("tags") or [])
+    return loaded
+
+
+def copy(src: Store, key: str, dest: Store) -> dict[str, Any]:
+    """Copy the sharded checkpoint at `key` from `src` to `dest` byte for byte, every shard checked
+    (the pinned one, every array's crc32c) before it is written, the manifest last; return shard
+    0's `extra` (iteration, timestamp, metadata, tags). Nothing is decoded or unpickled."""
+    raw = src.read(key)
+    doc = _parse_manifest(raw, src, key)
+    base, extra = key[: -len(MANIFEST) - 1], None
+    for rec in doc["shards"]:
+        skey = f"{base}/{rec['key']}"
+        data = src.read(skey)
+        layout = check_object(data, src, skey)
+        if len(data) != rec["size"] or google_crc32c.value(data[: layout.data_start]) != rec["header_crc32c"]:
+            raise CorruptData("the shard is not the one its manifest names (rewritten or damaged)", url=src.url, key=skey)
+        dest.write(skey, data)
+        extra = extra if extra is not None else layout.extra()
+    dest.write(key, raw)
+    return extra or {}
+
+
+def first_shard_manifest(store: Store, key: str) -> dict[str, Any]:
+    """The codec manifest of shard 0 of the sharded checkpoint at `key` (its header only, checked
+    to be the shard the manifest pins): what `expstore show` describes."""
+    doc = _parse_manifest(store.read(key), store, key)
+    return _checked_header(store, key[: -len(MANIFEST) - 1], doc["shards"][0])[1].manifest
+
+
+def verify(store: Store, key: str) -> None:
+    """Raise unless every shard the manifest at `key` names is the pinned one and passes its checksums."""
+    doc = _parse_manifest(store.read(key), store, key)
+    for rec in doc["shards"]:
+        skey, layout = _checked_header(store, key[: -len(MANIFEST) - 1], rec)
+        _read_whole(store, skey, layout, list(layout.entries))
+        _rebuild(layout, {}, False, store, skey)  # the skeleton decodes as a load decodes it (no array is built)
