@@ -24,15 +24,14 @@ zarr = pytest.importorskip("zarr")
 from expstore import CorruptData, KeyNotFound, PreconditionFailed, open_store  # noqa: E402
 from expstore.backends.zarr import store as zarr_backend
 
+from ..workers import REPO_ROOT
 from ..workers.zarr_workers import expected_tree, tree_problem  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _worker(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.workers.zarr_workers", *args],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -13,7 +13,6 @@ import sys
 import time
 import warnings
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,9 +29,9 @@ from expstore.experiment_logger import (
 
 from ..conftest import FACADE_BACKENDS
 from ..s3servers import ACCESS_KEY, SECRET_KEY, free_port
+from ..workers import REPO_ROOT
 
 STORE_BACKENDS = FACADE_BACKENDS
-ROOT = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d - experiment\.(\w+) - (DEBUG|INFO|WARNING|ERROR) - ")
 FAST = {"flush_interval": 0.1}
 
@@ -336,7 +335,7 @@ def spawn(
         env["LOGGER_WORKER_HEARTBEAT"] = str(heartbeat)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.workers.logger_workers", mode, url, name, str(interval)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True,
     )
     assert proc.stdout.readline().strip() == "ready"
     return proc
