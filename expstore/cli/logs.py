@@ -6,8 +6,11 @@ import argparse
 import time
 from typing import Any
 
-from .common import UsageError, join_url, open_url, print_blocks, print_json, short
+from ..experiment_logger.layout import SEGMENTS_SUFFIX
+from .common import UsageError, join_url, open_url, print_output, short
 from .layout import Run, discover
+
+__all__ = ["all_log_sources", "cmd_logs", "format_event", "load_events", "log_sources", "register"]
 
 DEFAULT_LINES = 10
 
@@ -30,7 +33,7 @@ def log_sources(run: Run) -> list[tuple[str, str]]:
 
     by_folder: dict[str, list[str]] = {}
     for key in run.logs:
-        head, sep, tail = key.partition(".segments/")
+        head, sep, tail = key.partition(f"{SEGMENTS_SUFFIX}/")
         path = head.rpartition("/")[0] if sep else key.rpartition("/")[0]
         rel = key[len(path) + 1 :] if path else key
         by_folder.setdefault(path, []).append(rel)
@@ -47,18 +50,15 @@ def all_log_sources(args: argparse.Namespace, url: str) -> list[tuple[str, str]]
 
 def load_events(args: argparse.Namespace, folder: str, experiment: str) -> list[dict[str, Any]]:
     """The events of one experiment's structured log, finalized or still in segments."""
-    from ..experiment_logger.logger import load_structured_logs
+    from ..experiment_logger import load_structured_logs
 
-    store = open_url(args, folder)
-    try:
+    with open_url(args, folder) as store:
         return load_structured_logs(store, experiment)  # a torn last line warns (one stderr line, see cli.main)
-    finally:
-        store.close()
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     """Print the analysis and last events of each log under the URL (or follow one)."""
-    from ..experiment_logger.logger import analyze_logs
+    from ..experiment_logger import analyze_logs
 
     if args.lines < 0:
         raise UsageError(f"--lines must be >= 0, got {args.lines}")
@@ -73,11 +73,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         events = load_events(args, folder, experiment)
         docs.append({"url": folder, "experiment": experiment, "analysis": analyze_logs(events),
                      "last_events": events[-args.lines:] if args.lines else []})
-    if args.json:
-        print_json({"url": args.url, "logs": docs})
-        return 0
-    print_blocks(docs, _print_analysis)
-    return 0
+    return print_output(args.json, {"url": args.url, "logs": docs}, docs, _print_analysis)
 
 
 def _print_analysis(doc: dict[str, Any]) -> None:
@@ -145,7 +141,7 @@ def _new_events(events: list[dict[str, Any]], seen: dict[Any, int]) -> list[dict
 
 def _follow(args: argparse.Namespace, folder: str, experiment: str) -> int:
     """Print the last events, then new ones as they reach the store, until an end event (or Ctrl-C)."""
-    from ..experiment_logger.logger import analyze_logs
+    from ..experiment_logger import analyze_logs
 
     print(f"following {experiment} in {folder} (Ctrl-C stops)", flush=True)
     seen: dict[Any, int] | None = None  # events printed (or skipped) so far, per rank

@@ -1,4 +1,4 @@
-"""Sharded checkpoints (issue 9): N real processes save one checkpoint; kills; re-sharding 4 -> 2 and 2 -> 4."""
+"""Sharded checkpoints: N real processes save one checkpoint; kills; re-sharding 4 -> 2 and 2 -> 4."""
 
 from __future__ import annotations
 
