@@ -10,7 +10,16 @@ from ..experiment_logger.layout import SEGMENTS_SUFFIX
 from .common import UsageError, join_url, open_url, print_output, short
 from .layout import Run, discover
 
-__all__ = ["all_log_sources", "cmd_logs", "format_event", "load_events", "log_sources", "register"]
+__all__ = [
+    "all_log_sources",
+    "cmd_logs",
+    "events_per_rank",
+    "format_event",
+    "load_events",
+    "log_sources",
+    "new_events",
+    "register",
+]
 
 DEFAULT_LINES = 10
 
@@ -118,7 +127,7 @@ def _num(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else short(value, 80)
 
 
-def _counts(events: list[dict[str, Any]]) -> dict[Any, int]:
+def events_per_rank(events: list[dict[str, Any]]) -> dict[Any, int]:
     """How many events each rank has in `events` (rank None: a single-process run)."""
     counts: dict[Any, int] = {}
     for event in events:
@@ -126,7 +135,7 @@ def _counts(events: list[dict[str, Any]]) -> dict[Any, int]:
     return counts
 
 
-def _new_events(events: list[dict[str, Any]], seen: dict[Any, int]) -> list[dict[str, Any]]:
+def new_events(events: list[dict[str, Any]], seen: dict[Any, int]) -> list[dict[str, Any]]:
     """The events beyond the first `seen[rank]` of each rank, in merged order: each rank's events
     only ever grow at the end, but merging ranks by time puts new ones anywhere in the list."""
     counts: dict[Any, int] = {}
@@ -150,10 +159,10 @@ def _follow(args: argparse.Namespace, folder: str, experiment: str) -> int:
             events = load_events(args, folder, experiment)
             if seen is None:
                 first = max(0, len(events) - args.lines)
-                seen = _counts(events[:first])
-            for event in _new_events(events, seen):
+                seen = events_per_rank(events[:first])
+            for event in new_events(events, seen):
                 print(format_event(event), flush=True)
-            seen = _counts(events)
+            seen = events_per_rank(events)
             status = analyze_logs(events)["final_status"]
             if status is not None:
                 print(f"run ended: {status}")
