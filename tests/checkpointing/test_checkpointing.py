@@ -1,4 +1,4 @@
-"""expstore.checkpointing: the seed's CheckpointManager on every store, retention, fallback, races."""
+"""expstore.checkpointing: the CheckpointManager on every store, retention, fallback, races."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def iterations(m: CheckpointManager) -> list[int]:
     return [c["iteration"] for c in m.list_checkpoints()]
 
 
-# ---- the seed's behaviour, on every backend ----------------------------------------------------
+# ---- the basic behaviour, on every backend -----------------------------------------------------
 
 
 def test_rolling_keep_last_3_over_1000_iterations(store_location):

@@ -1,4 +1,4 @@
-"""Many processes saving distinct iterations into one checkpoint history lose no update (issue 9);
+"""Many processes saving distinct iterations into one checkpoint history lose no update;
 on a local Zarr store a reader process loads the latest checkpoint all the while."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from expstore.checkpointing.manager import CheckpointManager, select_retained
+from expstore.checkpointing import CheckpointManager
+from expstore.checkpointing.retention import select_retained
 
 from ..workers import REPO_ROOT
 from ..workers.sharding_workers import save_many, tag_of

@@ -48,7 +48,7 @@ def write_skeleton(url: str, iteration: int, node: dict) -> None:
         extra = {"iteration": iteration, "timestamp": None, "metadata": {}, "tags": [], "experiment": "exp"}
         write_flat(store, f"exp_iter_{iteration:06d}.ckpt", {"t": "dict", "items": [["x", node]]}, {}, extra)
     with CheckpointManager(url, "exp", keep_last_n=None) as m:
-        m._commit({"iteration": iteration, "key": f"exp_iter_{iteration:06d}.ckpt", "timestamp": None, "tags": [], "metadata": {}})
+        m.index.commit({"iteration": iteration, "key": f"exp_iter_{iteration:06d}.ckpt", "timestamp": None, "tags": [], "metadata": {}})
 
 
 def test_the_old_decimal_form_reads_within_the_digit_limit(tmp_path):
