@@ -30,10 +30,11 @@ from typing import Any, TypeVar
 import h5py
 import numpy as np
 
-from ...errors import InvalidURL, KeyNotFound, PreconditionFailed, StoreError
+from ...errors import InvalidURL, KeyNotFound, StoreError
 from ...format.checksum import CRC32C_ATTRIBUTE, array_crc32c, check_array_crc32c
 from ...format.tree import Skeleton, array_paths, select_paths, unflatten
 from ...store.base import Store
+from ...store.conditions import check_condition
 from ...store.keys import RESERVED_PREFIX
 from .file_access import LOCK_TIMEOUT, FileHandle, MemoryHandle, disk_handle, memory_handle
 
@@ -138,10 +139,7 @@ class HDF5Store(Store):
             what = "other keys live under it" if kind == "group" else "it holds an HDF5 object expstore did not write"
             raise StoreError(f"cannot store a value at this key: {what}", url=self.url, key=key)
         current = str(obj.attrs[VERSION_ATTR]) if kind else None
-        if if_absent and current is not None:
-            raise PreconditionFailed("if_absent: the key already holds a value", url=self.url, key=key)
-        if if_match is not None and current != if_match:
-            raise PreconditionFailed(f"if_match: version is {current!r}, expected {if_match!r}", url=self.url, key=key)
+        check_condition(current, if_absent, if_match, self.url, key)
         return current is not None
 
     @staticmethod
