@@ -21,9 +21,11 @@ from zarr.core.sync import sync
 from zarr.storage import FsspecStore
 
 from ...errors import BackendUnavailable, InvalidURL, PreconditionFailed
+from ...store.conditions import check_condition
 from ..s3_conditions import honours_conditions, ignored_conditions_reason, probe_key
 from .arrays import PASSTHROUGH
-from .store import META, ZarrStore, _check, _group_doc, _join, _node, _pointer_of
+from .nodes import META, group_doc, join, live_of, node_of, pointer_of
+from .store import ZarrStore
 
 T = TypeVar("T")
 
@@ -95,7 +97,7 @@ class S3ZarrStore(ZarrStore):
             raise BackendUnavailable(f"S3 endpoint unreachable: {exc}", url=self.url, key=key) from exc
 
     def _object(self, path: str) -> str:
-        return _join(self.prefix, path)
+        return join(self.prefix, path)
 
     async def _get_with_etag(self, path: str) -> tuple[bytes | None, str | None]:
         try:
@@ -121,17 +123,17 @@ class S3ZarrStore(ZarrStore):
         return super()._commit(key, write_child, if_absent, if_match)
 
     async def _switch(self, key: str, pointer: dict[str, Any], if_absent: bool, if_match: str | None) -> str | None:
-        path = _join(_node(key), META)
+        path = join(node_of(key), META)
         while True:
             raw, etag = await self._get_with_etag(path)
-            current = _pointer_of(json.loads(raw)) if raw is not None else None
-            _check(current, if_absent, if_match, self.url, key)
+            current = pointer_of(json.loads(raw)) if raw is not None else None
+            check_condition(live_of(current), if_absent, if_match, self.url, key)
             condition: dict[str, str] = {}
             if self._conditions_honoured:  # else a plain PUT: the last writer wins
                 condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
             try:
                 await self.fs._call_s3(
-                    "put_object", Bucket=self.bucket, Key=self._object(path), Body=_group_doc(pointer), **condition
+                    "put_object", Bucket=self.bucket, Key=self._object(path), Body=group_doc(pointer), **condition
                 )
             except Exception as exc:
                 if not _is_precondition_failure(exc):
@@ -139,7 +141,7 @@ class S3ZarrStore(ZarrStore):
                 if if_absent or if_match is not None:
                     raise PreconditionFailed("another writer changed this key first", url=self.url, key=key) from exc
                 continue  # an unconditional write: re-read and switch again, so we know what we replaced
-            return None if current is None else current["live"]
+            return live_of(current)
 
     async def _close_session(self) -> None:
         creator = getattr(self.fs, "_s3creator", None)
