@@ -16,6 +16,8 @@ from ..store.conditions import check_condition
 from ..store.keys import RESERVED_PREFIX
 from .posix import flocked, fsync_path, lock_if_free, new_file_beside, write_all
 
+__all__ = ["LocalStore", "open_url"]
+
 TEMP_PREFIX = RESERVED_PREFIX + "tmp-"
 LOCK_NAME = RESERVED_PREFIX + "lock"
 JUST_CREATED_SECONDS = 5.0  # an empty unlocked temp file younger than this may be a writer's, before its lock

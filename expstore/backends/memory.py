@@ -10,6 +10,8 @@ from ..errors import KeyNotFound
 from ..store.base import Store
 from ..store.conditions import check_condition
 
+__all__ = ["MemoryStore", "open_url"]
+
 # One namespace per process, keyed by full path, so `memory://a` and `memory://a/b` see the same values.
 _VALUES: dict[str, tuple[bytes, str]] = {}
 _LOCK = threading.Lock()

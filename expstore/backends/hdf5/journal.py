@@ -20,6 +20,8 @@ import google_crc32c
 
 from ..posix import fsync_path
 
+__all__ = ["JournaledFile", "recover"]
+
 # Version 2 ends with a crc32c of everything before it (~10 GB/s; it only has to catch a journal
 # torn by a crash). Version 1, written by earlier expstore, ended with a sha256 (~1.2 GB/s, which
 # cost 0.2 s per 256 MiB committed); it is still replayed.

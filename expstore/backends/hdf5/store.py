@@ -38,6 +38,8 @@ from ...store.conditions import check_condition
 from ...store.keys import RESERVED_PREFIX
 from .file_access import LOCK_TIMEOUT, FileHandle, MemoryHandle, disk_handle, memory_handle
 
+__all__ = ["HDF5Store", "open_url"]
+
 KIND_ATTR = "expstore"  # "bytes" on a bytes dataset, "tree" on a tree group
 VERSION_ATTR = "expstore_version"
 SKELETON_ATTR = "expstore_skeleton"
@@ -87,8 +89,8 @@ class HDF5Store(Store):
 
     # -- plumbing
 
-    def _file(self, key: str | None) -> contextlib.AbstractContextManager[h5py.File | None]:
-        """The file opened to read for one operation (`None` if it does not exist yet)."""
+    def _opened_to_read(self, key: str | None) -> contextlib.AbstractContextManager[h5py.File | None]:
+        """A context manager yielding the h5py file opened to read for one operation (`None` if it does not exist yet)."""
         return self._handle.reading(self.url, key)
 
     def _change(self, key: str, check: Callable[[h5py.File], Any], change: Callable[[h5py.File, Any], T]) -> T:
@@ -166,7 +168,7 @@ class HDF5Store(Store):
     # -- bytes level
 
     def _read(self, key: str) -> bytes:
-        with self._file(key) as h5:
+        with self._opened_to_read(key) as h5:
             ds = self._value(h5, key, "bytes")
             out = np.empty(ds.shape, dtype=np.uint8)
             if out.size:
@@ -174,7 +176,7 @@ class HDF5Store(Store):
             return out.tobytes()
 
     def _read_range(self, key: str, start: int, end: int | None) -> bytes:
-        with self._file(key) as h5:
+        with self._opened_to_read(key) as h5:
             ds = self._value(h5, key, "bytes")
             n = ds.shape[0]
             start, end = min(start, n), n if end is None else min(end, n)
@@ -208,16 +210,16 @@ class HDF5Store(Store):
                 del h5["/".join(segments)]
                 segments.pop()
 
-        with self._file(key) as h5:  # a missing key is reported without creating the file
+        with self._opened_to_read(key) as h5:  # a missing key is reported without creating the file
             check(h5)
         self._change(key, check, change)  # checked again: another process may have deleted it since
 
     def _exists(self, key: str) -> bool:
-        with self._file(key) as h5:
+        with self._opened_to_read(key) as h5:
             return self._lookup(h5, key)[0] in ("bytes", "tree")
 
     def _size(self, key: str) -> int:
-        with self._file(key) as h5:
+        with self._opened_to_read(key) as h5:
             kind, obj = self._lookup(h5, key)
             if kind == "bytes":
                 return int(obj.shape[0])
@@ -226,14 +228,14 @@ class HDF5Store(Store):
             raise KeyNotFound("no value at this key", url=self.url, key=key)
 
     def _version(self, key: str) -> str:
-        with self._file(key) as h5:
+        with self._opened_to_read(key) as h5:
             kind, obj = self._lookup(h5, key)
             if kind not in ("bytes", "tree"):
                 raise KeyNotFound("no value at this key", url=self.url, key=key)
             return str(obj.attrs[VERSION_ATTR])
 
     def _list(self, prefix: str) -> list[str]:
-        with self._file(prefix or None) as h5:
+        with self._opened_to_read(prefix or None) as h5:
             if h5 is None:
                 return []
             folder = prefix.rpartition("/")[0]
@@ -276,7 +278,7 @@ class HDF5Store(Store):
         return token
 
     def _read_tree(self, key: str, select: list[str] | None) -> Any:
-        with self._file(key) as h5:
+        with self._opened_to_read(key) as h5:
             group = self._value(h5, key, "tree")
             skeleton = json.loads(group.attrs[SKELETON_ATTR])
             arrays = {}
