@@ -245,13 +245,6 @@ class S3Store(Store):
         self._head(key)  # deleting a missing key raises KeyNotFound, as on every backend
         self._call("delete_object", key, Key=self._object(key))
 
-    def _exists(self, key: str) -> bool:
-        try:
-            self._head(key)
-        except KeyNotFound:
-            return False
-        return True
-
     def _size(self, key: str) -> int:
         return int(self._head(key)["ContentLength"])
 
