@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["PendingFile", "flocked", "fsync_path", "fsync_tree", "lock_if_free", "new_file_beside", "write_all"]
+__all__ = ["flocked", "fsync_path", "fsync_tree", "lock_if_free", "new_file_beside", "write_all"]
 
 
 def fsync_path(path: str | os.PathLike[str]) -> None:

@@ -28,7 +28,7 @@ from .s3_conditions import honours_conditions, ignored_conditions_reason, probe_
 from .s3_errors import RangePastEnd, s3_errors
 from .s3_options import check_storage_options
 
-__all__ = ["DEFAULT_CONFIG", "S3Store", "http_response_under", "make_client", "open_url"]
+__all__ = ["DEFAULT_CONFIG", "S3Store", "http_response_under", "open_url"]
 
 MULTIPART_THRESHOLD = 256 * 2**20
 PART_SIZE = 64 * 2**20

@@ -17,11 +17,15 @@ import json
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+import s3fs
+from botocore.exceptions import BotoCoreError
+from fsspec.exceptions import FSTimeoutError
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore
 
 from ...errors import InvalidURL, PreconditionFailed
 from ...store.conditions import check_condition
+from ..s3 import DEFAULT_CONFIG
 from ..s3_conditions import honours_conditions, ignored_conditions_reason, probe_key
 from ..s3_errors import endpoint_unreachable, is_precondition_failure
 from .arrays import PASSTHROUGH
@@ -37,12 +41,6 @@ class S3ZarrStore(ZarrStore):
     """`zarr+s3://bucket/path.zarr`: the pointer switch is a conditional PUT where the server honours conditions."""
 
     def __init__(self, location: str, url: str, array_options: dict[str, Any], storage_options: dict[str, Any]):
-        import s3fs
-        from botocore.exceptions import BotoCoreError
-        from fsspec.exceptions import FSTimeoutError
-
-        from ..s3 import DEFAULT_CONFIG
-
         self.bucket, _, prefix = location.strip("/").partition("/")
         if not self.bucket:
             raise InvalidURL("a zarr+s3 URL needs a bucket: zarr+s3://bucket/run.zarr", url=url)
@@ -91,9 +89,6 @@ class S3ZarrStore(ZarrStore):
             raise PreconditionFailed("the server refused the probe's condition", url=self.url, key=key) from exc
 
     def _run(self, coro: Coroutine[Any, Any, T], key: str | None = None) -> T:
-        from botocore.exceptions import BotoCoreError
-        from fsspec.exceptions import FSTimeoutError
-
         try:
             return super()._run(coro, key)
         except (BotoCoreError, FSTimeoutError, asyncio.TimeoutError) as exc:
