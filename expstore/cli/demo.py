@@ -207,7 +207,7 @@ def _rows(history: dict[str, np.ndarray]) -> list[dict[str, Any]]:
 
 def _export(args: argparse.Namespace, run_url: str, name: str, rows: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
     """Write the results in every format under `<run>/results`; also to --save-results."""
-    from ..data_export.writers import export_all_formats, export_results_json
+    from ..data_export import export_all_formats, export_results_json
 
     store = open_url(args, join_url(run_url, RESULTS))
     try:

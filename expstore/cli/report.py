@@ -159,7 +159,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def _write_file(args: argparse.Namespace, out: str, data: bytes) -> None:
     """Write `data` to a local path or to a file URL on any store."""
-    from ..data_export.writers import split_location
+    from ..data_export import split_location
 
     base, name = split_location(out)
     store = open_url(args, base)
