@@ -143,7 +143,7 @@ def _resume(manager: CheckpointManager, seed: int, samples: int) -> tuple[dict[s
 
 
 def _open_logger(args: argparse.Namespace, store: Any, name: str) -> Any:
-    from ..experiment_logger.logger import create_experiment_logger
+    from ..experiment_logger import create_experiment_logger
 
     return create_experiment_logger(name, store, verbose=args.verbose)
 

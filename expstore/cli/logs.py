@@ -47,7 +47,7 @@ def all_log_sources(args: argparse.Namespace, url: str) -> list[tuple[str, str]]
 
 def load_events(args: argparse.Namespace, folder: str, experiment: str) -> list[dict[str, Any]]:
     """The events of one experiment's structured log, finalized or still in segments."""
-    from ..experiment_logger.logger import load_structured_logs
+    from ..experiment_logger import load_structured_logs
 
     store = open_url(args, folder)
     try:
@@ -58,7 +58,7 @@ def load_events(args: argparse.Namespace, folder: str, experiment: str) -> list[
 
 def cmd_logs(args: argparse.Namespace) -> int:
     """Print the analysis and last events of each log under the URL (or follow one)."""
-    from ..experiment_logger.logger import analyze_logs
+    from ..experiment_logger import analyze_logs
 
     if args.lines < 0:
         raise UsageError(f"--lines must be >= 0, got {args.lines}")
@@ -145,7 +145,7 @@ def _new_events(events: list[dict[str, Any]], seen: dict[Any, int]) -> list[dict
 
 def _follow(args: argparse.Namespace, folder: str, experiment: str) -> int:
     """Print the last events, then new ones as they reach the store, until an end event (or Ctrl-C)."""
-    from ..experiment_logger.logger import analyze_logs
+    from ..experiment_logger import analyze_logs
 
     print(f"following {experiment} in {folder} (Ctrl-C stops)", flush=True)
     seen: dict[Any, int] | None = None  # events printed (or skipped) so far, per rank

@@ -49,7 +49,7 @@ def labels(runs: list[Run]) -> list[str]:
 
 def summarize(args: argparse.Namespace, run: Run) -> dict[str, Any]:
     """Config, status, duration and final metrics from the run's log; the latest checkpoint from its index."""
-    from ..experiment_logger.logger import analyze_logs
+    from ..experiment_logger import analyze_logs
 
     doc: dict[str, Any] = {"name": run.name, "url": run.url, "status": None, "duration_seconds": None,
                            "config": {}, "metrics": {}, "latest_checkpoint": None}

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+__all__ = ["stdlib_json", "to_json", "to_json_many"]
+
 
 def _default(obj: Any) -> Any:
     """JSON stand-ins for values `json` does not know."""
