@@ -24,18 +24,19 @@ import traceback
 import warnings
 import weakref
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from ..store.base import Store
 from ..store.keys import validate_experiment_name, validate_key
+from ..store.locate import join_url
 from ..store.registry import open_store
 from .environment import describe_environment, environment_line
 from .layout import rank_stem, structured_key, text_key
 from .line_format import LOG_DATE_FORMAT, LOG_FORMAT, format_pairs
 from .sink import MAX_QUEUED, LogSink, MiB, check_flush_policy
+from .summaries import iso_time
 
 __all__ = ["ExperimentLogger", "create_experiment_logger"]
 
@@ -236,7 +237,7 @@ class ExperimentLogger:
         self._summary: dict[str, Any] | None = None
         self._event(INFO, "experiment_start", {
             "experiment_name": experiment_name,
-            "start_time": datetime.fromtimestamp(self.start_time).astimezone().isoformat(),
+            "start_time": iso_time(self.start_time),
             "session": self.sink.session if self.sink else None,
             "output_dir": self.store.url if self.store else None,
         }, f"Experiment '{experiment_name}' started")
@@ -375,12 +376,12 @@ class ExperimentLogger:
     @property
     def log_file(self) -> str | None:
         """URL of ``<name>.log`` (``<name>.rank<r>.log`` with a rank; None without file logging)."""
-        return f"{self.store.url.rstrip('/')}/{text_key(self._stem)}" if self.store else None
+        return join_url(self.store.url, text_key(self._stem)) if self.store else None
 
     @property
     def structured_log_file(self) -> str | None:
         """URL of ``<name>_structured.jsonl`` (this rank's file with a rank; None without file logging); `load_structured_logs` takes it."""
-        return f"{self.store.url.rstrip('/')}/{structured_key(self._stem)}" if self.store else None
+        return join_url(self.store.url, structured_key(self._stem)) if self.store else None
 
 
 def _release(logger: logging.Logger, handlers: list[logging.Handler], sink: LogSink | None) -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "STALE_AFTER_BEATS",
     "SummaryTracker",
     "iso_seconds",
+    "iso_time",
     "logged_runs",
     "overall_status",
     "run_folder",
@@ -48,7 +49,8 @@ __all__ = [
 ]
 
 
-def _iso(seconds: float) -> str:
+def iso_time(seconds: float) -> str:
+    """A unix time as local ISO time with its UTC offset, as the logs and summaries write times."""
     return datetime.fromtimestamp(seconds).astimezone().isoformat()
 
 
@@ -92,12 +94,12 @@ class SummaryTracker:
                                 session=data.get("session"))
                 self.start_due = True
             elif event_type == "experiment_end":
-                self.doc.update(status=data.get("final_status"), end_time=_iso(ts), duration_seconds=data.get("duration_seconds"))
+                self.doc.update(status=data.get("final_status"), end_time=iso_time(ts), duration_seconds=data.get("duration_seconds"))
 
     def to_bytes(self) -> bytes:
         """The summary object: the document, the last scalar value of each metric, and the heartbeat."""
         metrics = {k: v for k, v in self.metrics.items() if _scalar(v)}
-        beat = {"heartbeat_time": _iso(time.time()), "heartbeat_seconds": HEARTBEAT_SECONDS}
+        beat = {"heartbeat_time": iso_time(time.time()), "heartbeat_seconds": HEARTBEAT_SECONDS}
         return (to_json({**self.doc, "final_metrics": metrics, **beat}) + "\n").encode()
 
 

@@ -1,4 +1,4 @@
-"""ExperimentLogger on every store: the seed's API and formats, segments, readers, crashes, dead stores."""
+"""ExperimentLogger on every store: the logging API and formats, segments, readers, crashes, dead stores."""
 
 from __future__ import annotations
 
@@ -63,10 +63,10 @@ class WrappedStore(DelegatingStore):
         return super().forward(operation, *args, **kwargs)
 
 
-# ---- the seed's examples on every store ------------------------------------------------------------
+# ---- the documented example on every store ----------------------------------------------------------
 
 
-def test_seed_example_writes_both_files(store_location):
+def test_documented_example_writes_both_files(store_location):
     url, options = store_location
     logger = create_experiment_logger("seed", url, verbose=False, **options)
     logger.log_config({"learning_rate": 0.001, "batch_size": 32, "model": "resnet"})
