@@ -92,15 +92,12 @@ def split_location(location: str | os.PathLike[str]) -> tuple[str, str]:
 @contextmanager
 def _target(location: Location, filename: str | None, storage_options: dict[str, Any]) -> Iterator[tuple[Store, str]]:
     """(store, key) of a file location; a store this opened is closed afterwards."""
-    if isinstance(location, Store):
-        if filename is None:
+    if filename is None:
+        if isinstance(location, Store):
             raise TypeError(f"with an open store ({location.url!r}) pass filename= to name the file")
-        where: Location = location
-        key = filename
-    else:
-        where, key = (os.fspath(location), filename) if filename is not None else split_location(location)
-    with opened_store(where, **storage_options) as store:
-        yield store, key
+        location, filename = split_location(location)
+    with opened_store(location, **storage_options) as store:
+        yield store, filename
 
 
 def _store_bytes(
