@@ -86,7 +86,8 @@ def split_location(location: str | os.PathLike[str]) -> tuple[str, str]:
     try:
         return split_url_at(location)
     except ValueError:
-        raise ValueError(f"{os.fspath(location)!r} names a folder, not a file: give the file's name (…/results.json) or filename=") from None
+        text = os.fspath(location)
+        raise ValueError(f"{text!r} names a folder, not a file: give the file's name (…/results.json) or filename=") from None
 
 
 @contextmanager

@@ -40,7 +40,9 @@ READ_ATTEMPTS = 3  # a segment can vanish while we read it (finalize merged it):
 
 
 @contextlib.contextmanager
-def _opened_experiment(location: Any, experiment_name: str | None, storage_options: dict[str, Any]) -> Iterator[tuple[Store, str]]:
+def _opened_experiment(
+    location: Any, experiment_name: str | None, storage_options: dict[str, Any]
+) -> Iterator[tuple[Store, str]]:
     """(store, experiment name) of a reader's location for the length of the block; a store this opened is closed after."""
     if isinstance(location, os.PathLike):
         location = os.fspath(location)
