@@ -87,6 +87,9 @@ SAFETENSORS_DTYPES: dict[str, TensorDtype] = _dtype_table(
     ("F4_E2M1_X2", "float4_e2m1fn_x2", "U8", "uint8", False),
 )
 
+# The torch dtype that carries the bytes of a dtype numpy lacks into numpy: torch before 2.3 has no uint16.
+_BYTE_CARRIERS = {"uint8": "uint8", "uint16": "int16"}
+
 _BY_TORCH_NAME = {spec.torch_name: spec for spec in SAFETENSORS_DTYPES.values()}
 
 
@@ -145,8 +148,8 @@ def tensor_to_array(tensor: torch.Tensor) -> tuple[np.ndarray, str, dict[str, An
     if spec.complex_pairs:
         data = torch.view_as_real(data)
     elif spec.numpy_dtype != spec.torch_name:
-        data = data.view(getattr(torch, spec.numpy_dtype))
-    return data.numpy(), spec.name, meta
+        data = data.view(getattr(torch, _BYTE_CARRIERS[spec.numpy_dtype]))
+    return data.numpy().view(spec.numpy_dtype), spec.name, meta
 
 
 def array_to_tensor(
@@ -169,7 +172,8 @@ def array_to_tensor(
     elif spec.complex_pairs:
         tensor = torch.view_as_complex(torch.from_numpy(held))
     else:
-        tensor = torch.from_numpy(held).view(_torch_dtype(dtype))
+        carrier = _BYTE_CARRIERS[spec.numpy_dtype] if spec.numpy_dtype != spec.torch_name else spec.numpy_dtype
+        tensor = torch.from_numpy(held.view(carrier)).view(_torch_dtype(dtype))
     tensor = _place(tensor, str(meta.get("device", "cpu")), map_location)
     if meta.get("parameter"):
         return torch.nn.Parameter(tensor, requires_grad=bool(meta.get("requires_grad", True)))

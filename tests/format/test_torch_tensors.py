@@ -29,6 +29,10 @@ from expstore.format.torch_tensors import (  # noqa: E402
     tensor_to_array,
 )
 
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental"),
+    pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning"),
+]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 ALL_DTYPES = [getattr(torch, spec.torch_name) for spec in SAFETENSORS_DTYPES.values() if hasattr(torch, spec.torch_name)]
