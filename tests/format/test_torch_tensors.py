@@ -24,6 +24,7 @@ from expstore.format.torch_tensors import (  # noqa: E402
     dtype_name,
     encode_torch_value,
     group_shared_tensors,
+    is_torch_object,
     rebuild_shared_tensors,
     refusal_message,
     tensor_to_array,
@@ -358,6 +359,18 @@ def test_refusals_say_what_to_pass_instead():
     assert refusal_message(model.state_dict()) is None
     assert refusal_message(torch.ones(2)) is None
     assert refusal_message(3) is None
+
+
+def test_torch_objects_are_told_by_their_type_module():
+    for value in (torch.ones(1), torch.nn.Parameter(torch.ones(1)), torch.Size([1]), torch.float32, torch.device("cpu")):
+        assert is_torch_object(value), value
+    for value in (np.ones(1), 1, "torch", {"torch": 1}):
+        assert not is_torch_object(value), value
+
+
+def test_a_dict_map_location_leaves_other_devices_as_saved():
+    array, name, meta = tensor_to_array(torch.ones(2))
+    assert array_to_tensor(array, name, meta, map_location={"cuda:1": "cuda:0"}).device == torch.device("cpu")
 
 
 def test_importing_the_module_does_not_import_torch():
