@@ -261,6 +261,23 @@ def test_views_of_one_storage_store_only_the_span_they_cover():
     assert rebuilt["b"][0, 1].item() == -1.0 and rebuilt["c"][3].item() == -1.0
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 20), st.integers(1, 3)), min_size=2, max_size=5))
+def test_any_slices_of_one_storage_regroup_and_stay_tied(slices):
+    base = torch.arange(64, dtype=torch.float16)
+    state = {f"v{i}": base[start : start + length * step : step] for i, (start, length, step) in enumerate(slices)}
+    groups = group_shared_tensors(state)
+    assert len(groups) == 1 and set(groups[0].views) == set(state)
+    array, name, meta = tensor_to_array(groups[0].flat)
+    rebuilt = rebuild_shared_tensors(array_to_tensor(array.copy(), name, meta), groups[0].views)
+    for path, tensor in state.items():
+        assert torch.equal(rebuilt[path], tensor)
+    flat_start = min(t.storage_offset() for t in state.values())
+    rebuilt_base = next(iter(rebuilt.values()))
+    assert all(t.untyped_storage().data_ptr() == rebuilt_base.untyped_storage().data_ptr() for t in rebuilt.values())
+    assert groups[0].flat.storage_offset() == flat_start
+
+
 def test_tensors_of_different_dtypes_on_one_storage_are_not_grouped():
     base = torch.arange(8, dtype=torch.float32)
     assert group_shared_tensors({"f": base, "i": base.view(torch.int32), "x": 3}) == []
