@@ -44,11 +44,11 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore, MemoryStore
 
 from ...errors import CorruptData, InvalidURL, KeyNotFound, PreconditionFailed, StoreError
-from ...format.tree import Skeleton, array_paths, select_paths, unflatten
+from ...format.tree import Skeleton, array_paths, dtype_description, select_paths, unflatten
 from ...store.base import Store
 from ...store.keys import RESERVED_PREFIX
 from ..posix import fsync_path, fsync_tree
-from .arrays import PASSTHROUGH, check_bytes, descr, open_array, read_arrays, read_selection, write_array, write_arrays
+from .arrays import PASSTHROUGH, check_bytes, open_array, read_arrays, read_selection, write_array, write_arrays
 
 T = TypeVar("T")
 
@@ -272,7 +272,7 @@ class ZarrStore(Store):
 
     def _write_tree(self, key: str, skeleton: Skeleton, arrays: dict[str, Any]) -> str:
         async def write_child(child: str) -> dict[str, Any]:
-            dtypes = {path: descr(array.dtype) for path, array in arrays.items()}
+            dtypes = {path: dtype_description(array.dtype) for path, array in arrays.items()}
             names = {path: _join(child, _zarr_path(path)) for path in arrays}
             await zasync.create_group(store=self.zstore, path=child, attributes={TREE_ATTR: {"skeleton": skeleton, "dtypes": dtypes}})
             await write_arrays(self.zstore, names, arrays, self.array_options)
