@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import CorruptData
 from .source import Readable
-from .tree import Skeleton, dtype_from_description, walk_skeleton
+from .tree import NODE_TYPES, Skeleton, dtype_from_description, walk_skeleton
 
 __all__ = [
     "FORMAT",
@@ -62,7 +62,6 @@ _ST_ITEMSIZE = {st: np.dtype(np_str).itemsize for st, np_str in _READ_NATIVE.ite
 # safetensors dtypes numpy cannot view natively (bfloat16, fp8, ...): tolerated nowhere in our files.
 
 _ENCODINGS = ("native", "raw", "pickle")
-_LEAF_NODES = ("none", "bool", "int", "float", "str", "bytes", "npscalar")
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,6 @@ class CheckpointLayout:
     def extra(self) -> dict[str, Any]:
         """A fresh copy of the manifest's `extra` dict, without parsing the rest of the manifest."""
         return json.loads(self.header.extra_json)
-
 
 
 def read_header_bytes(store: Readable, key: str) -> tuple[bytes, bytes]:
@@ -328,6 +326,6 @@ def array_kinds(skeleton: Any) -> dict[str, str]:
             if not isinstance(path, str) or path in kinds:
                 raise ValueError(f"the tree skeleton names array {path!r} twice or not as a string")
             kinds[path] = t
-        elif t not in ("dict", "list", "tuple", *_LEAF_NODES):
+        elif t not in NODE_TYPES:
             raise ValueError(f"unknown node type {t!r} in the tree skeleton")
     return kinds

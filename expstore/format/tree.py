@@ -15,6 +15,7 @@ import numpy as np
 
 __all__ = [
     "MAX_DEPTH",
+    "NODE_TYPES",
     "Skeleton",
     "array_paths",
     "check_structure",
@@ -33,7 +34,8 @@ EncodeFallback = Callable[[Any, str, str], tuple[Skeleton, np.ndarray]]
 # unflatten(fallback=): (node of a type unflatten does not know, arrays) -> value.
 DecodeFallback = Callable[[Skeleton, Mapping[str, Any]], Any]
 
-_BUILTIN_NODES = frozenset({"none", "bool", "int", "float", "str", "bytes", "npscalar", "array", "dict", "list", "tuple"})
+# The node types flatten writes (a fallback may add its own, as the codec's "pickle").
+NODE_TYPES = frozenset({"none", "bool", "int", "float", "str", "bytes", "npscalar", "array", "dict", "list", "tuple"})
 MAX_DEPTH = 100  # nested containers a tree may have: the recursive walks (here, JSON, the stores) stay far from Python's limit
 _DECIMAL_INT_BITS = 63  # ints this small keep the readable decimal form; bigger ones are hex (no digit limit)
 _LEAVE = object()
@@ -135,8 +137,13 @@ def dtype_description(dtype: np.dtype) -> Any:
 def dtype_from_description(description: Any) -> np.dtype:
     """Inverse of `dtype_description` after a JSON round trip (which turned its tuples into lists);
     `ValueError` when `description` is not one."""
+    return np.lib.format.descr_to_dtype(_numpy_description(description))
+
+
+def _numpy_description(description: Any) -> Any:
+    """A JSON-decoded dtype description in numpy's own form: its fields, titles and shapes as tuples."""
     if isinstance(description, str):
-        return np.lib.format.descr_to_dtype(description)
+        return description
     if not isinstance(description, list):
         raise ValueError("a dtype description is a string or a list of fields")
     fields = []
@@ -144,9 +151,9 @@ def dtype_from_description(description: Any) -> np.dtype:
         if not isinstance(field, list) or not 2 <= len(field) <= 3:
             raise ValueError(f"malformed field {field!r}")
         name = tuple(field[0]) if isinstance(field[0], list) else field[0]  # (title, name)
-        fmt = dtype_from_description(field[1]) if isinstance(field[1], list) else field[1]
+        fmt = _numpy_description(field[1]) if isinstance(field[1], list) else field[1]  # a nested structure
         fields.append((name, fmt, tuple(field[2])) if len(field) == 3 else (name, fmt))
-    return np.lib.format.descr_to_dtype(fields)
+    return fields
 
 
 def select_paths(paths: Collection[str], select: list[str] | None) -> list[str]:
@@ -294,7 +301,7 @@ def _present(node: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback
     containers stay, empty when none of their arrays was selected, and so do plain values."""
     if node["t"] == "array":
         return node["path"] in arrays
-    if fallback is not None and node["t"] not in _BUILTIN_NODES and "path" in node:
+    if fallback is not None and node["t"] not in NODE_TYPES and "path" in node:
         return node["path"] in arrays
     return True
 
