@@ -165,6 +165,7 @@ def rebuild_tree(
 ) -> Any:
     """The tree of `layout` from the `arrays` read (others left out), unpickling only with `allow_pickle`;
     `CorruptData` when the skeleton does not decode."""
+
     def load_pickle(node: Skeleton, found: Mapping[str, Any]) -> Any:
         if node.get("t") != "pickle" or (node["path"] in found and not allow_pickle):  # never unpickle without opt-in
             raise ValueError(f"unexpected node {node.get('t')!r}")
