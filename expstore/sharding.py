@@ -1,4 +1,4 @@
-"""Kept so that `from expstore.checkpointing.sharded import ShardedArray` works; the code is `expstore.checkpointing.sharded`."""
+"""`from expstore.sharding import ShardedArray` keeps working; the code is in `expstore.checkpointing.sharded`."""
 
 from .checkpointing.sharded import ShardedArray
 

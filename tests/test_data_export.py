@@ -1,4 +1,4 @@
-"""expstore.data_export: the seed's exports on every store, JSON/CSV round trips, bad input."""
+"""expstore.data_export: the exports on every store, JSON/CSV round trips, bad input."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def test_failed_export_keeps_the_old_file(store_location: tuple[str, dict[str, A
     assert {k: read(url, options, k) for k in before} == before
 
 
-# ---- the seed's layouts --------------------------------------------------------------------------
+# ---- the file layouts -----------------------------------------------------------------------------
 
 
 def test_pretty_json_is_json_dumps_indent_2() -> None:

@@ -39,7 +39,7 @@ def results() -> dict[str, pd.DataFrame]:
 
 
 def checkpoints(with_models: bool = True) -> dict[str, Any]:
-    """The seed's two-checkpoint structure: {model_type: {dataset: {name: {model, metrics...}}}}."""
+    """The two-checkpoint structure of a run: {model_type: {dataset: {name: {model, metrics...}}}}."""
     out: dict[str, Any] = {}
     for model_type in ("adam", "kan_pruning"):
         for dataset in (0, "extra"):

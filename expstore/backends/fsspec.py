@@ -9,8 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import fsspec
+import fsspec.core
+
 from ..errors import BackendUnavailable, InvalidURL, KeyNotFound
 from ..store.base import Store
+
+__all__ = ["FsspecStore", "open_url"]
 
 
 class FsspecStore(Store):
@@ -25,7 +30,7 @@ class FsspecStore(Store):
         return f"{self.root}/{key}" if self.root else key
 
     def _read(self, key: str) -> bytes:
-        return self.fs.cat_file(self._file(key))
+        return self.fs.cat_file(self._checked_path(key))
 
     def _read_range(self, key: str, start: int, end: int | None) -> bytes:
         size = self._size(key)
@@ -38,7 +43,7 @@ class FsspecStore(Store):
         return self._version(key)
 
     def _delete(self, key: str) -> None:
-        self.fs.rm_file(self._file(key))
+        self.fs.rm_file(self._checked_path(key))
         self.fs.invalidate_cache(self._path(key))
 
     def _exists(self, key: str) -> bool:
@@ -49,7 +54,7 @@ class FsspecStore(Store):
         return int(self._info(key)["size"])
 
     def _version(self, key: str) -> str:
-        return str(self.fs.ukey(self._file(key)))
+        return str(self.fs.ukey(self._checked_path(key)))
 
     def _list(self, prefix: str) -> Iterator[str]:
         folder = prefix.rpartition("/")[0]
@@ -57,9 +62,9 @@ class FsspecStore(Store):
         self.fs.invalidate_cache(start)
         if not self.fs.isdir(start):
             return
-        base = self.fs._strip_protocol(self.root).rstrip("/")
+        base = _fs_path(self.fs, self.root).rstrip("/")
         for path in self.fs.find(start, detail=False):
-            path = self.fs._strip_protocol(path)
+            path = _fs_path(self.fs, path)
             yield path[len(base) + 1 :] if base else path.lstrip("/")
 
     def _info(self, key: str) -> dict[str, Any]:
@@ -70,16 +75,14 @@ class FsspecStore(Store):
             raise KeyNotFound("no value at this key (it is a folder)", url=self.url, key=key)
         return info
 
-    def _file(self, key: str) -> str:
-        """The key's path, after checking it names a file (fsspec reads folders without complaint)."""
+    def _checked_path(self, key: str) -> str:
+        """The key's path, after an `info()` round trip checking it names a file (fsspec reads folders without complaint)."""
         self._info(key)
         return self._path(key)
 
 
 def open_url(url: str, location: str, **storage_options: Any) -> FsspecStore:
     """Open any URL whose protocol fsspec knows; name the package to install when it is missing."""
-    import fsspec
-
     from ..store.registry import known_schemes
 
     protocol = url.partition("://")[0].lower()
@@ -94,4 +97,10 @@ def open_url(url: str, location: str, **storage_options: Any) -> FsspecStore:
     except ImportError as exc:
         raise BackendUnavailable(f"the {protocol}:// protocol is not installed: {exc}", url=url) from exc
     fs = fs_class(**storage_options)
-    return FsspecStore(fs, fs._strip_protocol(url), url)
+    return FsspecStore(fs, _fs_path(fs, url), url)
+
+
+def _fs_path(fs: Any, path: str) -> str:
+    """`path`, with or without the protocol, in the form `fs` itself uses: fsspec's `strip_protocol`
+    of the path as a URL of `fs` (it finds the filesystem class by the URL's protocol)."""
+    return fsspec.core.strip_protocol(fs.unstrip_protocol(path))

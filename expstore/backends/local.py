@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import secrets
 import stat
@@ -11,10 +10,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import KeyNotFound, PreconditionFailed, StoreError
+from ..errors import KeyNotFound, StoreError
 from ..store.base import Store
+from ..store.conditions import check_condition
 from ..store.keys import RESERVED_PREFIX
-from .posix import fsync_path
+from .posix import flocked, fsync_path, lock_if_free, new_file_beside, write_all
+
+__all__ = ["LocalStore", "open_url"]
 
 TEMP_PREFIX = RESERVED_PREFIX + "tmp-"
 LOCK_NAME = RESERVED_PREFIX + "lock"
@@ -39,23 +41,20 @@ class LocalStore(Store):
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*key.split("/"))
 
-    def _file(self, key: str) -> str:
+    def _local_path(self, key: str) -> str:
         """`_path` as a str, for the hot read paths: building a `Path` costs more than reading a small file."""
         return self._root_prefix + key.replace("/", os.sep)
 
-    def _local_path(self, key: str) -> str:
-        return self._file(key)
-
     def _read(self, key: str) -> bytes:
         try:
-            with open(self._file(key), "rb", buffering=0) as f:
+            with open(self._local_path(key), "rb", buffering=0) as f:
                 return f.read()
         except IsADirectoryError:
             raise KeyNotFound("no value at this key (it is a folder)", url=self.url, key=key) from None
 
     def _read_range(self, key: str, start: int, end: int | None) -> bytes:
         try:
-            with open(self._file(key), "rb", buffering=0) as f:
+            with open(self._local_path(key), "rb", buffering=0) as f:
                 f.seek(start)
                 return f.read() if end is None else f.read(end - start)
         except IsADirectoryError:
@@ -67,34 +66,14 @@ class LocalStore(Store):
     def _write_parts(self, key: str, parts: list[bytes | memoryview], if_absent: bool, if_match: str | None) -> str:
         path = self._path(key)
         folder = self._make_folder(path.parent, key)
-        tmp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # held while we live: tells remove_stale_temp_files to keep it
-                for part in parts:
-                    _write_all(fd, part)
-                os.fsync(fd)
-                with _folder_lock(folder):
-                    if if_absent and path.exists():
-                        raise PreconditionFailed("if_absent: the key already holds a value", url=self.url, key=key)
-                    if if_match is not None:
-                        current = _token(path) if path.is_file() else None
-                        if current != if_match:
-                            raise PreconditionFailed(
-                                f"if_match: version is {current!r}, expected {if_match!r}", url=self.url, key=key
-                            )
-                    _stamp_unique_mtime(fd)
-                    os.replace(tmp, path)
-                    token = _token_of(os.fstat(fd))
-            finally:
-                os.close(fd)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        fsync_path(folder)
-        return token
+        # The temp file's lock, held while we live, tells remove_stale_temp_files to keep it.
+        with new_file_beside(path, f"{TEMP_PREFIX}{secrets.token_hex(8)}", lock_temp=True) as pending:
+            pending.write(parts)
+            with _folder_lock(folder):
+                if if_absent or if_match is not None:
+                    check_condition(_current_version(path), if_absent, if_match, self.url, key)
+                _stamp_unique_mtime(pending.fd)
+                return _token_of(pending.replace())
 
     def remove_stale_temp_files(self, dry_run: bool = False) -> list[str]:
         """Delete the temp files of writers that died mid-write (no process holds their lock);
@@ -113,7 +92,7 @@ class LocalStore(Store):
         with _folder_lock(folder):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             try:
-                _write_all(fd, data)
+                write_all(fd, data)
                 os.fsync(fd)
                 _stamp_unique_mtime(fd)
             finally:
@@ -139,7 +118,7 @@ class LocalStore(Store):
         return _token_of(self._stat(key))
 
     def _stat(self, key: str) -> os.stat_result:
-        st = os.stat(self._file(key))
+        st = os.stat(self._local_path(key))
         if not stat.S_ISREG(st.st_mode):
             raise KeyNotFound("no value at this key (it is a folder)", url=self.url, key=key)
         return st
@@ -176,19 +155,16 @@ def _walk(folder: Path, base: str) -> Iterator[str]:
             yield base + entry.name
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 def _token_of(st: os.stat_result) -> str:
     return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
 
 
-def _token(path: Path) -> str:
-    return _token_of(path.stat())
+def _current_version(path: Path) -> str | None:
+    """The version at `path` for a precondition check; None when nothing is there. A folder has no
+    version but is there: it gets the empty one, which `if_absent` refuses and no `if_match` names."""
+    if path.is_file():
+        return _token_of(path.stat())
+    return "" if path.exists() else None
 
 
 def _stamp_unique_mtime(fd: int) -> None:
@@ -197,14 +173,9 @@ def _stamp_unique_mtime(fd: int) -> None:
     os.utime(fd, ns=(now, now))
 
 
-@contextlib.contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+def _folder_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
+    """The lock every commit in `folder` holds for the instant of its switch."""
+    return flocked(folder / LOCK_NAME, create=True)
 
 
 def open_url(url: str, location: str) -> LocalStore:
@@ -216,20 +187,15 @@ def _abandoned(path: Path, unlink: bool) -> bool:
     """Whether the temp file's writer is gone (its lock is free, and it is not one just created: a
     writer opens the file an instant before it takes the lock); if so and `unlink`, unlink it."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        with lock_if_free(path) as fd:
+            if fd is None:
+                return False  # a live writer holds it
+            st = os.fstat(fd)
+            if st.st_size == 0 and time.time() - st.st_mtime < JUST_CREATED_SECONDS:
+                return False
+            if unlink:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            return True
     except (FileNotFoundError, IsADirectoryError):
         return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False  # a live writer holds it
-        st = os.fstat(fd)
-        if st.st_size == 0 and time.time() - st.st_mtime < JUST_CREATED_SECONDS:
-            return False
-        if unlink:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        return True
-    finally:
-        os.close(fd)

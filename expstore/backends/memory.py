@@ -6,8 +6,11 @@ import itertools
 import threading
 from collections.abc import Iterator
 
-from ..errors import KeyNotFound, PreconditionFailed
+from ..errors import KeyNotFound
 from ..store.base import Store
+from ..store.conditions import check_condition
+
+__all__ = ["MemoryStore", "open_url"]
 
 # One namespace per process, keyed by full path, so `memory://a` and `memory://a/b` see the same values.
 _VALUES: dict[str, tuple[bytes, str]] = {}
@@ -42,11 +45,7 @@ class MemoryStore(Store):
         full = self._full(key)
         with _LOCK:
             current = _VALUES.get(full)
-            if if_absent and current is not None:
-                raise PreconditionFailed("if_absent: the key already holds a value", url=self.url, key=key)
-            if if_match is not None and (current is None or current[1] != if_match):
-                found = None if current is None else current[1]
-                raise PreconditionFailed(f"if_match: version is {found!r}, expected {if_match!r}", url=self.url, key=key)
+            check_condition(None if current is None else current[1], if_absent, if_match, self.url, key)
             token = str(next(_GENERATION))
             _VALUES[full] = (value, token)
         return token

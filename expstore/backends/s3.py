@@ -20,12 +20,15 @@ import botocore.session
 import numpy as np
 from botocore import UNSIGNED
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError, ProfileNotFound
+from botocore.exceptions import ProfileNotFound
 
-from ..errors import BackendUnavailable, InvalidURL, KeyNotFound, PreconditionFailed, StoreError
+from ..errors import InvalidURL, KeyNotFound, PreconditionFailed, StoreError
 from ..store.base import Store
 from .s3_conditions import honours_conditions, ignored_conditions_reason, probe_key
-from .s3_options import CREDENTIALS_HELP, check_storage_options
+from .s3_errors import RangePastEnd, s3_errors
+from .s3_options import check_storage_options
+
+__all__ = ["DEFAULT_CONFIG", "S3Store", "http_response_under", "open_url"]
 
 MULTIPART_THRESHOLD = 256 * 2**20
 PART_SIZE = 64 * 2**20
@@ -41,9 +44,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "read_timeout": 3,
     "retries": {"total_max_attempts": 2, "mode": "standard"},
 }
-
-_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
-_PRECONDITION = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
 
 
 def make_client(url: str, **storage_options: Any) -> Any:
@@ -112,29 +112,9 @@ class S3Store(Store):
         with self._errors(key):
             return getattr(self.client, method)(Bucket=self.bucket, **kwargs)
 
-    @contextlib.contextmanager
-    def _errors(self, key: str | None) -> Iterator[None]:
+    def _errors(self, key: str | None) -> contextlib.AbstractContextManager[None]:
         """Translate botocore failures into expstore errors naming the URL and key."""
-        try:
-            yield
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-            message = error.get("Message") or str(exc)
-            if code == "NoSuchBucket":
-                raise KeyNotFound(f"bucket {self.bucket!r} does not exist", url=self.url, key=key) from exc
-            if code in _NOT_FOUND or status == "404":
-                raise KeyNotFound("no value at this key", url=self.url, key=key) from exc
-            if code in _PRECONDITION or status in _PRECONDITION:
-                raise PreconditionFailed(f"S3 precondition failed: {message}", url=self.url, key=key) from exc
-            if code == "InvalidRange" or status == "416":
-                raise _RangePastEnd from exc
-            raise StoreError(f"S3 error {code or status}: {message}", url=self.url, key=key) from exc
-        except (NoCredentialsError, PartialCredentialsError) as exc:
-            raise StoreError(CREDENTIALS_HELP.format(detail=exc), url=self.url, key=key) from exc
-        except BotoCoreError as exc:
-            raise BackendUnavailable(f"S3 endpoint unreachable: {exc}", url=self.url, key=key) from exc
+        return s3_errors(self.url, key, self.bucket)
 
     def _head(self, key: str) -> dict[str, Any]:
         return self._call("head_object", key, Key=self._object(key))
@@ -169,10 +149,10 @@ class S3Store(Store):
         their own crc32c, checked on every load. Elsewhere, chunk by chunk.
         """
         view, filled = memoryview(buffer), 0
-        stream = getattr(body, "_raw_stream", None)
-        fp = getattr(stream, "_fp", None)
-        if isinstance(fp, http.client.HTTPResponse) and hasattr(stream, "release_conn"):
-            while filled < len(buffer) and (n := fp.readinto(view[filled:])):
+        under = http_response_under(body)
+        if under is not None:
+            response, stream = under
+            while filled < len(buffer) and (n := response.readinto(view[filled:])):
                 filled += n
             stream.release_conn()  # the response is read to its end: the connection goes back to the pool
             return filled
@@ -187,7 +167,7 @@ class S3Store(Store):
         stop = "" if end is None else str(end - 1)
         try:
             response = self._call("get_object", key, Key=self._object(key), Range=f"bytes={start}-{stop}")
-        except _RangePastEnd:
+        except RangePastEnd:
             self._head(key)  # S3 answers 416 to a start at or past the end: an empty slice if the key exists
             return b""
         with self._errors(key):
@@ -265,13 +245,6 @@ class S3Store(Store):
         self._head(key)  # deleting a missing key raises KeyNotFound, as on every backend
         self._call("delete_object", key, Key=self._object(key))
 
-    def _exists(self, key: str) -> bool:
-        try:
-            self._head(key)
-        except KeyNotFound:
-            return False
-        return True
-
     def _size(self, key: str) -> int:
         return int(self._head(key)["ContentLength"])
 
@@ -297,8 +270,19 @@ class S3Store(Store):
         self.client.close()
 
 
-class _RangePastEnd(Exception):
-    """S3 answered 416: the requested range starts at or past the end of the object."""
+def http_response_under(body: Any) -> tuple[http.client.HTTPResponse, Any] | None:
+    """The `http.client` response under botocore's streaming body, with the urllib3 response that owns
+    its connection; None where the body is built otherwise.
+
+    Neither library shows it publicly: botocore keeps the urllib3 response in `StreamingBody._raw_stream`
+    and urllib3 the `http.client` one in `HTTPResponse._fp` (tests/backends/test_library_privates.py
+    checks both), and only the latter reads from the socket straight into a caller's buffer.
+    """
+    stream = getattr(body, "_raw_stream", None)
+    response = getattr(stream, "_fp", None)
+    if isinstance(response, http.client.HTTPResponse) and hasattr(stream, "release_conn"):
+        return response, stream
+    return None
 
 
 def _range_start(content_range: str | None) -> int | None:

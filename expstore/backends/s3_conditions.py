@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 from ..errors import PreconditionFailed, StoreError
 
+__all__ = ["PROBE_PREFIX", "honours_conditions", "ignored_conditions_reason", "probe_key"]
+
 PROBE_PREFIX = ".expstore-probe-"
 _STALE_ETAG = '"' + "0" * 32 + '"'  # an MD5 ETag no value of the probe's can have
 

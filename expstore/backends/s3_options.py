@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+__all__ = ["CREDENTIALS_HELP", "check_storage_options"]
+
 # The s3fs storage options that mean something for one client; anything else is a TypeError.
 S3FS_OPTIONS = {"endpoint_url", "key", "secret", "token", "anon", "profile", "client_kwargs", "config_kwargs"}
 _STRINGS = ("endpoint_url", "key", "secret", "token", "profile")

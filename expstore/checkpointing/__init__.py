@@ -1,8 +1,18 @@
-"""Rolling checkpoints on any store: `CheckpointManager` and the seed's helpers around it."""
+"""Rolling checkpoints on any store: `CheckpointManager` and the helpers around it.
+
+`verify_object`, `objects_of` and `object_manifest` work on one checkpoint at a key of a store,
+whichever kind it is (what `expstore verify`, `ls` and `show` use).
+
+Inside: `names` (keys and argument checks), `index` (the index and its commit), `retention`,
+`reading` (one object vs sharded), `sharded`, `snapshot` (async-save copies), `manager`,
+`transfer` (copies between stores), `autosave` (save on exception or signal).
+"""
 
 from .autosave import AutoCheckpoint
-from .manager import CheckpointManager, backup_checkpoint, create_checkpoint_manager, resume_from_checkpoint
+from .manager import CheckpointManager, create_checkpoint_manager, resume_from_checkpoint
+from .reading import object_manifest, objects_of, verify_object
 from .sharded import ShardedArray
+from .transfer import backup_checkpoint
 
 __all__ = [
     "AutoCheckpoint",
@@ -10,5 +20,8 @@ __all__ = [
     "ShardedArray",
     "backup_checkpoint",
     "create_checkpoint_manager",
+    "object_manifest",
+    "objects_of",
     "resume_from_checkpoint",
+    "verify_object",
 ]

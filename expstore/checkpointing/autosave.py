@@ -19,7 +19,7 @@ class AutoCheckpoint:
     """Context manager that saves a checkpoint when the block exits with an exception or the
     process gets SIGTERM / SIGINT (the preemption signals clouds send), then re-raises / exits.
 
-    `get_state()` returns either the state dict itself (the seed's form: the iteration is
+    `get_state()` returns either the state dict itself (the plain form: the iteration is
     ``state["iteration"]`` when present, else the highest saved iteration + 1, or 0 when none is
     saved) or a tuple ``(state, iteration)`` / ``(state, iteration, metadata)``. The saved
     checkpoint's metadata gets ``"reason"`` ("exception: ValueError", "signal: SIGTERM").

@@ -1,9 +1,10 @@
-"""Checkpoints of a training run on any store: `CheckpointManager` and friends (DESIGN §4–5).
+"""`CheckpointManager`: save, list, load and prune the rolling checkpoints of one experiment.
 
 Layout in the checkpoint directory (any store URL, path or `Store`)::
 
     <exp>_iter_<iteration:06d>.ckpt   one checkpoint (one object on bytes stores; a tree of
                                       datasets on array-native stores: HDF5, Zarr)
+    <exp>_iter_<iteration:06d>/       a sharded checkpoint: one shard per rank and a manifest
     <exp>_index.json                  the index: the checkpoints that exist, sorted by iteration
 
 Commit order of a save: write the checkpoint, then replace the index (compare-and-swap where the
@@ -17,10 +18,8 @@ Decisions:
 * A ref (what `save_checkpoint` returns and `list_checkpoints()` reports as ``path``) is the URL of
   one checkpoint: ``store.url + "/" + key``. `load_checkpoint` also takes a bare key or an entry of
   `list_checkpoints()`.
-* Retention keeps the `keep_last_n` highest iterations (all when None), every tagged checkpoint
-  (any tag pins, e.g. ``"final"``, ``"at_threshold"``), the `keep_best_n` best by
-  ``metadata[metric]`` (entries without that metric are no candidates), the newest checkpoint,
-  and the checkpoint this manager last loaded (the one a run resumed from).
+* Retention (`retention.py`) protects the checkpoint this manager last loaded (the one a run
+  resumed from).
 * On array-native stores pickle cannot be used: ``allow_pickle=True`` there raises `TypeError`
   at construction.
 * `resume_from_checkpoint(url)`: the URL of one checkpoint loads it; the URL of a checkpoint
@@ -32,181 +31,45 @@ Decisions:
 
 from __future__ import annotations
 
-import json
-import random
+import contextlib
 import threading
-import time
 import warnings
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import CorruptData, KeyNotFound, PreconditionFailed, StoreError
-from ..format.checkpoint import check_object, read_manifest, read_state, write_checkpoint
-from ..format.strict_json import check_json_dict
+from ..format.checkpoint import write_checkpoint
 from ..format.tree import check_structure
 from ..store.base import Store
 from ..store.keys import validate_experiment_name
-from ..store.registry import open_store
-from . import sharded as sharding
-from .autosave import AutoCheckpoint
-from .names import CKPT_RE as _CKPT_RE
-from .names import check_iteration, positive_int_or_none
+from ..store.locate import join_url, opened_store
+from . import sharded
+from .index import CAS_ATTEMPTS, Index
+from .names import (
+    CKPT_RE,
+    INDEX_RE,
+    MANIFEST,
+    check_iteration,
+    checkpoint_key,
+    is_manifest_key,
+    manifest_key,
+    orphan_keys,
+    positive_int_or_none,
+    split_checkpoint_url,
+    strict_json_metadata,
+)
+from .reading import load_object, objects_of, verify_object
+from .retention import select_retained
 from .snapshot import SnapshotPool
 
-__all__ = [
-    "AutoCheckpoint",
-    "CheckpointManager",
-    "backup_checkpoint",
-    "create_checkpoint_manager",
-    "resume_from_checkpoint",
-]
+__all__ = ["CheckpointManager", "create_checkpoint_manager", "resume_from_checkpoint"]
 
-INDEX_FORMAT = "expstore.checkpoint-index"
-INDEX_VERSION = 1
-CAS_ATTEMPTS = 50
-INDEX_READ_ATTEMPTS = 5  # reads of an index that does not parse, with backoff 0.05 s doubling (0.75 s in all)
-_UNREADABLE = (CorruptData, KeyNotFound)
 PRUNED_WHILE_READING_RESTARTS = 10  # loads restarted from a re-read index after another writer pruned the one being read
 
 
-# ---- small helpers -------------------------------------------------------------------------------
-
-
-def _check_metadata(metadata: Any) -> dict[str, Any]:
-    """Metadata must be a dict of strict JSON; `TypeError` names the offending field."""
-    if metadata is None:
-        return {}
-    check_json_dict(metadata, "metadata")
-    return json.loads(json.dumps(metadata))  # a private, plain copy (tuples become lists)
-
-
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
-def _join(url: str, key: str) -> str:
-    """The ref of `key` in the store at `url`."""
-    return url + key if url.endswith("/") else f"{url}/{key}"
-
-
-def split_ref(ref: str) -> tuple[str, str]:
-    """Split the URL of one checkpoint into (store URL, key)."""
-    base, _, key = ref.rstrip("/").rpartition("/")
-    if key == sharding.MANIFEST:
-        base, _, folder = base.rpartition("/")
-        key = f"{folder}/{key}"
-    if not base or not _CKPT_RE.match(key):
-        raise ValueError(f"{ref!r} is not the URL of a checkpoint (…/<exp>_iter_<n>.ckpt or …/<exp>_iter_<n>/manifest.json)")
-    if base.endswith(":/"):  # memory://key -> "memory:/" + "key"
-        base += "/"
-    return base, key
-
-
-def _read_any(store: Store, key: str, select: list[str] | None, allow_pickle: bool) -> dict[str, Any]:
-    """Read one checkpoint from `store` into the loaded-checkpoint dict (a sharded one as rank 0)."""
-    if sharding.is_manifest_key(key):
-        return sharding.load(store, key, rank=0, world_size=None, select=select, allow_pickle=allow_pickle)
-    if isinstance(select, str):
-        select = [select]
-    if store.supports_arrays:
-        tree = store.read_tree(key, select=None if select is None else [f"state/{p}" for p in select])
-        if not isinstance(tree, dict) or "state" not in tree:
-            raise CorruptData("not a checkpoint tree (no 'state')", url=store.url, key=key)
-        info = tree
-    else:
-        state, info = read_state(store, key, select=select, allow_pickle=allow_pickle)
-        info["state"] = state
-    return {
-        "iteration": info.get("iteration"),
-        "timestamp": info.get("timestamp"),
-        "state": info["state"],
-        "metadata": info.get("metadata") or {},
-    }
-
-
-def verify_object(store: Store, key: str) -> None:
-    """Raise if the checkpoint at `key` (a sharded one: every shard) cannot be read whole or fails
-    a checksum (never unpickles)."""
-    if sharding.is_manifest_key(key):
-        sharding.verify(store, key)
-        return
-    if store.supports_arrays:
-        store.read_tree(key)
-        return
-    check_object(store.read(key), store, key)
-
-
-# ---- the index -----------------------------------------------------------------------------------
-
-
-def _parse_index(raw: bytes, store: Store, key: str, experiment: str) -> list[dict[str, Any]]:
-    """The entries of an index object; `CorruptData` naming it when malformed."""
-    try:
-        doc = json.loads(raw)
-        if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT:
-            raise ValueError(f"format is not {INDEX_FORMAT!r}")
-        if doc.get("version") != INDEX_VERSION:
-            raise ValueError(f"unknown index version {doc.get('version')!r}")
-        entries = doc["checkpoints"]
-        if not isinstance(entries, list):
-            raise ValueError("'checkpoints' is not a list")
-        for e in entries:
-            if not isinstance(e, dict) or isinstance(e.get("iteration"), bool) or not isinstance(e.get("iteration"), int):
-                raise ValueError(f"bad entry {e!r}")
-            if not isinstance(e.get("key"), str) or not _CKPT_RE.match(e["key"]):
-                raise ValueError(f"bad key in entry {e!r}")
-            e.setdefault("tags", [])
-            e.setdefault("metadata", {})
-            e.setdefault("timestamp", None)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CorruptData(f"corrupt checkpoint index of experiment {experiment!r}: {exc}", url=store.url, key=key) from None
-    return sorted(entries, key=lambda e: e["iteration"])
-
-
-def _encode_index(experiment: str, entries: list[dict[str, Any]]) -> bytes:
-    doc = {
-        "format": INDEX_FORMAT,
-        "version": INDEX_VERSION,
-        "experiment": experiment,
-        "checkpoints": sorted(entries, key=lambda e: e["iteration"]),
-    }
-    return json.dumps(doc, indent=1, allow_nan=False).encode()
-
-
-def select_retained(
-    entries: list[dict[str, Any]],
-    keep_last_n: int | None,
-    keep_best_n: int | None = None,
-    metric: str | None = None,
-    mode: str = "min",
-    protect: frozenset[int] = frozenset(),
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Split index entries into (kept, dropped) by the retention rules of the module docstring."""
-    if keep_last_n is None or not entries:
-        return list(entries), []
-    by_iter = sorted(entries, key=lambda e: e["iteration"])
-    keep = {e["iteration"] for e in by_iter[-keep_last_n:]}
-    keep.add(by_iter[-1]["iteration"])
-    keep |= {e["iteration"] for e in by_iter if e.get("tags")}
-    keep |= set(protect)
-    if keep_best_n and metric:
-        scored = [e for e in by_iter if _score(e, metric) is not None]
-        scored.sort(key=lambda e: _score(e, metric), reverse=(mode == "max"))
-        keep |= {e["iteration"] for e in scored[:keep_best_n]}
-    kept = [e for e in by_iter if e["iteration"] in keep]
-    dropped = [e for e in by_iter if e["iteration"] not in keep]
-    return kept, dropped
-
-
-def _score(entry: Mapping[str, Any], metric: str) -> float | None:
-    value = (entry.get("metadata") or {}).get(metric)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-# ---- the manager ---------------------------------------------------------------------------------
+    return datetime.now(UTC).isoformat()
 
 
 class CheckpointManager:
@@ -243,34 +106,34 @@ class CheckpointManager:
         if not isinstance(single_writer, bool):
             raise TypeError(f"single_writer must be True or False, got {single_writer!r}")
         self.single_writer = single_writer
-        self.store = open_store(checkpoint_dir, **storage_options)
-        self._owns_store = not isinstance(checkpoint_dir, Store)
+        self._closing = contextlib.ExitStack()  # closes the store only if this manager opened it
+        self.store = self._closing.enter_context(opened_store(checkpoint_dir, **storage_options))
         self.storage_options = dict(storage_options)
         if self.allow_pickle and self.store.supports_arrays:
             raise TypeError(
                 f"allow_pickle=True is not available on the array-native store {self.store.url!r}: "
                 "it keeps checkpoints as real datasets; use a bytes store (local, S3, memory) for pickled leaves"
             )
-        self.index_key = f"{self.experiment_name}_index.json"
-        self.rank, self.world_size = sharding.check_ranks(rank, world_size, self.store)
+        self.index = Index(self.store, self.experiment_name, single_writer=single_writer)
+        self.index_key = self.index.key
+        self.rank, self.world_size = sharded.check_ranks(rank, world_size, self.store)
         self._resumed_from: int | None = None
         self.async_save = bool(async_save)
         self._pending: threading.Thread | None = None
         self._pending_error: BaseException | None = None
         self._snapshots = SnapshotPool()
-        self._load_order_memo: tuple[str, list[tuple[int, str]]] | None = None
 
     # -- names ------------------------------------------------------------------------------------
 
     def key_for(self, iteration: int) -> str:
         """The key of the checkpoint of `iteration` (its manifest when this manager saves shards)."""
         if self.world_size is not None:
-            return sharding.manifest_key(self.experiment_name, iteration)
-        return f"{self.experiment_name}_iter_{iteration:06d}.ckpt"
+            return manifest_key(self.experiment_name, iteration)
+        return checkpoint_key(self.experiment_name, iteration)
 
     def ref_for(self, key: str) -> str:
         """The ref (URL) of the checkpoint at `key` in this manager's store."""
-        return _join(self.store.url, key)
+        return join_url(self.store.url, key)
 
     def should_save_checkpoint(self, iteration: int) -> bool:
         """True when `iteration` > 0 is a multiple of `save_frequency` (any integral number; `TypeError` else)."""
@@ -279,107 +142,20 @@ class CheckpointManager:
 
     # -- index ------------------------------------------------------------------------------------
 
-    def _read_index(self, with_version: bool = True) -> tuple[list[dict[str, Any]], str | None]:
-        """(entries, version token or None when there is no index or it was not asked for).
-        The version, which a compare-and-swap needs, is taken before the read."""
-        version = None
-        if with_version and self.store.supports_conditional_writes:
-            try:
-                version = self.store.version(self.index_key)
-            except KeyNotFound:
-                return [], None
-        entries = self._fetch_index()
-        return ([], None) if entries is None else (entries, version)
-
-    def _fetch_index(self) -> list[dict[str, Any]] | None:
-        """The parsed index (None when there is none). One that does not parse is read again with
-        backoff before `CorruptData` is raised: where a PUT is not atomic (s3rver), a reader can
-        catch an index half replaced by another writer."""
-        attempt = 0
-        while True:
-            try:
-                raw = self.store.read(self.index_key)
-            except KeyNotFound:
-                return None
-            try:
-                return _parse_index(raw, self.store, self.index_key, self.experiment_name)
-            except CorruptData:
-                attempt += 1
-                if attempt == INDEX_READ_ATTEMPTS:
-                    raise
-                time.sleep(0.05 * 2 ** (attempt - 1))
-
     def _entries(self) -> list[dict[str, Any]]:
         self.wait_until_finished()
-        return self._read_index(with_version=False)[0]
+        return self.index.entries()
 
-    def _load_order(self) -> list[tuple[int, str]]:
-        """(iteration, key) of the indexed checkpoints, newest first. On a local disk the list is
-        reused while the index keeps its version token (inode, ns mtime, size): one stat instead
-        of reading and parsing the index before every load."""
-        self.wait_until_finished()
-        if self.store.local_path(self.index_key) is None:
-            return [(e["iteration"], e["key"]) for e in reversed(self._entries())]
-        try:
-            version = self.store.version(self.index_key)
-        except KeyNotFound:
-            return []
-        if self._load_order_memo is None or self._load_order_memo[0] != version:
-            entries = self._fetch_index()
-            if entries is None:
-                return []
-            self._load_order_memo = (version, [(e["iteration"], e["key"]) for e in reversed(entries)])
-        return self._load_order_memo[1]
-
-    def _commit(self, add: dict[str, Any] | None = None, prune: bool = True) -> list[dict[str, Any]]:
-        """Add/replace entry `add` in the index (CAS, retried) and apply retention; return dropped entries."""
-        self._check_index_writable()
-        for attempt in range(CAS_ATTEMPTS):
-            entries, version = self._read_index()
-            if add is not None:
-                entries = [e for e in entries if e["iteration"] != add["iteration"]] + [add]
-            protect = frozenset([self._resumed_from]) if self._resumed_from is not None else frozenset()
-            kept, dropped = (
-                select_retained(entries, self.keep_last_n, self.keep_best_n, self.metric, self.mode, protect)
-                if prune
-                else (entries, [])
-            )
-            data = _encode_index(self.experiment_name, kept)
-            if not self.store.supports_conditional_writes:  # single_writer=True: nobody else commits
-                self.store.write(self.index_key, data)
-                return dropped
-            try:
-                if version is None:
-                    self.store.write(self.index_key, data, if_absent=True)
-                else:
-                    self.store.write(self.index_key, data, if_match=version)
-                return dropped
-            except PreconditionFailed:
-                time.sleep(random.uniform(0, min(0.5, 0.005 * 2 ** min(attempt, 7))))
-        raise PreconditionFailed(
-            f"could not update the checkpoint index after {CAS_ATTEMPTS} attempts (too many concurrent writers)",
-            url=self.store.url,
-            key=self.index_key,
-        )
-
-    def _check_index_writable(self) -> None:
-        """Refuse to commit where a concurrent save could silently undo this one: a store without
-        conditional writes, unless the caller promised `single_writer=True`."""
-        if self.single_writer or self.store.supports_conditional_writes:
-            return
-        raise StoreError(
-            f"{self.store.no_conditional_writes_reason}; without them two processes saving experiment "
-            f"{self.experiment_name!r} at once can silently drop each other's index entries. Pass "
-            "single_writer=True to CheckpointManager if only this process saves this experiment (the ranks "
-            "of one sharded save count as one writer), or use a store that honours conditional writes",
-            url=self.store.url,
-            key=self.index_key,
-        )
+    def _retain(self, entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(kept, dropped) by this manager's retention, the checkpoint it last loaded protected."""
+        protect = frozenset([self._resumed_from]) if self._resumed_from is not None else frozenset()
+        return select_retained(entries, self.keep_last_n, self.keep_best_n, self.metric, self.mode, protect)
 
     def _delete_quietly(self, keys: list[str]) -> None:
-        for key in [k for key in keys for k in sharding.objects_of(self.store, key)]:
+        """Delete every object of the checkpoints at `keys`; those already gone are no error."""
+        for obj in [obj for key in keys for obj in objects_of(self.store, key)]:
             try:
-                self.store.delete(key)
+                self.store.delete(obj)
             except KeyNotFound:
                 pass
 
@@ -412,7 +188,7 @@ class CheckpointManager:
         iteration = check_iteration(iteration)
         if tag is not None and (not isinstance(tag, str) or not tag):
             raise TypeError(f"tag must be a non-empty str or None, got {tag!r}")
-        meta = _check_metadata(metadata)
+        meta = strict_json_metadata(metadata)
         if blocking is None:
             blocking = not self.async_save
         check_structure(state, "state")  # before the snapshot or the sharded walk recurses into it
@@ -420,13 +196,13 @@ class CheckpointManager:
             snapshot = self._snapshots.take(state)
             self._run_behind("expstore-checkpoint-save", self._save_and_delete, snapshot, iteration, meta, tag)
             return self.ref_for(self.key_for(iteration))
-        ref, doomed = self._save_now(state, iteration, meta, tag)
+        ref, doomed = self.write_and_commit(state, iteration, meta, tag)
         if doomed:  # retention's deletes run behind the caller; the next call waits for them
             self._run_behind("expstore-checkpoint-retention", self._delete_quietly, doomed)
         return ref
 
     def _save_and_delete(self, state: Any, iteration: int, meta: dict[str, Any], tag: str | None) -> None:
-        self._delete_quietly(self._save_now(state, iteration, meta, tag)[1])
+        self._delete_quietly(self.write_and_commit(state, iteration, meta, tag)[1])
 
     def _run_behind(self, name: str, work: Any, *args: Any) -> None:
         """Run `work(*args)` in the pending thread, keeping an error for the caller's next call.
@@ -458,22 +234,28 @@ class CheckpointManager:
         if error is not None:
             raise error
 
-    def _save_now(
+    def write_and_commit(
         self, state: Any, iteration: int, meta: dict[str, Any], tag: str | None, timestamp: str | None = None
     ) -> tuple[str, list[str]]:
         """Write and commit one checkpoint stamped `timestamp` (default: now; a copy keeps the
-        original's); return its ref and the keys retention dropped (not yet deleted)."""
-        self._check_index_writable()  # before anything is written
+        original's) now, with arguments already checked; return its ref and the keys retention
+        dropped (not yet deleted). `save_checkpoint` and copies save through it."""
+        self.index.check_writable()  # before anything is written
         key, timestamp = self.key_for(iteration), timestamp or _now()
         tags = [tag] if tag else []
         if self.world_size is not None:
-            return sharding.save_shard(self, state, iteration, timestamp, meta, tags), []
+            entry = {"iteration": iteration, "key": key, "timestamp": timestamp, "tags": tags, "metadata": meta,
+                     "world_size": self.world_size}
+            assert self.rank is not None
+            if sharded.save_shard(self.store, state, entry, self.rank, self.experiment_name, self.allow_pickle):
+                self._delete_quietly([e["key"] for e in self.index.commit(entry, self._retain)])
+            return self.ref_for(key), []
         dropped: list[dict[str, Any]] = []
         for _ in range(CAS_ATTEMPTS):
             version = self._write_object(key, state, iteration, timestamp, meta, tags)
             entry = {"iteration": iteration, "key": key, "timestamp": timestamp, "tags": tags, "metadata": meta,
                      "version": version}
-            dropped += self._commit(entry)
+            dropped += self.index.commit(entry, self._retain)
             if self._holds(key, version):
                 return self.ref_for(key), [e["key"] for e in dropped]  # may include `key` when it falls below the window
         raise PreconditionFailed(
@@ -526,27 +308,24 @@ class CheckpointManager:
             for e in self._entries()
         ]
 
-    def _resolve(self, path: Any) -> tuple[Store, str]:
-        """(store, key) of a ref, key or `list_checkpoints()` entry."""
+    def _resolve(self, path: Any) -> tuple[Store | str, str]:
+        """(this manager's store or the URL of another, key) of a ref, key or `list_checkpoints()` entry."""
         if isinstance(path, Mapping):
             path = path.get("path") or path.get("key")
         if not isinstance(path, str):
             raise TypeError(f"path must be a ref, a key or an entry of list_checkpoints(), got {type(path).__name__}")
-        own = _join(self.store.url, "")
-        if path.startswith(own) and _CKPT_RE.match(path[len(own):]):
+        own = join_url(self.store.url, "")
+        if path.startswith(own) and CKPT_RE.match(path[len(own):]):
             return self.store, path[len(own):]
-        if ("/" not in path and "\\" not in path) or _CKPT_RE.match(path):
+        if ("/" not in path and "\\" not in path) or CKPT_RE.match(path):
             return self.store, path
-        url, key = split_ref(path)
-        return open_store(url, **self.storage_options), key
+        return split_checkpoint_url(path)
 
     def _read(self, store: Store, key: str, select: Any, rank: int | None, world_size: int | None) -> dict[str, Any]:
         """Read one checkpoint; a sharded one as rank `rank` of `world_size` (default: this manager's)."""
-        if not sharding.is_manifest_key(key):
-            return _read_any(store, key, select, self.allow_pickle)
         rank = (self.rank or 0) if rank is None else rank
         world_size = self.world_size if world_size is None else world_size
-        return sharding.load(store, key, rank=rank, world_size=world_size, select=select, allow_pickle=self.allow_pickle)
+        return load_object(store, key, select=select, allow_pickle=self.allow_pickle, rank=rank, world_size=world_size)
 
     def load_checkpoint(
         self, path: Any = None, *, select: list[str] | None = None, rank: int | None = None, world_size: int | None = None
@@ -561,25 +340,22 @@ class CheckpointManager:
         """
         self.wait_until_finished()
         if path is not None:
-            store, key = self._resolve(path)
-            try:
+            where, key = self._resolve(path)
+            with opened_store(where, **({} if where is self.store else self.storage_options)) as store:
                 loaded = self._read(store, key, select, rank, world_size)
-            finally:
-                if store is not self.store:
-                    store.close()
             if store is self.store and isinstance(loaded.get("iteration"), int):
                 self._resumed_from = loaded["iteration"]
             return loaded
-        newest_first = self._load_order()
+        newest_first = self.index.load_order()
         candidates = list(newest_first)
         restarts = 0
         while candidates:
             iteration, key = candidates.pop(0)
             try:
                 loaded = self._read(self.store, key, select, rank, world_size)
-            except _UNREADABLE as exc:
+            except (CorruptData, KeyNotFound) as exc:
                 if isinstance(exc, KeyNotFound) and restarts < PRUNED_WHILE_READING_RESTARTS:
-                    current = self._load_order()
+                    current = self.index.load_order()
                     if (iteration, key) not in current:  # another writer's retention removed it since: start again
                         restarts += 1
                         newest_first = candidates = list(current)
@@ -612,14 +388,9 @@ class CheckpointManager:
         Do not run it while another process saves to this experiment.
         """
         named = {e["key"] for e in self._entries()}
-        keys = self.store.list(f"{self.experiment_name}_iter_")
-        orphans = sharding.orphans(keys, named, self.experiment_name)
-        for key in keys:
-            m = _CKPT_RE.match(key)
-            if m and m["exp"] == self.experiment_name and key not in named and "/" not in key:
-                orphans.append(key)
+        orphans = orphan_keys(self.store.list(f"{self.experiment_name}_iter_"), named, self.experiment_name)
         if not dry_run:
-            self._delete_quietly(sorted(orphans, key=sharding.is_manifest_key))  # a folder's manifest last
+            self._delete_quietly(sorted(orphans, key=is_manifest_key))  # a folder's manifest last
         return orphans + self.store.remove_stale_temp_files(dry_run=dry_run)
 
     def close(self) -> None:
@@ -628,8 +399,7 @@ class CheckpointManager:
             self.wait_until_finished()
         finally:
             self._snapshots = SnapshotPool()
-            if self._owns_store:
-                self.store.close()
+            self._closing.close()
 
     def __enter__(self) -> CheckpointManager:
         return self
@@ -644,15 +414,8 @@ class CheckpointManager:
 def create_checkpoint_manager(
     experiment_name: str, checkpoint_dir: Any, keep_last_n: int | None = 3, save_frequency: int = 100, **kwargs: Any
 ) -> CheckpointManager:
-    """The seed's factory: `CheckpointManager(checkpoint_dir, experiment_name, keep_last_n, save_frequency)`."""
+    """`CheckpointManager(checkpoint_dir, experiment_name, keep_last_n, save_frequency)`, the experiment name first."""
     return CheckpointManager(checkpoint_dir, experiment_name, keep_last_n, save_frequency, **kwargs)
-
-
-# ---- module functions ----------------------------------------------------------------------------
-
-
-def _experiments_in(store: Store) -> list[str]:
-    return [k[: -len("_index.json")] for k in store.list("") if k.endswith("_index.json") and "/" not in k]
 
 
 def resume_from_checkpoint(
@@ -666,101 +429,16 @@ def resume_from_checkpoint(
     """
     if isinstance(url_or_ref, str):
         last = url_or_ref.rstrip("/").rpartition("/")[2]
-        if _CKPT_RE.match(last) or last == sharding.MANIFEST:
-            url, key = split_ref(url_or_ref)
-            with open_store(url, **storage_options) as store:
-                return _read_any(store, key, None, allow_pickle)
-    store = open_store(url_or_ref, **storage_options)
-    try:
+        if CKPT_RE.match(last) or last == MANIFEST:
+            url, key = split_checkpoint_url(url_or_ref)
+            with opened_store(url, **storage_options) as store:
+                return load_object(store, key, allow_pickle=allow_pickle)
+    with opened_store(url_or_ref, **storage_options) as store:
         if experiment is None:
-            found = _experiments_in(store)
+            found = [m["exp"] for key in store.list("") if (m := INDEX_RE.match(key))]
             if not found:
                 raise KeyNotFound("no checkpoint index in this directory", url=store.url)
             if len(found) > 1:
                 raise ValueError(f"{store.url!r} holds the experiments {found!r}; pass experiment=")
             experiment = found[0]
         return CheckpointManager(store, experiment, keep_last_n=None, allow_pickle=allow_pickle).load_checkpoint()
-    finally:
-        if not isinstance(url_or_ref, Store):
-            store.close()
-
-
-def backup_checkpoint(
-    ref: Any,
-    backup_url: Any,
-    *,
-    source_options: Mapping[str, Any] | None = None,
-    allow_pickle: bool = False,
-    **storage_options: Any,
-) -> str:
-    """Copy the checkpoint at `ref` into the checkpoint directory `backup_url` (any store) and add it
-    to the index there (never pruned by this call); return the new ref.
-
-    `storage_options` apply to the backup store, `source_options` to the store of `ref`.
-    Between two bytes stores the object's bytes are copied once its header and every array's
-    crc32c check out (`CorruptData` otherwise, and nothing is written; nothing is decoded or
-    unpickled); to or from an array-native store the checkpoint is loaded and saved again.
-    """
-    if isinstance(ref, Mapping):
-        ref = ref["path"]
-    src_url, key = split_ref(ref)
-    experiment = _CKPT_RE.match(key)["exp"]  # type: ignore[index]
-    with open_store(src_url, **dict(source_options or {})) as src, CheckpointManager(
-        backup_url, experiment, keep_last_n=None, allow_pickle=allow_pickle, **storage_options
-    ) as dest:
-        return _copy_checkpoint(src, key, dest, allow_pickle)
-
-
-def _copy_checkpoint(src: Store, key: str, dest: CheckpointManager, allow_pickle: bool) -> str:
-    if sharding.is_manifest_key(key):
-        return _copy_sharded(src, key, dest, allow_pickle)
-    if not src.supports_arrays and not dest.store.supports_arrays:
-        data = src.read(key)
-        extra = check_object(data, src, key).extra()  # never copy garbage: header and every crc32c
-        dest.store.write(key, data)
-        return _index_copy(dest, key, extra)
-    loaded = _read_any(src, key, None, allow_pickle)
-    tags = _tags_of(src, key)
-    return _save_copy(dest, loaded, tags)
-
-
-def _copy_sharded(src: Store, key: str, dest: CheckpointManager, allow_pickle: bool) -> str:
-    """A sharded checkpoint: its shards and manifest to a bytes store, else its assembled state."""
-    if dest.store.supports_arrays:  # HDF5 / Zarr hold no sharded checkpoints: save the whole state as one
-        loaded = sharding.assemble(src, key, allow_pickle)
-        return _save_copy(dest, loaded, loaded["tags"])
-    return _index_copy(dest, key, sharding.copy(src, key, dest.store))
-
-
-def _save_copy(dest: CheckpointManager, loaded: Mapping[str, Any], tags: list[str]) -> str:
-    """Save a loaded checkpoint into `dest` as it was: its iteration, metadata, first tag and timestamp."""
-    dest.wait_until_finished()
-    iteration = check_iteration(loaded["iteration"])
-    meta = _check_metadata(loaded["metadata"])
-    ref, _ = dest._save_now(loaded["state"], iteration, meta, tags[0] if tags else None, timestamp=loaded.get("timestamp"))
-    return ref
-
-
-def _index_copy(dest: CheckpointManager, key: str, extra: dict[str, Any]) -> str:
-    """Name the copied checkpoint at `key` in `dest`'s index (never pruned by this), from its `extra`."""
-    entry = {
-        "iteration": extra.get("iteration", int(_CKPT_RE.match(key)["it"])),  # type: ignore[index]
-        "key": key,
-        "timestamp": extra.get("timestamp"),
-        "tags": list(extra.get("tags") or []),
-        "metadata": extra.get("metadata") or {},
-    }
-    if sharding.is_manifest_key(key):
-        entry["world_size"] = extra.get("world_size")
-    dest._commit(entry, prune=False)
-    return dest.ref_for(key)
-
-
-def _tags_of(store: Store, key: str) -> list[str]:
-    """Tags recorded in the checkpoint itself (bytes stores: manifest; array stores: the tree)."""
-    try:
-        if store.supports_arrays:
-            return list(store.read_tree(key).get("tags") or [])
-        return list((read_manifest(store, key).get("extra") or {}).get("tags") or [])
-    except (StoreError, AttributeError):
-        return []

@@ -1,4 +1,4 @@
-"""Sharded checkpoints: each of N ranks writes its own shard; the last to land commits (issue 9).
+"""Sharded checkpoints: each of N ranks writes its own shard; the last to land commits.
 
 Layout of iteration `it` of experiment `exp` (any bytes store)::
 
@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import google_crc32c
 import numpy as np
@@ -44,24 +43,19 @@ from ..format.checkpoint import (
 from ..format.checksum import array_crc32c
 from ..format.tree import flatten, select_paths
 from ..store.base import Store
-
-if TYPE_CHECKING:
-    from .manager import CheckpointManager
+from .names import MANIFEST, checkpoint_folder, shard_name
 
 __all__ = [
     "ShardedArray",
     "assemble",
-    "copy",
+    "check_ranks",
+    "copy_shards",
     "first_shard_manifest",
-    "is_manifest_key",
     "load",
-    "manifest_key",
-    "orphans",
     "save_shard",
     "verify",
 ]
 
-MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "expstore.sharded-checkpoint"
 MANIFEST_VERSION = 1
 BLOCK_BYTES = 4 * 2**20  # rows of a ShardedArray are checksummed in blocks of about this size
@@ -87,7 +81,7 @@ class ShardedArray:
             )
 
 
-# ---- names ---------------------------------------------------------------------------------------
+# ---- ranks ---------------------------------------------------------------------------------------
 
 
 def check_ranks(rank: int | None, world_size: int | None, store: Store) -> tuple[int | None, int | None]:
@@ -103,61 +97,21 @@ def check_ranks(rank: int | None, world_size: int | None, store: Store) -> tuple
     return rank, world_size
 
 
-def folder(experiment: str, iteration: int) -> str:
-    """The folder holding the shards and manifest of one sharded checkpoint."""
-    return f"{experiment}_iter_{iteration:06d}"
-
-
-def manifest_key(experiment: str, iteration: int) -> str:
-    """The key of a sharded checkpoint, as the index names it."""
-    return f"{folder(experiment, iteration)}/{MANIFEST}"
-
-
-def is_manifest_key(key: str) -> bool:
-    """True when `key` names a sharded checkpoint (its manifest)."""
-    return key.endswith("/" + MANIFEST)
-
-
-def shard_name(rank: int, world_size: int) -> str:
-    """The object name of rank `rank`'s shard inside the checkpoint folder."""
-    return f"shard-{rank}-of-{world_size}.ckpt"
-
-
-def objects_of(store: Store, key: str) -> list[str]:
-    """Every object of the checkpoint at `key`, the manifest last (what deleting it removes)."""
-    if not is_manifest_key(key):
-        return [key]
-    return sorted(store.list(key[: -len(MANIFEST)]), key=lambda k: k == key)
-
-
-def orphans(keys: list[str], named: set[str], experiment: str) -> list[str]:
-    """Keys of sharded-checkpoint folders of `experiment` whose manifest the index does not name."""
-    pattern = re.compile(re.escape(experiment) + r"_iter_\d+/")
-    return [k for k in keys if (m := pattern.match(k)) and f"{m.group(0)}{MANIFEST}" not in named]
-
-
 # ---- saving --------------------------------------------------------------------------------------
 
 
-def save_shard(
-    manager: CheckpointManager, state: Any, iteration: int, timestamp: str, meta: dict[str, Any], tags: list[str]
-) -> str:
-    """Write this rank's shard; if it completes the set, commit the manifest and the index. Return the ref."""
-    store, experiment = manager.store, manager.experiment_name
-    rank, n = manager.rank, manager.world_size
-    assert rank is not None and n is not None
-    base = folder(experiment, iteration)
-    skeleton, arrays, sharded = _flatten(state, manager.allow_pickle)
-    extra = {"iteration": iteration, "timestamp": timestamp, "metadata": meta, "tags": tags,
+def save_shard(store: Store, state: Any, entry: dict[str, Any], rank: int, experiment: str, allow_pickle: bool) -> bool:
+    """Write rank `rank`'s shard of the sharded checkpoint the index `entry` describes (its key,
+    iteration, timestamp, metadata, tags, world size). True when this shard completed the set and
+    this call published the manifest: the caller then commits `entry` to the index."""
+    iteration, n, key = entry["iteration"], entry["world_size"], entry["key"]
+    base = checkpoint_folder(experiment, iteration)
+    skeleton, arrays, sharded = _flatten(state, allow_pickle)
+    extra = {"iteration": iteration, "timestamp": entry["timestamp"], "metadata": entry["metadata"], "tags": entry["tags"],
              "experiment": experiment, "rank": rank, "world_size": n, "sharded": sharded}
-    write_flat(store, f"{base}/{shard_name(rank, n)}", skeleton, arrays, extra, name="state", allow_pickle=manager.allow_pickle)
-    key = f"{base}/{MANIFEST}"
+    write_flat(store, f"{base}/{shard_name(rank, n)}", skeleton, arrays, extra, name="state", allow_pickle=allow_pickle)
     shards = _landed(store, base, n)
-    if shards is not None and _publish(store, key, experiment, iteration, n, shards):
-        entry = {"iteration": iteration, "key": key, "timestamp": timestamp, "tags": tags, "metadata": meta, "world_size": n}
-        dropped = manager._commit(entry)
-        manager._delete_quietly([e["key"] for e in dropped])
-    return manager.ref_for(key)
+    return shards is not None and _publish(store, key, experiment, iteration, n, shards)
 
 
 def _flatten(state: Any, allow_pickle: bool) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
@@ -372,7 +326,7 @@ def assemble(store: Store, key: str, allow_pickle: bool) -> dict[str, Any]:
     return loaded
 
 
-def copy(src: Store, key: str, dest: Store) -> dict[str, Any]:
+def copy_shards(src: Store, key: str, dest: Store) -> dict[str, Any]:
     """Copy the sharded checkpoint at `key` from `src` to `dest` byte for byte, every shard checked
     (the pinned one, every array's crc32c) before it is written, the manifest last; return shard
     0's `extra` (iteration, timestamp, metadata, tags). Nothing is decoded or unpickled."""

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["SnapshotPool"]
+
 PIECE_BYTES = 16 * 2**20  # one copy task
 PARALLEL_FROM = 4 * PIECE_BYTES  # smaller states are copied by the caller's thread alone
 MAX_COPY_THREADS = 4

@@ -8,11 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpointing.manager import CheckpointManager
-from ..checkpointing.sharded import first_shard_manifest, is_manifest_key
+from ..checkpointing import CheckpointManager, object_manifest
 from ..errors import StoreError
+from ..experiment_logger.layout import SEGMENTS_SUFFIX
 from ..experiment_logger.summaries import STALE, logged_runs
-from ..format.checkpoint import read_manifest
 from ..format.tree import dtype_from_description, unflatten, walk_skeleton
 from .common import (
     UsageError,
@@ -22,12 +21,14 @@ from .common import (
     human_size,
     join_url,
     open_url,
-    print_blocks,
     print_json,
+    print_output,
     short,
     table,
 )
 from .layout import CheckpointDir, Run, checkpoint_target, discover, list_keys, stored_size
+
+__all__ = ["cmd_ls", "cmd_show", "describe_checkpoint", "register"]
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -58,11 +59,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if len(found) > 1 and not args.long:
         return _ls_catalog(args, found, keys or [])
     runs = [_describe_run(args, run) for run in found]
-    if args.json:
-        print_json({"url": args.url, "runs": runs})
-        return 0
-    print_blocks(runs, _print_run)
-    return 0
+    return print_output(args.json, {"url": args.url, "runs": runs}, runs, _print_run)
 
 
 def _print_run(run: dict[str, Any]) -> None:
@@ -77,11 +74,8 @@ def _print_run(run: dict[str, Any]) -> None:
 
 def _ls_catalog(args: argparse.Namespace, runs: list[Run], keys: list[str]) -> int:
     """One line per run: its experiments' summaries (one GET each), and runs without any from their keys alone."""
-    store = open_url(args, args.url)
-    try:
+    with open_url(args, args.url) as store:
         catalog = logged_runs(store, keys)
-    finally:
-        store.close()
     by_run: dict[str, list[dict[str, Any]]] = {}
     for entry in catalog:
         by_run.setdefault(join_url(args.url, entry["run_folder"]), []).append(entry)
@@ -138,19 +132,16 @@ def _print_history(history: dict[str, Any]) -> None:
 
 
 def _describe_run(args: argparse.Namespace, run: Run) -> dict[str, Any]:
-    store = open_url(args, run.url)
-    try:
-        files = {kind: [{"key": k, "size": stored_size(store, k)} for k in getattr(run, kind)] for kind in ("logs", "results", "other")}
-    finally:
-        store.close()
+    with open_url(args, run.url) as store:
+        files = {kind: [{"key": k, "size": stored_size(store, k)} for k in getattr(run, kind)]
+                 for kind in ("logs", "results", "other")}
     return {"name": run.name, "url": run.url, "checkpoints": [_describe_history(args, c) for c in run.checkpoints], **files}
 
 
 def _describe_history(args: argparse.Namespace, ckpt: CheckpointDir) -> dict[str, Any]:
     """The index entries of one experiment, with object sizes and ages; an unreadable index is reported, not raised."""
-    store = open_url(args, ckpt.url)
     doc: dict[str, Any] = {"experiment": ckpt.experiment, "url": ckpt.url, "entries": [], "orphans": [], "error": None}
-    try:
+    with open_url(args, ckpt.url) as store:
         manager = CheckpointManager(store, ckpt.experiment, keep_last_n=None)
         try:
             listed = manager.list_checkpoints()
@@ -163,8 +154,6 @@ def _describe_history(args: argparse.Namespace, ckpt: CheckpointDir) -> dict[str
                                    "tags": c["tags"], "metadata": c["metadata"]})
         doc["orphans"] = manager.gc(dry_run=True)  # exactly what `expstore gc` would delete
         return doc
-    finally:
-        store.close()
 
 
 def _collapse(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -172,13 +161,13 @@ def _collapse(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     groups: dict[str, dict[str, Any]] = {}
     for f in files:
-        head, sep, _ = f["key"].partition(".segments/")
+        head, sep, _ = f["key"].partition(f"{SEGMENTS_SUFFIX}/")
         if not sep:
             out.append(f)
             continue
         group = groups.get(head)
         if group is None:
-            group = groups[head] = {"key": head + ".segments/", "size": 0, "count": 0}
+            group = groups[head] = {"key": f"{head}{SEGMENTS_SUFFIX}/", "size": 0, "count": 0}
             out.append(group)
         group["size"] += f["size"] or 0
         group["count"] += 1
@@ -192,11 +181,7 @@ def _collapse(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def cmd_show(args: argparse.Namespace) -> int:
     """Print the manifest of one checkpoint, or of the latest checkpoint of each experiment under the URL."""
     docs = [describe_checkpoint(args, url, key) for url, key in _targets(args)]
-    if args.json:
-        print_json(docs[0] if checkpoint_target(args.url) else docs)
-        return 0
-    print_blocks(docs, _print_checkpoint)
-    return 0
+    return print_output(args.json, docs[0] if checkpoint_target(args.url) else docs, docs, _print_checkpoint)
 
 
 def _targets(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -207,11 +192,8 @@ def _targets(args: argparse.Namespace) -> list[tuple[str, str]]:
     found = []
     for run in discover(args, args.url):
         for ckpt in run.checkpoints:
-            store = open_url(args, ckpt.url)
-            try:
+            with open_url(args, ckpt.url) as store:
                 listed = CheckpointManager(store, ckpt.experiment, keep_last_n=None).list_checkpoints()
-            finally:
-                store.close()
             if listed:
                 found.append((ckpt.url, listed[-1]["key"]))
     if not found:
@@ -221,17 +203,14 @@ def _targets(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 def describe_checkpoint(args: argparse.Namespace, url: str, key: str) -> dict[str, Any]:
     """The manifest of one checkpoint as a plain dict: info, metadata, and one entry per leaf of the state."""
-    store = open_url(args, url)
-    try:
+    with open_url(args, url) as store:
         size = stored_size(store, key)
         if store.supports_arrays:
             tree = store.read_tree(key)
             info, leaves = tree, _tree_leaves(tree.get("state"), "")
         else:
-            manifest = (first_shard_manifest if is_manifest_key(key) else read_manifest)(store, key)
+            manifest = object_manifest(store, key)
             info, leaves = manifest.get("extra") or {}, _skeleton_leaves(manifest["tree"], manifest["arrays"])
-    finally:
-        store.close()
     return {"ref": join_url(url, key), "experiment": info.get("experiment"), "iteration": info.get("iteration"),
             "timestamp": info.get("timestamp"), "tags": list(info.get("tags") or []), "size": size,
             "metadata": info.get("metadata") or {}, "leaves": leaves}

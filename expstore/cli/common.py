@@ -9,8 +9,25 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from ..store import locate
 from ..store.base import Store
 from ..store.registry import open_store, split_url
+
+__all__ = [
+    "UsageError",
+    "age_seconds",
+    "fmt_number",
+    "human_age",
+    "human_size",
+    "join_url",
+    "open_url",
+    "print_json",
+    "print_output",
+    "progress_bar",
+    "short",
+    "storage_options",
+    "table",
+]
 
 
 class UsageError(Exception):
@@ -33,9 +50,7 @@ def open_url(args: argparse.Namespace, url: str) -> Store:
 def join_url(url: str, *parts: str) -> str:
     """`url` + "/" + the non-empty `parts` (`./runs`, `exp001`, `logs` -> `./runs/exp001/logs`)."""
     tail = "/".join(p.strip("/") for p in parts if p)
-    if not tail:
-        return url
-    return url + tail if url.endswith("/") else f"{url}/{tail}"
+    return locate.join_url(url, tail) if tail else url
 
 
 def human_size(n: int | None) -> str:
@@ -96,12 +111,17 @@ def fmt_number(value: Any) -> str:
     return short(value, 40)
 
 
-def print_blocks(items: Iterable[Any], show: Callable[[Any], None]) -> None:
-    """`show` each item, with an empty line between two (the human output of `ls`, `show`, `logs`)."""
+def print_output(as_json: bool, doc: Any, items: Iterable[Any], show: Callable[[Any], None]) -> int:
+    """Print `doc` as JSON when `as_json` (--json), else `show` each item with an empty line between
+    two (the human output of `ls`, `show`, `logs`); return the exit status 0."""
+    if as_json:
+        print_json(doc)
+        return 0
     for i, item in enumerate(items):
         if i:
             print()
         show(item)
+    return 0
 
 
 def print_json(doc: Any) -> None:

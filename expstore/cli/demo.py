@@ -25,6 +25,8 @@ from ..store.keys import validate_experiment_name
 from .common import UsageError, join_url, open_url, progress_bar, storage_options
 from .layout import CHECKPOINTS, LOGS, RESULTS
 
+__all__ = ["fresh_state", "make_problem", "register", "run"]
+
 FEATURES = 10
 LEARNING_RATE = 0.01
 MOMENTUM = 0.9
@@ -105,13 +107,11 @@ def run(args: argparse.Namespace) -> int:
               "iterations": args.iterations, "features": FEATURES, "learning_rate": LEARNING_RATE,
               "momentum": MOMENTUM, "batch_size": BATCH}
     with ExitStack() as stack:
-        ckpt_store = open_url(args, join_url(run_url, CHECKPOINTS))
-        stack.callback(ckpt_store.close)
+        ckpt_store = stack.enter_context(open_url(args, join_url(run_url, CHECKPOINTS)))
         manager = stack.enter_context(CheckpointManager(ckpt_store, name, keep_last_n=KEEP_LAST_N,
                                                         save_frequency=SAVE_EVERY))
         state, start = _resume(manager, args.seed, args.samples)
-        logs_store = open_url(args, join_url(run_url, LOGS))
-        stack.callback(logs_store.close)
+        logs_store = stack.enter_context(open_url(args, join_url(run_url, LOGS)))
         logger = stack.enter_context(_open_logger(args, logs_store, name))  # finalized on exit, "failed" on an error
         logger.log_config(config)
         if start:
@@ -143,7 +143,7 @@ def _resume(manager: CheckpointManager, seed: int, samples: int) -> tuple[dict[s
 
 
 def _open_logger(args: argparse.Namespace, store: Any, name: str) -> Any:
-    from ..experiment_logger.logger import create_experiment_logger
+    from ..experiment_logger import create_experiment_logger
 
     return create_experiment_logger(name, store, verbose=args.verbose)
 
@@ -207,13 +207,10 @@ def _rows(history: dict[str, np.ndarray]) -> list[dict[str, Any]]:
 
 def _export(args: argparse.Namespace, run_url: str, name: str, rows: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
     """Write the results in every format under `<run>/results`; also to --save-results."""
-    from ..data_export.writers import export_all_formats, export_results_json
+    from ..data_export import export_all_formats, export_results_json
 
-    store = open_url(args, join_url(run_url, RESULTS))
-    try:
+    with open_url(args, join_url(run_url, RESULTS)) as store:
         exported = export_all_formats(rows, store, name, metadata=config)
-    finally:
-        store.close()
     paths = list(exported.values()) if isinstance(exported, dict) else list(exported)
     if args.save_results:
         export_results_json(rows, args.save_results, metadata=config, **storage_options(args, args.save_results))

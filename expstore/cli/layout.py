@@ -16,16 +16,17 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from ..checkpointing.manager import split_ref
-from ..checkpointing.names import CKPT_RE, INDEX_RE, is_checkpoint_part
-from ..checkpointing.sharded import objects_of
+from ..checkpointing import objects_of
+from ..checkpointing.names import CKPT_RE, INDEX_RE, MANIFEST, is_checkpoint_part, split_checkpoint_url
 from ..errors import StoreError
+from ..experiment_logger.layout import SEGMENTS_SUFFIX, TEXT_SUFFIX
 from ..store.base import Store
 from .common import UsageError, join_url, open_url
 
+__all__ = ["CHECKPOINTS", "LOGS", "RESULTS", "CheckpointDir", "Run", "checkpoint_target", "discover", "list_keys", "stored_size"]
+
 CHECKPOINTS, LOGS, RESULTS = "checkpoints", "logs", "results"
-_LOG_SUFFIXES = (".log", ".jsonl")
-SEGMENTS_SUFFIX = ".segments"  # the logger's `<name>.segments/<session>/<seq>.jsonl` on stores without append
+_LOG_SUFFIXES = (TEXT_SUFFIX, ".jsonl")  # text logs, and JSON lines: structured logs and their segments
 
 
 @dataclass
@@ -53,9 +54,9 @@ def checkpoint_target(url: str) -> tuple[str, str, str] | None:
     """(directory URL, key, experiment) when `url` names one checkpoint (a sharded one by its
     manifest), else None."""
     last = url.rstrip("/").rpartition("/")[2]
-    if not is_checkpoint_part(last) and not (last == "manifest.json" and is_checkpoint_part(url.rstrip("/"))):
+    if not is_checkpoint_part(last) and not (last == MANIFEST and is_checkpoint_part(url.rstrip("/"))):
         return None
-    base, key = split_ref(url)
+    base, key = split_checkpoint_url(url)
     return base, key, CKPT_RE.match(key)["exp"]  # type: ignore[index]
 
 
@@ -70,11 +71,8 @@ def stored_size(store: Store, key: str) -> int | None:
 
 def list_keys(args: argparse.Namespace, url: str) -> list[str]:
     """Every key under `url` (an empty list when nothing is there)."""
-    store: Store = open_url(args, url)
-    try:
+    with open_url(args, url) as store:
         return store.list("")
-    finally:
-        store.close()
 
 
 def discover(args: argparse.Namespace, url: str, keys: list[str] | None = None) -> list[Run]:

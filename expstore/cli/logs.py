@@ -6,8 +6,20 @@ import argparse
 import time
 from typing import Any
 
-from .common import UsageError, join_url, open_url, print_blocks, print_json, short
+from ..experiment_logger.layout import SEGMENTS_SUFFIX
+from .common import UsageError, join_url, open_url, print_output, short
 from .layout import Run, discover
+
+__all__ = [
+    "all_log_sources",
+    "cmd_logs",
+    "events_per_rank",
+    "format_event",
+    "load_events",
+    "log_sources",
+    "new_events",
+    "register",
+]
 
 DEFAULT_LINES = 10
 
@@ -30,7 +42,7 @@ def log_sources(run: Run) -> list[tuple[str, str]]:
 
     by_folder: dict[str, list[str]] = {}
     for key in run.logs:
-        head, sep, tail = key.partition(".segments/")
+        head, sep, tail = key.partition(f"{SEGMENTS_SUFFIX}/")
         path = head.rpartition("/")[0] if sep else key.rpartition("/")[0]
         rel = key[len(path) + 1 :] if path else key
         by_folder.setdefault(path, []).append(rel)
@@ -47,18 +59,15 @@ def all_log_sources(args: argparse.Namespace, url: str) -> list[tuple[str, str]]
 
 def load_events(args: argparse.Namespace, folder: str, experiment: str) -> list[dict[str, Any]]:
     """The events of one experiment's structured log, finalized or still in segments."""
-    from ..experiment_logger.logger import load_structured_logs
+    from ..experiment_logger import load_structured_logs
 
-    store = open_url(args, folder)
-    try:
+    with open_url(args, folder) as store:
         return load_structured_logs(store, experiment)  # a torn last line warns (one stderr line, see cli.main)
-    finally:
-        store.close()
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     """Print the analysis and last events of each log under the URL (or follow one)."""
-    from ..experiment_logger.logger import analyze_logs
+    from ..experiment_logger import analyze_logs
 
     if args.lines < 0:
         raise UsageError(f"--lines must be >= 0, got {args.lines}")
@@ -73,11 +82,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         events = load_events(args, folder, experiment)
         docs.append({"url": folder, "experiment": experiment, "analysis": analyze_logs(events),
                      "last_events": events[-args.lines:] if args.lines else []})
-    if args.json:
-        print_json({"url": args.url, "logs": docs})
-        return 0
-    print_blocks(docs, _print_analysis)
-    return 0
+    return print_output(args.json, {"url": args.url, "logs": docs}, docs, _print_analysis)
 
 
 def _print_analysis(doc: dict[str, Any]) -> None:
@@ -122,7 +127,7 @@ def _num(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else short(value, 80)
 
 
-def _counts(events: list[dict[str, Any]]) -> dict[Any, int]:
+def events_per_rank(events: list[dict[str, Any]]) -> dict[Any, int]:
     """How many events each rank has in `events` (rank None: a single-process run)."""
     counts: dict[Any, int] = {}
     for event in events:
@@ -130,7 +135,7 @@ def _counts(events: list[dict[str, Any]]) -> dict[Any, int]:
     return counts
 
 
-def _new_events(events: list[dict[str, Any]], seen: dict[Any, int]) -> list[dict[str, Any]]:
+def new_events(events: list[dict[str, Any]], seen: dict[Any, int]) -> list[dict[str, Any]]:
     """The events beyond the first `seen[rank]` of each rank, in merged order: each rank's events
     only ever grow at the end, but merging ranks by time puts new ones anywhere in the list."""
     counts: dict[Any, int] = {}
@@ -145,7 +150,7 @@ def _new_events(events: list[dict[str, Any]], seen: dict[Any, int]) -> list[dict
 
 def _follow(args: argparse.Namespace, folder: str, experiment: str) -> int:
     """Print the last events, then new ones as they reach the store, until an end event (or Ctrl-C)."""
-    from ..experiment_logger.logger import analyze_logs
+    from ..experiment_logger import analyze_logs
 
     print(f"following {experiment} in {folder} (Ctrl-C stops)", flush=True)
     seen: dict[Any, int] | None = None  # events printed (or skipped) so far, per rank
@@ -154,10 +159,10 @@ def _follow(args: argparse.Namespace, folder: str, experiment: str) -> int:
             events = load_events(args, folder, experiment)
             if seen is None:
                 first = max(0, len(events) - args.lines)
-                seen = _counts(events[:first])
-            for event in _new_events(events, seen):
+                seen = events_per_rank(events[:first])
+            for event in new_events(events, seen):
                 print(format_event(event), flush=True)
-            seen = _counts(events)
+            seen = events_per_rank(events)
             status = analyze_logs(events)["final_status"]
             if status is not None:
                 print(f"run ended: {status}")

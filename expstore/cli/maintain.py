@@ -6,13 +6,15 @@ import argparse
 import os
 from typing import Any
 
-from ..checkpointing.manager import CheckpointManager, backup_checkpoint, verify_object
+from ..checkpointing import CheckpointManager, backup_checkpoint, verify_object
 from ..checkpointing.names import CKPT_RE, INDEX_RE, is_checkpoint_part
 from ..errors import KeyNotFound, StoreError
 from ..store.base import Store
 from ..store.registry import split_url
 from .common import UsageError, human_size, join_url, open_url, print_json, progress_bar, storage_options
 from .layout import CheckpointDir, checkpoint_target, discover, list_keys, stored_size
+
+__all__ = ["check_history", "cmd_cp", "cmd_gc", "cmd_verify", "histories", "register"]
 
 # What reading a damaged checkpoint can raise besides StoreError (malformed attributes in HDF5/Zarr).
 _DAMAGE = (StoreError, ValueError, KeyError, TypeError, OSError)
@@ -48,20 +50,13 @@ def histories(args: argparse.Namespace, url: str) -> list[CheckpointDir]:
 
 def check_history(args: argparse.Namespace, ckpt: CheckpointDir, only: set[int] | None = None) -> list[dict[str, Any]]:
     """Verify the index and every checkpoint it names (or only iterations `only`); one result per file."""
-    store = open_url(args, ckpt.url)
-    try:
+    with open_url(args, ckpt.url) as store:
         manager = CheckpointManager(store, ckpt.experiment, keep_last_n=None)
         try:
             entries = manager.list_checkpoints()
         except _DAMAGE as exc:
             return [_result(join_url(ckpt.url, manager.index_key), exc)]
-        results = []
-        for entry in entries:
-            if only is None or entry["iteration"] in only:
-                results.append(_check_object(store, entry["key"], entry["path"]))
-        return results
-    finally:
-        store.close()
+        return [_check_object(store, e["key"], e["path"]) for e in entries if only is None or e["iteration"] in only]
 
 
 def _check_object(store: Store, key: str, ref: str) -> dict[str, Any]:
@@ -81,11 +76,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Exit 0 when every checkpoint and index under the URL reads back with good checksums, else 1."""
     target = checkpoint_target(args.url)
     if target:
-        store = open_url(args, target[0])
-        try:
+        with open_url(args, target[0]) as store:
             results = [_check_object(store, target[1], args.url)]
-        finally:
-            store.close()
     else:
         results = [r for ckpt in histories(args, args.url) for r in check_history(args, ckpt)]
     bad = [r for r in results if not r["ok"]]
@@ -104,8 +96,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     failed = 0
     seen: set[str] = set()  # every experiment's gc sees the temp files of its whole folder: name each once
     for ckpt in histories(args, args.url):
-        store = open_url(args, ckpt.url)
-        try:
+        with open_url(args, ckpt.url) as store:
             manager = CheckpointManager(store, ckpt.experiment, keep_last_n=None)
             try:
                 manager.list_checkpoints()  # an unreadable index: skip this experiment, delete nothing
@@ -114,8 +105,6 @@ def cmd_gc(args: argparse.Namespace) -> int:
                 failed += 1
                 continue
             orphans = manager.gc(dry_run=args.dry_run)
-        finally:
-            store.close()
         for url in (join_url(ckpt.url, key) for key in orphans):
             if url not in seen:
                 seen.add(url)
@@ -192,9 +181,7 @@ def _copy_histories(
     `args` give SRC's storage options, `dst_args` DST's."""
     stats: dict[str, Any] = {"copied": 0, "skipped": 0, "bytes": 0, "iterations": {}}
     for ckpt, dst_url, only in plan:
-        src = open_url(args, ckpt.url)
-        dst = open_url(dst_args, dst_url)
-        try:
+        with open_url(args, ckpt.url) as src, open_url(dst_args, dst_url) as dst:
             entries = [e for e in CheckpointManager(src, ckpt.experiment, keep_last_n=None).list_checkpoints()
                        if only is None or e["iteration"] in only]
             if only and not entries:
@@ -215,17 +202,13 @@ def _copy_histories(
             finally:
                 bar.close()
             stats["iterations"][dst_url] = {e["iteration"] for e in entries}
-        finally:
-            src.close()
-            dst.close()
     return stats
 
 
 def _copy_files(args: argparse.Namespace, dst_args: argparse.Namespace, keys: list[str]) -> tuple[int, int, int]:
     """Copy plain files (logs, exports) byte for byte, skipping those DST holds with the same size."""
-    src, dst = open_url(args, args.src), open_url(dst_args, args.dst)
     copied = skipped = nbytes = 0
-    try:
+    with open_url(args, args.src) as src, open_url(dst_args, args.dst) as dst:
         sizes = {k: stored_size(src, k) or 0 for k in keys}
         bar = progress_bar(sum(sizes.values()), desc="files", unit="B", enabled=not args.no_progress)
         try:
@@ -240,9 +223,6 @@ def _copy_files(args: argparse.Namespace, dst_args: argparse.Namespace, keys: li
                 bar.update(sizes[key])
         finally:
             bar.close()
-    finally:
-        src.close()
-        dst.close()
     return copied, skipped, nbytes
 
 

@@ -6,11 +6,13 @@ import argparse
 import io
 from typing import Any
 
-from ..checkpointing.manager import CheckpointManager
+from ..checkpointing import CheckpointManager
 from ..errors import StoreError
 from .common import UsageError, fmt_number, open_url, print_json, table
 from .layout import Run, discover
 from .logs import load_events, log_sources
+
+__all__ = ["cmd_compare", "cmd_plot", "collect_runs", "labels", "metric_series", "register"]
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -49,7 +51,7 @@ def labels(runs: list[Run]) -> list[str]:
 
 def summarize(args: argparse.Namespace, run: Run) -> dict[str, Any]:
     """Config, status, duration and final metrics from the run's log; the latest checkpoint from its index."""
-    from ..experiment_logger.logger import analyze_logs
+    from ..experiment_logger import analyze_logs
 
     doc: dict[str, Any] = {"name": run.name, "url": run.url, "status": None, "duration_seconds": None,
                            "config": {}, "metrics": {}, "latest_checkpoint": None}
@@ -61,13 +63,11 @@ def summarize(args: argparse.Namespace, run: Run) -> dict[str, Any]:
         doc.update(status=analysis["final_status"] or "running/crashed", duration_seconds=analysis["duration_seconds"],
                    config=configs[-1] if configs else {}, metrics=dict(analysis["final_metrics"]))
     for ckpt in run.checkpoints[:1]:
-        store = open_url(args, ckpt.url)
-        try:
-            listed = CheckpointManager(store, ckpt.experiment, keep_last_n=None).list_checkpoints()
-        except StoreError:
-            listed = []
-        finally:
-            store.close()
+        with open_url(args, ckpt.url) as store:
+            try:
+                listed = CheckpointManager(store, ckpt.experiment, keep_last_n=None).list_checkpoints()
+            except StoreError:
+                listed = []
         if listed:
             doc["latest_checkpoint"] = listed[-1]["iteration"]
             for k, v in listed[-1]["metadata"].items():
@@ -159,11 +159,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def _write_file(args: argparse.Namespace, out: str, data: bytes) -> None:
     """Write `data` to a local path or to a file URL on any store."""
-    from ..data_export.writers import split_location
+    from ..data_export import split_location
 
     base, name = split_location(out)
-    store = open_url(args, base)
-    try:
+    with open_url(args, base) as store:
         store.write(name, data)
-    finally:
-        store.close()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["check_metadata", "check_results"]
+__all__ = ["check_export_metadata", "check_result_rows"]
 
 
-def check_results(results: Any) -> Sequence[Mapping[str, Any]]:
+def check_result_rows(results: Any) -> Sequence[Mapping[str, Any]]:
     """`results` must be a list (or tuple) of dicts; `TypeError` names what is not."""
     if not isinstance(results, (list, tuple)):
         hint = " (for a DataFrame use export_results_parquet, or df.to_dict('records'))" if hasattr(results, "to_dict") else ""
@@ -19,7 +19,7 @@ def check_results(results: Any) -> Sequence[Mapping[str, Any]]:
     return results
 
 
-def check_metadata(metadata: Any) -> Mapping[str, Any]:
+def check_export_metadata(metadata: Any) -> Mapping[str, Any]:
     """`metadata` must be a dict or None (an empty dict then)."""
     if metadata is None:
         return {}

@@ -1,7 +1,7 @@
 """Export experiment results (a list of dicts) to JSON, CSV, pickle, summary JSON and parquet on any store.
 
-The functions and file layouts are the seed's (DESIGN §5); what changed is where the bytes go and
-how failures behave:
+The functions and file layouts are those of the original export module; what is new is where the
+bytes go and how failures behave:
 
 * Every `output_path` is the URL or path of one file (`results/run.json`,
   `s3://bucket/runs/run.json`, `runs/exp.h5/tables/run.json`), or a folder URL or an open `Store`
@@ -15,13 +15,13 @@ how failures behave:
   `TypeError` / `ValueError` naming the row and key (``results[3]['model']``) of a value the
   format cannot hold.
 * JSON writes nan and ±inf as Python's `json` does (``NaN``, ``Infinity``, ``-Infinity``), as the
-  seed did; `load_results_json` reads them back. The output is byte for byte what
+  original did; `load_results_json` reads them back. The output is byte for byte what
   ``json.dumps(doc, indent=2 if pretty else None, cls=NumpyEncoder)`` gives, produced faster for
   flat rows (column by column through `json_rows` when pyarrow is installed).
 * A CSV cell holds the value as text; a list, tuple, dict or numpy array is written as its JSON
   text (``[1, 2, 3]``, never truncated); a value JSON cannot hold cannot go into a CSV either.
 
-Pickle is read only by `load_results_pickle` (DESIGN §5). Parquet needs ``expstore[pandas]``.
+Pickle is read only by `load_results_pickle` (unpickling can run any code). Parquet needs ``expstore[pandas]``.
 """
 
 from __future__ import annotations
@@ -42,28 +42,11 @@ import numpy as np
 from ..errors import CorruptData
 from ..format.json_rows import COMPACT, PRETTY_RESULTS, encode_flat_rows
 from ..store.base import Store
-from ..store.registry import open_store
-from .inputs import check_metadata, check_results
+from ..store.locate import join_url, opened_store, split_url_at
+from .inputs import check_export_metadata, check_result_rows
 
 if TYPE_CHECKING:
     import pandas as pd
-
-__all__ = [
-    "NumpyEncoder",
-    "export_all_formats",
-    "export_results_csv",
-    "export_results_json",
-    "export_results_parquet",
-    "export_results_pickle",
-    "export_summary_statistics",
-    "load_results_json",
-    "load_results_parquet",
-    "load_results_pickle",
-    "parquet_bytes",
-    "read_parquet_bytes",
-    "split_location",
-    "summary_statistics",
-]
 
 Location = str | os.PathLike[str] | Store
 Results = Sequence[Mapping[str, Any]]
@@ -72,7 +55,7 @@ _SERIALIZE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError, pickl
 
 
 class NumpyEncoder(json.JSONEncoder):
-    """JSON encoder that writes numpy arrays as lists and numpy scalars as Python numbers (the seed's)."""
+    """JSON encoder that writes numpy arrays as lists and numpy scalars as Python numbers."""
 
     def default(self, obj: Any) -> Any:
         if isinstance(obj, np.ndarray):
@@ -100,35 +83,22 @@ def split_location(location: str | os.PathLike[str]) -> tuple[str, str]:
     A path through a container (``runs/x.h5/sub/r.json``) gives the store ``runs/x.h5/sub``, which
     `open_store` opens as the container with the key prefix ``sub``.
     """
-    text = os.fspath(location)
-    if not isinstance(text, str):
-        raise TypeError(f"a file location must be a str or a path, not {type(text).__name__}")
-    base, _, name = text.rpartition("/")
-    if not name:
-        raise ValueError(f"{text!r} names a folder, not a file: give the file's name (…/results.json) or filename=")
-    if base.endswith(":/") or (not base and text.startswith("/")):  # memory://x.json, /x.json
-        base += "/"
-    return base or ".", name
-
-
-def _join(url: str, key: str) -> str:
-    return url + key if url.endswith("/") else f"{url}/{key}"
+    try:
+        return split_url_at(location)
+    except ValueError:
+        text = os.fspath(location)
+        raise ValueError(f"{text!r} names a folder, not a file: give the file's name (…/results.json) or filename=") from None
 
 
 @contextmanager
 def _target(location: Location, filename: str | None, storage_options: dict[str, Any]) -> Iterator[tuple[Store, str]]:
     """(store, key) of a file location; a store this opened is closed afterwards."""
-    if isinstance(location, Store):
-        if filename is None:
+    if filename is None:
+        if isinstance(location, Store):
             raise TypeError(f"with an open store ({location.url!r}) pass filename= to name the file")
-        yield open_store(location, **storage_options), filename
-        return
-    url, key = (os.fspath(location), filename) if filename is not None else split_location(location)
-    store = open_store(url, **storage_options)
-    try:
-        yield store, key
-    finally:
-        store.close()
+        location, filename = split_location(location)
+    with opened_store(location, **storage_options) as store:
+        yield store, filename
 
 
 def _store_bytes(
@@ -136,7 +106,7 @@ def _store_bytes(
 ) -> str:
     with _target(location, filename, storage_options) as (store, key):
         store.write(key, data)
-        return _join(store.url, key)
+        return join_url(store.url, key)
 
 
 def _load_bytes(location: Location, filename: str | None, storage_options: dict[str, Any]) -> bytes:
@@ -173,7 +143,7 @@ def _encode(encode: Callable[[Any], Any], doc: Any, results: Results, metadata: 
 
 
 def _document(results: Results, metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """The seed's layout of a JSON or pickle export."""
+    """The layout of a JSON or pickle export: timestamp, count, metadata, results."""
     return {
         "timestamp": datetime.now().isoformat(),
         "num_experiments": len(results),
@@ -242,7 +212,7 @@ def _csv_cell(value: Any) -> Any:
 
 
 def _csv_bytes(results: Results) -> bytes:
-    """The seed's CSV; no results give an empty file (no columns, so no header)."""
+    """The CSV export: header = sorted union of keys; no results give an empty file (no columns, so no header)."""
     if not results:
         return b""
     keys: set[Any] = set()
@@ -276,7 +246,7 @@ def summary_statistics(results: Results) -> dict[str, dict[str, float | int]]:
     """
     values: dict[str, list[float]] = {}
     excluded: set[str] = set()
-    for i, row in enumerate(check_results(results)):
+    for i, row in enumerate(check_result_rows(results)):
         for key, v in row.items():
             if v is None or key in excluded:
                 continue
@@ -322,7 +292,7 @@ def _summary_bytes(results: Results) -> bytes:
     return json.dumps(summary, indent=2).encode("utf-8")
 
 
-# ---- the seed's functions ------------------------------------------------------------------------
+# ---- the export functions ----------------------------------------------------------------------
 
 
 def export_results_json(
@@ -335,13 +305,13 @@ def export_results_json(
     **storage_options: Any,
 ) -> str:
     """Write ``{"timestamp", "num_experiments", "metadata", "results"}`` as JSON (indent 2 when `pretty`); return its URL."""
-    results, metadata = check_results(results), check_metadata(metadata)
+    results, metadata = check_result_rows(results), check_export_metadata(metadata)
     return _store_bytes(output_path, filename, _json_parts(results, metadata, pretty), storage_options)
 
 
 def export_results_csv(results: Results, output_path: Location, *, filename: str | None = None, **storage_options: Any) -> str:
     """Write one CSV row per result, header = the sorted union of keys, missing values empty; return its URL."""
-    return _store_bytes(output_path, filename, _csv_bytes(check_results(results)), storage_options)
+    return _store_bytes(output_path, filename, _csv_bytes(check_result_rows(results)), storage_options)
 
 
 def export_results_pickle(
@@ -353,7 +323,7 @@ def export_results_pickle(
     **storage_options: Any,
 ) -> str:
     """Pickle the JSON export's layout with the exact objects (for Python readers only); return its URL."""
-    results, metadata = check_results(results), check_metadata(metadata)
+    results, metadata = check_result_rows(results), check_export_metadata(metadata)
     return _store_bytes(output_path, filename, _pickle_bytes(results, metadata), storage_options)
 
 
@@ -361,7 +331,7 @@ def export_summary_statistics(
     results: Results, output_path: Location, *, filename: str | None = None, **storage_options: Any
 ) -> str:
     """Write ``{"timestamp", "num_experiments", "statistics": {field: {mean, std, min, max, median, count, nan_count}}}``."""
-    return _store_bytes(output_path, filename, _summary_bytes(check_results(results)), storage_options)
+    return _store_bytes(output_path, filename, _summary_bytes(check_result_rows(results)), storage_options)
 
 
 def export_all_formats(
@@ -375,23 +345,19 @@ def export_all_formats(
 
     All four are serialized before the first is written, so bad input leaves every old file intact.
     """
-    results, metadata = check_results(results), check_metadata(metadata)
+    results, metadata = check_result_rows(results), check_export_metadata(metadata)
     files = {
         "json": (f"{base_name}.json", _json_parts(results, metadata, True)),
         "csv": (f"{base_name}.csv", _csv_bytes(results)),
         "pickle": (f"{base_name}.pkl", _pickle_bytes(results, metadata)),
         "summary": (f"{base_name}_summary.json", _summary_bytes(results)),
     }
-    store = open_store(output_dir, **storage_options)
-    try:
+    with opened_store(output_dir, **storage_options) as store:
         urls = {}
         for kind, (name, data) in files.items():
             store.write(name, data)
-            urls[kind] = _join(store.url, name)
+            urls[kind] = join_url(store.url, name)
         return urls
-    finally:
-        if not isinstance(output_dir, Store):
-            store.close()
 
 
 def load_results_json(input_path: Location, *, filename: str | None = None, **storage_options: Any) -> Any:

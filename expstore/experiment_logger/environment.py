@@ -18,6 +18,8 @@ PACKAGES = (
 _MODULE_OF = {"scikit-learn": "sklearn"}
 GIT_TIMEOUT = 2.0
 
+__all__ = ["describe_environment", "environment_line", "git_state", "package_versions"]
+
 
 def package_versions() -> dict[str, str]:
     """Versions of numpy, expstore and of the other `PACKAGES` that this process has imported."""
@@ -67,7 +69,7 @@ def describe_environment() -> dict[str, Any]:
     }
 
 
-def summary(env: dict[str, Any]) -> str:
+def environment_line(env: dict[str, Any]) -> str:
     """One human line of the environment (the full record is in the structured log)."""
     git = env.get("git")
     where = f"git {git['commit'][:12]}{' (dirty)' if git.get('dirty') else ''}" if git else "no git"

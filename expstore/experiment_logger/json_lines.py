@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+__all__ = ["orjson_text", "stdlib_json", "to_json", "to_json_many"]
+
 
 def _default(obj: Any) -> Any:
     """JSON stand-ins for values `json` does not know."""
@@ -160,7 +162,7 @@ def _two_digit_exponents(text: str) -> str:
     )
 
 
-def _orjson_text(value: Any) -> str | None:
+def orjson_text(value: Any) -> str | None:
     """`value` as the stdlib encoder writes it, through orjson; None when orjson cannot vouch for it."""
     try:
         raw = orjson.dumps(value, default=_orjson_default, option=_OPTIONS).decode()
@@ -178,7 +180,7 @@ def _only_a_missing_step(value: Any, raw: str) -> bool:
 
 def to_json(value: Any) -> str:
     """`value` as one line of JSON, byte for byte `stdlib_json(value)`; never raises."""
-    text = _orjson_text(value)
+    text = orjson_text(value)
     return stdlib_json(value) if text is None else text
 
 

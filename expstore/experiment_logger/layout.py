@@ -30,6 +30,24 @@ SEGMENTS_SUFFIX = ".segments"
 SUMMARY_SUFFIX = "_run.json"
 _RANKED = re.compile(r"^(?P<name>.+)\.rank(?P<rank>0|[1-9]\d*)$")
 
+__all__ = [
+    "SEGMENTS_SUFFIX",
+    "STRUCTURED_SUFFIX",
+    "SUMMARY_SUFFIX",
+    "TEXT_SUFFIX",
+    "experiments_in",
+    "join_lines",
+    "new_session",
+    "rank_stem",
+    "segment_key",
+    "segments_prefix",
+    "split_stem",
+    "stem_of",
+    "structured_key",
+    "summary_key",
+    "text_key",
+]
+
 
 def rank_stem(name: str, rank: int | None) -> str:
     """The stem of the log keys of experiment `name` written by `rank` (`name` itself without a rank)."""

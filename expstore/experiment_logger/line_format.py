@@ -18,6 +18,8 @@ import numpy as np
 
 from .json_lines import to_json_many
 
+__all__ = ["LOG_DATE_FORMAT", "LOG_FORMAT", "Item", "LineFormatter", "format_pairs", "format_value"]
+
 LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"  # what the console handler prints
 

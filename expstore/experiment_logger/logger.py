@@ -1,4 +1,4 @@
-"""Experiment logging on any store: `ExperimentLogger`, `create_experiment_logger`, and the readers.
+"""Experiment logging on any store: `ExperimentLogger` and `create_experiment_logger`.
 
 Each event goes two ways: the structured log ``<name>_structured.jsonl`` (one
 ``{"timestamp", "event_type", "data"}`` object per line) and the human log ``<name>.log``
@@ -24,27 +24,21 @@ import traceback
 import warnings
 import weakref
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from ..store.base import Store
 from ..store.keys import validate_experiment_name, validate_key
+from ..store.locate import join_url
 from ..store.registry import open_store
-from .environment import describe_environment, summary
+from .environment import describe_environment, environment_line
 from .layout import rank_stem, structured_key, text_key
 from .line_format import LOG_DATE_FORMAT, LOG_FORMAT, format_pairs
-from .reader import analyze_logs, load_structured_logs, load_text_log
 from .sink import MAX_QUEUED, LogSink, MiB, check_flush_policy
+from .summaries import iso_time
 
-__all__ = [
-    "ExperimentLogger",
-    "analyze_logs",
-    "create_experiment_logger",
-    "load_structured_logs",
-    "load_text_log",
-]
+__all__ = ["ExperimentLogger", "create_experiment_logger"]
 
 DIRECT = "_expstore_direct"  # set on records the logger queued itself, so its store handler skips them
 _OWNED = "_expstore_owned"  # marks the handlers an ExperimentLogger installed
@@ -243,7 +237,7 @@ class ExperimentLogger:
         self._summary: dict[str, Any] | None = None
         self._event(INFO, "experiment_start", {
             "experiment_name": experiment_name,
-            "start_time": datetime.fromtimestamp(self.start_time).astimezone().isoformat(),
+            "start_time": iso_time(self.start_time),
             "session": self.sink.session if self.sink else None,
             "output_dir": self.store.url if self.store else None,
         }, f"Experiment '{experiment_name}' started")
@@ -260,7 +254,7 @@ class ExperimentLogger:
         if enabled and (logger.handlers != self._quiet or logger.propagate):
             logger.log(levelno, "%s", _text(message, data), extra={DIRECT: True})
 
-    # ---- the seed's API ---------------------------------------------------------------------------
+    # ---- the logging API -------------------------------------------------------------------------
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         """Record the configuration (one human line per key) and the environment that reproduces the run."""
@@ -269,7 +263,7 @@ class ExperimentLogger:
         self._event(INFO, "config", {"config": config, "environment": environment}, "Configuration:")
         for key, value in config.items():
             self._event(INFO, None, None, f"  {key}: {value}")
-        self._event(INFO, None, None, summary(environment))
+        self._event(INFO, None, None, environment_line(environment))
 
     def log_progress(self, iteration: int, total: int, metrics: Mapping[str, Any] | None = None) -> None:
         """Record ``Progress: 100/1000 (10.0%) | loss=0.5000``; a total of 0 or None gives ``(n/a)``."""
@@ -382,12 +376,12 @@ class ExperimentLogger:
     @property
     def log_file(self) -> str | None:
         """URL of ``<name>.log`` (``<name>.rank<r>.log`` with a rank; None without file logging)."""
-        return f"{self.store.url.rstrip('/')}/{text_key(self._stem)}" if self.store else None
+        return join_url(self.store.url, text_key(self._stem)) if self.store else None
 
     @property
     def structured_log_file(self) -> str | None:
         """URL of ``<name>_structured.jsonl`` (this rank's file with a rank; None without file logging); `load_structured_logs` takes it."""
-        return f"{self.store.url.rstrip('/')}/{structured_key(self._stem)}" if self.store else None
+        return join_url(self.store.url, structured_key(self._stem)) if self.store else None
 
 
 def _release(logger: logging.Logger, handlers: list[logging.Handler], sink: LogSink | None) -> None:
@@ -412,5 +406,5 @@ def _ignore(item: Any) -> None:  # noqa: ARG001
 def create_experiment_logger(
     experiment_name: str, output_dir: Any, verbose: bool = True, rank: int | None = None, **kwargs: Any
 ) -> ExperimentLogger:
-    """The seed's factory: an `ExperimentLogger` that prints to the console when `verbose`."""
+    """The factory function: an `ExperimentLogger` that prints to the console when `verbose`."""
     return ExperimentLogger(experiment_name, output_dir, log_to_file=True, log_to_console=verbose, rank=rank, **kwargs)

@@ -16,6 +16,8 @@ from .layout import join_lines
 
 MERGE_ATTEMPTS = 20
 
+__all__ = ["MERGE_ATTEMPTS", "merge_into"]
+
 
 def _current(store: Store, key: str, conditional: bool) -> tuple[str | None, bytes]:
     """(version token or None, value) of `key`; (None, b"") when it does not exist yet."""

@@ -10,17 +10,17 @@ that rank only.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import os
 import warnings
 from collections.abc import Iterable, Iterator
-from datetime import datetime
 from typing import Any
 
 from ..errors import KeyNotFound
 from ..store.base import Store
-from ..store.registry import open_store
+from ..store.locate import opened_store, split_url_at
 from .layout import (
     STRUCTURED_SUFFIX,
     TEXT_SUFFIX,
@@ -32,34 +32,36 @@ from .layout import (
     structured_key,
     text_key,
 )
-from .summaries import overall_status
+from .summaries import iso_seconds, overall_status
+
+__all__ = ["analyze_logs", "load_structured_logs", "load_text_log"]
 
 READ_ATTEMPTS = 3  # a segment can vanish while we read it (finalize merged it): read again
 
 
-def _open(location: Any, experiment_name: str | None, storage_options: dict[str, Any]) -> tuple[Store, str, bool]:
-    """(store, experiment name, whether we opened the store) of a reader's location."""
+@contextlib.contextmanager
+def _opened_experiment(
+    location: Any, experiment_name: str | None, storage_options: dict[str, Any]
+) -> Iterator[tuple[Store, str]]:
+    """(store, experiment name) of a reader's location for the length of the block; a store this opened is closed after."""
     if isinstance(location, os.PathLike):
         location = os.fspath(location)
     if isinstance(location, str) and experiment_name is None:
-        base, _, last = location.rstrip("/").rpartition("/")
+        path = location.rstrip("/")
+        last = path.rpartition("/")[2]
         for suffix in (STRUCTURED_SUFFIX, TEXT_SUFFIX):
             if last.endswith(suffix) and len(last) > len(suffix):
-                if base.endswith(":/"):  # memory://x_structured.jsonl
-                    base += "/"
-                return open_store(base or ".", **storage_options), last[: -len(suffix)], True
-    store = open_store(location, **storage_options)
-    owned = not isinstance(location, Store)
-    if experiment_name is None:
-        found = experiments_in(store.list(""))
-        if len(found) != 1:
-            if owned:
-                store.close()
+                location, experiment_name = split_url_at(path)[0], last[: -len(suffix)]
+                break
+    with opened_store(location, **storage_options) as store:
+        if experiment_name is None:
+            found = experiments_in(store.list(""))
             if not found:
                 raise KeyNotFound("no experiment logs here", url=store.url)
-            raise ValueError(f"{store.url!r} holds the logs of {found!r}; pass experiment_name=")
-        experiment_name = found[0]
-    return store, experiment_name, owned
+            if len(found) > 1:
+                raise ValueError(f"{store.url!r} holds the logs of {found!r}; pass experiment_name=")
+            experiment_name = found[0]
+        yield store, experiment_name
 
 
 def _stems(store: Store, name: str) -> dict[str, list[str]]:
@@ -137,12 +139,8 @@ def load_structured_logs(
 
     Each rank's events keep their written order; the ranks are merged by timestamp.
     """
-    store, name, owned = _open(url_or_path, experiment_name, storage_options)
-    try:
+    with _opened_experiment(url_or_path, experiment_name, storage_options) as (store, name):
         per_stem = [_parse(sources, store.url, dedupe) for sources, dedupe in _read_all(store, name, "jsonl")]
-    finally:
-        if owned:
-            store.close()
     return _merged(per_stem)
 
 
@@ -150,7 +148,7 @@ def _timed(events: list[dict[str, Any]]) -> Iterator[tuple[float, dict[str, Any]
     """(seconds, event) of one rank's events; an unreadable timestamp takes the one before it, keeping the order."""
     last = float("-inf")
     for event in events:
-        seconds = _seconds(event.get("timestamp"))
+        seconds = iso_seconds(event.get("timestamp"))
         last = last if seconds is None else seconds
         yield last, event
 
@@ -164,19 +162,8 @@ def _merged(per_stem: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def load_text_log(url_or_path: Any, experiment_name: str | None = None, **storage_options: Any) -> str:
     """The human-readable log of an experiment, from the final `.log` files and/or segments (rank after rank)."""
-    store, name, owned = _open(url_or_path, experiment_name, storage_options)
-    try:
+    with _opened_experiment(url_or_path, experiment_name, storage_options) as (store, name):
         return join_lines([data for sources, _ in _read_all(store, name, "log") for _, data in sources]).decode("utf-8", "replace")
-    finally:
-        if owned:
-            store.close()
-
-
-def _seconds(stamp: Any) -> float | None:
-    try:
-        return datetime.fromisoformat(stamp).timestamp()
-    except (TypeError, ValueError):
-        return None
 
 
 def _summary(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -194,7 +181,7 @@ def _summary(events: list[dict[str, Any]]) -> dict[str, Any]:
             final_status = None
         elif kind == "experiment_end":
             final_status = data.get("final_status")
-    times = [t for t in (_seconds(e.get("timestamp")) for e in events) if t is not None]
+    times = [t for t in (iso_seconds(e.get("timestamp")) for e in events) if t is not None]
     return {
         "total_events": len(events),
         "event_counts": counts,

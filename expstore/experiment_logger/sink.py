@@ -5,12 +5,12 @@ wakes every `tick`, turns queued items into JSONL and `.log` text (`LineFormatte
 
 * on a store with `supports_append` (local, memory): appends to ``<name>_structured.jsonl`` and
   ``<name>.log``;
-* on any other store (S3, fsspec, HDF5, Zarr): numbered segment objects (`log_layout`), and on
+* on any other store (S3, fsspec, HDF5, Zarr): numbered segment objects (`layout`), and on
   `close(finalize=True)` the merged final files, after which the merged segments are deleted.
 
 A sink of one rank (``rank=r``) writes and merges only the keys of its stem ``<name>.rank<r>``.
-Besides the logs it writes the run summary ``<stem>_run.json`` (`log_catalog`): after the start
-event, then again every `log_catalog.HEARTBEAT_SECONDS` while the run goes on (a heartbeat, so that
+Besides the logs it writes the run summary ``<stem>_run.json`` (`summaries`): after the start
+event, then again every `summaries.HEARTBEAT_SECONDS` while the run goes on (a heartbeat, so that
 a run whose process died shows as ``stale`` rather than ``running`` forever), and at
 `close(finalize=True)`.
 
@@ -35,7 +35,7 @@ from typing import Any
 
 from ..errors import KeyNotFound
 from ..store.base import Store
-from . import summaries as log_catalog
+from . import summaries
 from .layout import new_session, rank_stem, segment_key, segments_prefix, structured_key, summary_key, text_key
 from .line_format import Item, LineFormatter
 from .merge import merge_into
@@ -46,6 +46,8 @@ MAX_QUEUED = 100_000  # items not yet formatted; a caller that gets this far ahe
 BATCH = 2048  # items formatted together: one orjson call and one respacing pass per batch
 EXIT_FLUSH_TIMEOUT = 10.0  # seconds atexit / SIGTERM wait for each sink
 MAX_BACKOFF = 30.0
+
+__all__ = ["MAX_QUEUED", "LogSink", "MiB", "check_flush_policy", "flush_all"]
 
 
 def check_flush_policy(flush_interval: object, flush_bytes: object, max_buffer_bytes: object) -> None:
@@ -357,11 +359,11 @@ class LogSink:
         if now < self._retry_at:
             return False
         return self._summary.start_due or (
-            self._summary_at is not None and now - self._summary_at >= log_catalog.HEARTBEAT_SECONDS
+            self._summary_at is not None and now - self._summary_at >= summaries.HEARTBEAT_SECONDS
         )
 
     def _write_summary(self) -> None:
-        """Write the run summary (`log_catalog`): at start, once a heartbeat, at finalize; one small PUT each."""
+        """Write the run summary (`summaries`): at start, once a heartbeat, at finalize; one small PUT each."""
         self._summary.start_due = False
         try:
             self.store.write(summary_key(self.stem), self._summary.to_bytes())

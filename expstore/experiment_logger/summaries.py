@@ -33,17 +33,39 @@ STALE_AFTER_BEATS = 5  # missed beats (by the writer's own interval) before a ru
 _SCALARS = (int, float, str, bool, type(None))
 _LOGS_FOLDER = "logs"  # the demo layout's <run>/logs: the run is the folder above it
 
+__all__ = [
+    "FORMAT",
+    "HEARTBEAT_SECONDS",
+    "RUNNING",
+    "STALE",
+    "STALE_AFTER_BEATS",
+    "SummaryTracker",
+    "iso_seconds",
+    "iso_time",
+    "logged_runs",
+    "overall_status",
+    "run_folder",
+    "summary_status",
+]
 
-def _iso(seconds: float) -> str:
+
+def iso_time(seconds: float) -> str:
+    """A unix time as local ISO time with its UTC offset, as the logs and summaries write times."""
     return datetime.fromtimestamp(seconds).astimezone().isoformat()
 
 
-def _seconds(stamp: str) -> float:
-    """An ISO timestamp as an instant, so that ranks in different time zones compare right."""
+def iso_seconds(stamp: Any) -> float | None:
+    """An ISO timestamp as an instant, so that ranks in different time zones compare right; None when unreadable."""
     try:
         return datetime.fromisoformat(stamp).timestamp()
     except (TypeError, ValueError):
-        return 0.0
+        return None
+
+
+def _instant(stamp: Any) -> float:
+    """`iso_seconds` as a sort key: an unreadable timestamp counts as 0 (before any run)."""
+    seconds = iso_seconds(stamp)
+    return 0.0 if seconds is None else seconds
 
 
 def _scalar(value: Any) -> bool:
@@ -72,12 +94,12 @@ class SummaryTracker:
                                 session=data.get("session"))
                 self.start_due = True
             elif event_type == "experiment_end":
-                self.doc.update(status=data.get("final_status"), end_time=_iso(ts), duration_seconds=data.get("duration_seconds"))
+                self.doc.update(status=data.get("final_status"), end_time=iso_time(ts), duration_seconds=data.get("duration_seconds"))
 
     def to_bytes(self) -> bytes:
         """The summary object: the document, the last scalar value of each metric, and the heartbeat."""
         metrics = {k: v for k, v in self.metrics.items() if _scalar(v)}
-        beat = {"heartbeat_time": _iso(time.time()), "heartbeat_seconds": HEARTBEAT_SECONDS}
+        beat = {"heartbeat_time": iso_time(time.time()), "heartbeat_seconds": HEARTBEAT_SECONDS}
         return (to_json({**self.doc, "final_metrics": metrics, **beat}) + "\n").encode()
 
 
@@ -100,7 +122,7 @@ def _log_key(key: str) -> tuple[str, str, bool] | None:
 def summary_status(doc: dict[str, Any], now: float) -> Any:
     """The status a summary says, or `STALE` for a running one whose heartbeat is `STALE_AFTER_BEATS` beats
     old at `now` (a summary without a heartbeat, from an older logger, stays as it says)."""
-    status, beat, every = doc.get("status"), _seconds(doc.get("heartbeat_time")), doc.get("heartbeat_seconds")
+    status, beat, every = doc.get("status"), _instant(doc.get("heartbeat_time")), doc.get("heartbeat_seconds")
     if status == RUNNING and beat > 0 and isinstance(every, (int, float)) and now - beat > STALE_AFTER_BEATS * every:
         return STALE
     return status
@@ -162,8 +184,8 @@ def _entry(store: Store, folder: str, name: str, group: dict[str, Any]) -> dict[
         beats = [d["heartbeat_time"] for d in docs if d.get("heartbeat_time")]
         durations = [d["duration_seconds"] for d in docs if isinstance(d.get("duration_seconds"), (int, float))]
         entry.update(status=overall_status([summary_status(d, now) for d in docs]),
-                     heartbeat_time=max(beats, key=_seconds, default=None), start_time=min(starts, key=_seconds, default=None),
-                     end_time=max(ends, key=_seconds, default=None) if len(ends) == len(docs) else None,
+                     heartbeat_time=max(beats, key=_instant, default=None), start_time=min(starts, key=_instant, default=None),
+                     end_time=max(ends, key=_instant, default=None) if len(ends) == len(docs) else None,
                      duration_seconds=max(durations, default=None) if len(durations) == len(docs) else None,
                      final_metrics=docs[0].get("final_metrics") or {})
     return entry

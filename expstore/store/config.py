@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ..errors import InvalidURL
 
+__all__ = ["DEFAULT_URL", "default_url"]
+
 DEFAULT_URL = "./runs"
 
 

@@ -12,6 +12,8 @@ from ..errors import StoreError
 from .base import Store
 from .keys import validate_key
 
+__all__ = ["PrefixedStore"]
+
 T = TypeVar("T")
 
 

@@ -15,6 +15,8 @@ from urllib.parse import unquote, urlsplit
 from ..errors import BackendUnavailable, InvalidURL
 from .base import Store
 
+__all__ = ["BACKENDS", "Backend", "known_schemes", "open_store", "split_container", "split_url"]
+
 
 @dataclass(frozen=True)
 class Backend:

@@ -19,15 +19,14 @@ import pytest
 
 from expstore import CorruptData, KeyNotFound, StoreError, open_store
 
+from ..workers import REPO_ROOT
 from ..workers.hdf5_workers import KEYS, tree_for
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def worker(*args: str, stdin: int | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.workers.hdf5_workers", *args],
-        cwd=ROOT,
+        cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stdin=stdin,
         text=True,

@@ -18,7 +18,7 @@ from expstore import CorruptData, open_store
 from expstore.checkpointing import CheckpointManager
 from expstore.format.checksum import CRC32C_ATTRIBUTE, array_crc32c
 
-ROOT = Path(__file__).resolve().parents[1]
+from ..workers import REPO_ROOT
 
 
 def state(iteration: int) -> dict:
@@ -125,7 +125,7 @@ def test_the_cli_reports_a_truncated_file_without_a_traceback(tmp_path):
     os.truncate(path, int(path.stat().st_size * 0.68))
     done = subprocess.run(
         [sys.executable, "-m", "expstore", "verify", str(path)],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and "truncated file" in done.stderr + done.stdout

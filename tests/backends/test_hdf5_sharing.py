@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -15,15 +14,14 @@ import pytest
 from expstore import StoreError, open_store
 from expstore.checkpointing import CheckpointManager
 
+from ..workers import REPO_ROOT
 from ..workers.hdf5_workers import live_state
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def worker(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.workers.hdf5_workers", *args],
-        cwd=ROOT,
+        cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stdin=subprocess.PIPE,
         text=True,

@@ -22,17 +22,16 @@ import pytest
 zarr = pytest.importorskip("zarr")
 
 from expstore import CorruptData, KeyNotFound, PreconditionFailed, open_store  # noqa: E402
-from expstore.backends.zarr import store as zarr_backend
+from expstore.backends.zarr import local as zarr_local
 
+from ..workers import REPO_ROOT
 from ..workers.zarr_workers import expected_tree, tree_problem  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _worker(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.workers.zarr_workers", *args],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -184,7 +183,7 @@ def test_orphan_of_a_killed_write_is_hidden_and_reclaimed(tmp_path, monkeypatch)
     assert zarr.open_group(path, mode="r")["t"].attrs["expstore"]["live"] == token
 
     # The next write of the key deletes it once it has settled (no writer holds its lock) ...
-    monkeypatch.setattr(zarr_backend, "SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr(zarr_local, "SETTLE_SECONDS", 0.0)
     newer = store.write_tree("t", expected_tree(2))
     assert _children(path, "t") == [f"v-{newer}"]
 
@@ -199,7 +198,7 @@ def test_orphan_of_a_killed_write_is_hidden_and_reclaimed(tmp_path, monkeypatch)
 
 def test_a_child_still_being_written_is_not_reclaimed(tmp_path, monkeypatch):
     path = tmp_path / "inflight.zarr"
-    monkeypatch.setattr(zarr_backend, "SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr(zarr_local, "SETTLE_SECONDS", 0.0)
     with open_store(path) as store:
         store.write("k", b"old")
         in_flight = path / "k" / f"v-{time.time_ns():x}-00000000"

@@ -23,7 +23,8 @@ from expstore import CorruptData, open_store  # noqa: E402
 from expstore.checkpointing import CheckpointManager  # noqa: E402
 from expstore.format.checksum import CRC32C_ATTRIBUTE  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+from ..workers import REPO_ROOT
+
 ELEMENTS = 300_000  # float32, four chunks of 75,000 values each
 
 
@@ -125,7 +126,7 @@ def test_a_truncated_chunk_leaves_no_traceback_or_asyncio_noise(tmp_path):
         "import warnings; warnings.simplefilter('ignore'); from expstore.checkpointing import CheckpointManager;"
         f"print(CheckpointManager({url!r}, 'z').load_checkpoint()['iteration'])"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout.strip()) == (0, "1"), done.stderr
     assert "Task was destroyed" not in done.stderr and "Traceback" not in done.stderr, done.stderr
 

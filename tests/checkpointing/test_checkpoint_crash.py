@@ -27,9 +27,9 @@ import pytest
 
 from expstore.checkpointing import CheckpointManager
 
+from ..workers import REPO_ROOT
 from ..workers.checkpoint_crash_worker import EXPERIMENT, KEEP_LAST_N, metadata_for, state_for, tag_for
 
-ROOT = Path(__file__).resolve().parents[1]
 KILLS = 50
 
 
@@ -37,7 +37,7 @@ def spawn(url: str) -> subprocess.Popen:
     """Start a writer; it imports, then waits for `go` (so its start-up overlaps our checks)."""
     return subprocess.Popen(
         [sys.executable, "-m", "tests.workers.checkpoint_crash_worker", url],
-        cwd=ROOT,
+        cwd=REPO_ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -1,4 +1,4 @@
-"""Arguments of the checkpoint API: the seed's AutoCheckpoint form, integral iterations, clear errors."""
+"""Arguments of the checkpoint API: AutoCheckpoint's plain state-dict form, integral iterations, clear errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""expstore.checkpointing: the seed's CheckpointManager on every store, retention, fallback, races."""
+"""expstore.checkpointing: the CheckpointManager on every store, retention, fallback, races."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import sys
 import time
 import uuid
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from expstore.format.checkpoint import PickleNotAllowed, write_checkpoint
 
 from ..conftest import FACADE_BACKENDS
 from ..trees import assert_same
+from ..workers import REPO_ROOT
 from ..workers.checkpoint_workers import save_iterations
 
 STORE_BACKENDS = FACADE_BACKENDS
@@ -60,7 +60,7 @@ def iterations(m: CheckpointManager) -> list[int]:
     return [c["iteration"] for c in m.list_checkpoints()]
 
 
-# ---- the seed's behaviour, on every backend ----------------------------------------------------
+# ---- the basic behaviour, on every backend -----------------------------------------------------
 
 
 def test_rolling_keep_last_3_over_1000_iterations(store_location):
@@ -403,9 +403,8 @@ def test_auto_checkpoint_saves_nothing_on_clean_exit(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_auto_checkpoint_saves_on_preemption_signal(tmp_path, signum):
     url = str(tmp_path / "ckpt")
-    root = Path(__file__).resolve().parent.parent
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.workers.checkpoint_workers", url, "exp"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "tests.workers.checkpoint_workers", url, "exp"], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         assert proc.stdout.readline() == b"ready\n"

@@ -9,16 +9,16 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from expstore import open_store
 
+from ..workers import REPO_ROOT
+
 MiB = 2**20
 SIZE = 64 * MiB
 KILLS = 20
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _kill_writer_repeatedly(url: str, options: dict, kills: int, window: float) -> list[int]:
@@ -29,7 +29,7 @@ def _kill_writer_repeatedly(url: str, options: dict, kills: int, window: float) 
     for _ in range(kills):
         child = subprocess.Popen(
             [sys.executable, "-m", "tests.workers.common", url, json.dumps(options), str(SIZE)],
-            cwd=REPO,
+            cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
         )
         try:

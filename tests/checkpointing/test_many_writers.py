@@ -1,4 +1,4 @@
-"""Many processes saving distinct iterations into one checkpoint history lose no update (issue 9);
+"""Many processes saving distinct iterations into one checkpoint history lose no update;
 on a local Zarr store a reader process loads the latest checkpoint all the while."""
 
 from __future__ import annotations
@@ -8,16 +8,16 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from expstore.checkpointing.manager import CheckpointManager, select_retained
+from expstore.checkpointing import CheckpointManager
+from expstore.checkpointing.retention import select_retained
 
+from ..workers import REPO_ROOT
 from ..workers.sharding_workers import save_many, tag_of
 
-REPO = Path(__file__).resolve().parent.parent
 WRITERS, SAVES = 8, 20
 ITERATIONS = list(range(1, WRITERS * SAVES + 1))
 
@@ -49,7 +49,7 @@ def start_reader(url: str) -> subprocess.Popen[str]:
     """A process that loads the latest checkpoint of "many" until its stdin closes (tests/workers/zarr_workers.py)."""
     reader = subprocess.Popen(
         [sys.executable, "-m", "tests.workers.zarr_workers", "read_checkpoints", url, "many"],
-        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     assert reader.stdout is not None and reader.stdout.readline().strip() == "ready", reader.communicate()[1]
     return reader

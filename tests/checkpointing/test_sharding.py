@@ -1,4 +1,4 @@
-"""Sharded checkpoints (issue 9): N real processes save one checkpoint; kills; re-sharding 4 -> 2 and 2 -> 4."""
+"""Sharded checkpoints: N real processes save one checkpoint; kills; re-sharding 4 -> 2 and 2 -> 4."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from expstore.checkpointing import CheckpointManager, backup_checkpoint, resume_from_checkpoint
-from expstore.checkpointing.sharded import ShardedArray
+from expstore.checkpointing import CheckpointManager, ShardedArray, backup_checkpoint, resume_from_checkpoint
 from expstore.errors import CorruptData
 
 from ..workers.sharding_workers import COLS, ROWS, global_array, rank_state, save_rank, save_then_hang

@@ -249,11 +249,11 @@ def test_the_console_script_runs_the_same_command(tmp_path: Path) -> None:
 
 def test_follow_prints_each_new_event_of_every_rank_once():
     """Ranks merged by time put new events anywhere in the list: follow tracks each rank's count."""
-    from expstore.cli.logs import _counts, _new_events
+    from expstore.cli.logs import events_per_rank, new_events
 
     a = [{"rank": 0, "timestamp": f"t{t}", "event_type": f"a{i}"} for i, t in enumerate((1, 4, 6))]
     b = [{"rank": 1, "timestamp": f"t{t}", "event_type": f"b{i}"} for i, t in enumerate((2, 3))]
     first_poll = [a[0], b[0], a[1]]
     second_poll = [a[0], b[0], b[1], a[1], a[2]]  # b1 (t3) lands before a1 (t4), which was printed
-    new = _new_events(second_poll, _counts(first_poll))
+    new = new_events(second_poll, events_per_rank(first_poll))
     assert [e["event_type"] for e in new] == ["b1", "a2"]

@@ -105,3 +105,21 @@ def test_cp_of_a_sharded_history_to_local_and_to_hdf5(history: Any, tmp_path: Pa
         assert [c["iteration"] for c in listed] == [1, 2] and listed[1]["tags"] == ["final"]
         assert {c["iteration"]: c["timestamp"] for c in listed} == saved  # the saved timestamps, not the copy's
         np.testing.assert_array_equal(m.load_checkpoint()["state"]["model"]["w"], global_array(2))
+
+
+def test_cp_of_one_sharded_checkpoint_and_of_a_folder_with_orphan_shards(history: Any, tmp_path: Path) -> None:
+    root, opts, storage = history
+    src_ckpts = f"{root}/{EXP}/checkpoints"
+    save_sharded(src_ckpts, storage, iterations=(3,), ranks=(0,))  # rank 1 never saved 3: orphan shards
+    ref = f"{src_ckpts}/{EXP}_iter_000001/manifest.json"
+    out = cli("cp", ref, str(tmp_path / "one"), cwd=tmp_path, options=opts).stdout
+    assert "copied 1 checkpoint(s)" in out and "and 0 file(s)" in out and "verified 1 checkpoint(s)" in out
+    with CheckpointManager(tmp_path / "one", EXP, rank=0, world_size=2) as m:
+        assert [c["iteration"] for c in m.list_checkpoints()] == [1] and m.verify() == []
+        assert m.list_checkpoints()[0]["key"] == f"{EXP}_iter_000001/manifest.json"  # a sharded checkpoint there too
+        np.testing.assert_array_equal(m.load_checkpoint()["state"]["model"]["w"].local, rank_state(1, 0, 2)["model"]["w"].local)
+
+    out = cli("cp", src_ckpts, str(tmp_path / "folder"), cwd=tmp_path, options=opts).stdout
+    assert "copied 2 checkpoint(s)" in out and "and 0 file(s)" in out  # the orphan shards are no plain files
+    with open_store(str(tmp_path / "folder")) as store:
+        assert not [k for k in store.list("") if "000003" in k]

@@ -24,6 +24,7 @@ from expstore.runs import list_runs, save_run
 from ..cli.test_cli import cli
 from ..conftest import unique
 from ..s3servers import S3Server
+from ..wrapping import DelegatingStore
 from .test_experiment_logger import spawn
 
 RUNS = 200
@@ -31,41 +32,16 @@ REAL = 7  # runs written by real loggers; the others are byte copies of them und
 QUIET = {"log_to_console": False}
 
 
-class CountingStore(Store):
-    """Delegates to another store and counts each call (one request each; a LIST may be several pages)."""
+class CountingStore(DelegatingStore):
+    """Counts each call it forwards (one request each; a LIST may be several pages)."""
 
     def __init__(self, inner: Store):
-        super().__init__(inner.url)
-        self.inner = inner
-        self.supports_append = inner.supports_append
+        super().__init__(inner)
         self.calls: dict[str, int] = {}
 
-    def _count(self, kind: str) -> None:
-        self.calls[kind] = self.calls.get(kind, 0) + 1
-
-    def _read(self, key: str) -> bytes:
-        self._count("read")
-        return self.inner.read(key)
-
-    def _write(self, key: str, data: Any, if_absent: bool, if_match: str | None) -> str:
-        self._count("write")
-        return self.inner.write(key, data)
-
-    def _delete(self, key: str) -> None:
-        self._count("delete")
-        self.inner.delete(key)
-
-    def _size(self, key: str) -> int:
-        self._count("size")
-        return self.inner.size(key)
-
-    def _read_range(self, key: str, start: int, end: int | None) -> bytes:
-        self._count("read_range")
-        return self.inner.read_range(key, start, end)
-
-    def _list(self, prefix: str) -> list[str]:
-        self._count("list")
-        return self.inner.list(prefix)
+    def forward(self, operation: str, *args: Any, **kwargs: Any) -> Any:
+        self.calls[operation] = self.calls.get(operation, 0) + 1
+        return super().forward(operation, *args, **kwargs)
 
 
 def status_of(i: int) -> str:

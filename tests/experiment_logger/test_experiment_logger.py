@@ -1,4 +1,4 @@
-"""ExperimentLogger on every store: the seed's API and formats, segments, readers, crashes, dead stores."""
+"""ExperimentLogger on every store: the logging API and formats, segments, readers, crashes, dead stores."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import sys
 import time
 import warnings
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,9 +29,10 @@ from expstore.experiment_logger import (
 
 from ..conftest import FACADE_BACKENDS
 from ..s3servers import ACCESS_KEY, SECRET_KEY, free_port
+from ..workers import REPO_ROOT
+from ..wrapping import DelegatingStore
 
 STORE_BACKENDS = FACADE_BACKENDS
-ROOT = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d - experiment\.(\w+) - (DEBUG|INFO|WARNING|ERROR) - ")
 FAST = {"flush_interval": 0.1}
 
@@ -46,55 +46,26 @@ def kinds(events: Iterable[dict[str, Any]]) -> list[str]:
     return [e["event_type"] for e in events]
 
 
-class WrappedStore(Store):
-    """Delegates to another store; counts writes and fails every call while `broken` is set."""
+class WrappedStore(DelegatingStore):
+    """Counts writes and appends, and fails every call while `broken` is set."""
 
     def __init__(self, inner: Store):
-        super().__init__(inner.url)
-        self.inner = inner
-        self.supports_append = inner.supports_append
+        super().__init__(inner)
         self.writes = 0
         self.broken = False
 
-    def _check(self) -> None:
+    def forward(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         if self.broken:
             raise StoreError("injected failure", url=self.url)
-
-    def _read(self, key: str) -> bytes:
-        self._check()
-        return self.inner.read(key)
-
-    def _write(self, key: str, data: Any, if_absent: bool, if_match: str | None) -> str:
-        self._check()
-        self.writes += 1
-        return self.inner.write(key, data)
-
-    def _append(self, key: str, data: Any) -> None:
-        self._check()
-        self.writes += 1
-        self.inner.append(key, data)
-
-    def _delete(self, key: str) -> None:
-        self._check()
-        self.inner.delete(key)
-
-    def _size(self, key: str) -> int:
-        self._check()
-        return self.inner.size(key)
-
-    def _read_range(self, key: str, start: int, end: int | None) -> bytes:
-        self._check()
-        return self.inner.read_range(key, start, end)
-
-    def _list(self, prefix: str) -> list[str]:
-        self._check()
-        return self.inner.list(prefix)
+        if operation in ("write", "append"):
+            self.writes += 1
+        return super().forward(operation, *args, **kwargs)
 
 
-# ---- the seed's examples on every store ------------------------------------------------------------
+# ---- the documented example on every store ----------------------------------------------------------
 
 
-def test_seed_example_writes_both_files(store_location):
+def test_documented_example_writes_both_files(store_location):
     url, options = store_location
     logger = create_experiment_logger("seed", url, verbose=False, **options)
     logger.log_config({"learning_rate": 0.001, "batch_size": 32, "model": "resnet"})
@@ -336,7 +307,7 @@ def spawn(
         env["LOGGER_WORKER_HEARTBEAT"] = str(heartbeat)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.workers.logger_workers", mode, url, name, str(interval)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True,
     )
     assert proc.stdout.readline().strip() == "ready"
     return proc

@@ -77,8 +77,8 @@ def test_a_batch_is_the_stdlib_bytes(batch: list[Any]) -> None:
     assert to_json_many(batch) == [stdlib_json(value) for value in batch]
 
 
-def test_the_fast_path_keeps_the_seed_forms() -> None:
-    """Spot checks of what the seed writes: NaN/Infinity, repr's exponents, ASCII escapes, spaced separators."""
+def test_the_fast_path_keeps_the_stdlib_forms() -> None:
+    """Spot checks of what the stdlib encoder writes: NaN/Infinity, repr's exponents, ASCII escapes, spaced separators."""
     data = {"step": None, "metrics": {"loss": math.nan, "up": math.inf, "lr": 1e-05, "tiny": 2.5e-07, "big": 1e16}}
     assert to_json(data) == (
         '{"step": null, "metrics": {"loss": NaN, "up": Infinity, "lr": 1e-05, "tiny": 2.5e-07, "big": 1e+16}}'
@@ -89,11 +89,11 @@ def test_the_fast_path_keeps_the_seed_forms() -> None:
 
 def test_typical_metrics_events_take_the_orjson_path() -> None:
     """Small learning rates, numpy scalars, a missing step and string keys with digits stay on the fast path."""
-    from expstore.experiment_logger.json_lines import _orjson_text
+    from expstore.experiment_logger.json_lines import orjson_text
 
     for event in (
         {"step": 7, "metrics": {"loss": 0.25, "lr": 1e-05, "grad": 3.3e-07, "acc": np.float32(0.5), "n": np.int64(3)}},
         {"step": None, "metrics": {"loss": 1.5e-05, "epoch_2": 2}},
     ):
-        assert _orjson_text(event) == stdlib_json(event)
-    assert _orjson_text({"step": None, "metrics": {"loss": math.nan}}) is None  # left to the stdlib encoder
+        assert orjson_text(event) == stdlib_json(event)
+    assert orjson_text({"step": None, "metrics": {"loss": math.nan}}) is None  # left to the stdlib encoder

@@ -13,6 +13,7 @@ from expstore.experiment_logger import ExperimentLogger, load_structured_logs
 from expstore.experiment_logger.merge import merge_into
 
 from ..workers.rank_workers import EVENTS, log_without_rank
+from ..wrapping import DelegatingStore
 
 ROUNDS = 3  # the finalize race goes either way; every round must keep both logs
 
@@ -65,34 +66,18 @@ def test_a_second_session_of_one_name_is_reported_and_both_are_kept(store_locati
         assert [e["data"]["step"] for e in events if e["event_type"] == "metrics" and e["data"]["metrics"]["writer"] == writer] == list(range(5))
 
 
-class CommitsFirst(Store):
+class CommitsFirst(DelegatingStore):
     """A real store on which another writer commits `key` just before this one's first conditional write of it."""
 
     def __init__(self, inner: Store, key: str, theirs: bytes):
-        super().__init__(inner.url)
-        self.inner, self.key, self.theirs = inner, key, theirs
-        self.supports_conditional_writes = inner.supports_conditional_writes
+        super().__init__(inner)
+        self.key, self.theirs = key, theirs
 
     def _write(self, key: str, data: Any, if_absent: bool, if_match: str | None) -> str:
         if key == self.key and self.theirs:
             self.inner.write(key, self.theirs)
             self.theirs = b""
-        return self.inner.write(key, data, if_absent=if_absent, if_match=if_match)
-
-    def _read(self, key: str) -> bytes:
-        return self.inner.read(key)
-
-    def _delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def _size(self, key: str) -> int:
-        return self.inner.size(key)
-
-    def _list(self, prefix: str) -> list[str]:
-        return self.inner.list(prefix)
-
-    def _version(self, key: str) -> str:
-        return self.inner.version(key)
+        return super()._write(key, data, if_absent, if_match)
 
 
 @pytest.mark.parametrize("store_location", ["s3-moto"], indirect=True)

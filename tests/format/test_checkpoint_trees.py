@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from expstore.format.checkpoint import write_flat
 from expstore.format.tree import MAX_DEPTH
 
 from ..cli.test_cli import cli
+from ..workers import REPO_ROOT
 
 BIG = 7**9000  # 7606 decimal digits: over Python's default limit of 4300
 
@@ -34,7 +34,7 @@ def test_a_big_int_saved_by_an_unlimited_process_loads_and_verifies(tmp_path):
     code = ("import sys; sys.set_int_max_str_digits(0)\n"
             "from expstore.checkpointing import CheckpointManager\n"
             f"CheckpointManager({url!r}, 'exp').save_checkpoint({{'n': 7**9000}}, 3)\n")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
     with CheckpointManager(url, "exp") as m:
         assert m.verify() == []
         assert m.load_checkpoint()["state"]["n"] == BIG
@@ -48,7 +48,7 @@ def write_skeleton(url: str, iteration: int, node: dict) -> None:
         extra = {"iteration": iteration, "timestamp": None, "metadata": {}, "tags": [], "experiment": "exp"}
         write_flat(store, f"exp_iter_{iteration:06d}.ckpt", {"t": "dict", "items": [["x", node]]}, {}, extra)
     with CheckpointManager(url, "exp", keep_last_n=None) as m:
-        m._commit({"iteration": iteration, "key": f"exp_iter_{iteration:06d}.ckpt", "timestamp": None, "tags": [], "metadata": {}})
+        m.index.commit({"iteration": iteration, "key": f"exp_iter_{iteration:06d}.ckpt", "timestamp": None, "tags": [], "metadata": {}})
 
 
 def test_the_old_decimal_form_reads_within_the_digit_limit(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -12,6 +11,8 @@ from expstore import BackendUnavailable, InvalidURL, KeyNotFound, open_store
 from expstore.backends.fsspec import FsspecStore
 from expstore.backends.local import LocalStore
 from expstore.backends.memory import MemoryStore
+
+from ..workers import REPO_ROOT
 
 
 def test_paths_and_file_urls_open_local_stores(tmp_path):
@@ -91,7 +92,7 @@ def test_fsspec_protocol_whose_package_is_missing_names_it():
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
 
 
 def test_missing_s3_packages_raise_backend_unavailable_naming_the_extra():

@@ -34,7 +34,7 @@ def global_array(iteration: int) -> np.ndarray:
 
 def rank_state(iteration: int, rank: int, world_size: int) -> dict[str, Any]:
     """Rank `rank`'s state: its rows of `global_array`, a replicated leaf and a rank-private one."""
-    from expstore.checkpointing.sharded import ShardedArray
+    from expstore.checkpointing import ShardedArray
 
     lo, hi = ROWS * rank // world_size, ROWS * (rank + 1) // world_size
     return {

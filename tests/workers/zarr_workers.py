@@ -55,12 +55,12 @@ def write_trees(url: str, keys: int, start: int) -> None:
 def die_before_switch(url: str, key: str) -> None:
     """Write a tree at `key` and SIGKILL ourselves after its child is complete, before the pointer switch."""
     from expstore import open_store
-    from expstore.backends.zarr import store as zarr_backend
+    from expstore.backends.zarr.local import LocalZarrStore
 
     def killed(*args: object, **kwargs: object) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
-    zarr_backend.LocalZarrStore._switch = killed  # type: ignore[method-assign]
+    LocalZarrStore._switch = killed  # type: ignore[method-assign]
     open_store(url).write_tree(key, expected_tree(999))
 
 

@@ -27,6 +27,8 @@ from ..posix import fsync_path
 from .free_space import free_sections
 from .journal import JournaledFile, recover
 
+__all__ = ["LOCK_TIMEOUT", "FileHandle", "MemoryHandle", "disk_handle", "memory_handle"]
+
 LOCK_TIMEOUT = 30.0  # seconds an operation waits for another process's lock on the file
 T = TypeVar("T")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"

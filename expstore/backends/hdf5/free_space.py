@@ -1,6 +1,6 @@
 """The free sections of an HDF5 file's committed state, read through the HDF5 C library h5py uses.
 
-A file created with a persistent free-space map (`hdf5_file.CREATE_OPTIONS`) remembers the space
+A file created with a persistent free-space map (`file_access.CREATE_OPTIONS`) remembers the space
 that deletes and rewrites freed. No committed metadata points into those sections, so the journal
 may let a new value's bytes go straight to disk there, as it does past the committed end: a
 rewrite then writes its data once and the file stays about two versions large.
@@ -13,6 +13,8 @@ import functools
 from typing import Any
 
 import h5py
+
+__all__ = ["free_sections"]
 
 H5FD_MEM_DEFAULT = 0  # every allocation type
 

@@ -18,7 +18,9 @@ from typing import Any
 
 import google_crc32c
 
-from ..posix import fsync_path
+from ..posix import fsync_path, new_file_beside
+
+__all__ = ["JournaledFile", "recover"]
 
 # Version 2 ends with a crc32c of everything before it (~10 GB/s; it only has to catch a journal
 # torn by a crash). Version 1, written by earlier expstore, ended with a sha256 (~1.2 GB/s, which
@@ -157,27 +159,19 @@ class JournaledFile:
         os.fsync(self.fd)  # bytes written past the committed end are durable before anything names them
         extents = self._journal_extents()
         journal = self.path + ".journal"
-        tmp = journal + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            crc = 0
-            header = JOURNAL_MAGIC + _HEADER.pack(self.size, self.zero_from, self.committed_size, len(extents))
-            chunks: list[bytes | memoryview] = [header]
-            for off, length, data in extents:
-                chunks.append(_EXTENT.pack(off, length, 0 if data is None else 1))
-                if data is not None:
-                    chunks.append(data)
-            position = 0
-            for chunk in chunks:
-                crc = google_crc32c.extend(crc, chunk)
-                _pwrite_all(fd, chunk, position)
-                position += len(chunk)
-            _pwrite_all(fd, crc.to_bytes(4, "little"), position)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, journal)
-        fsync_path(os.path.dirname(self.path))
+        header = JOURNAL_MAGIC + _HEADER.pack(self.size, self.zero_from, self.committed_size, len(extents))
+        chunks: list[bytes | memoryview] = [header]
+        for off, length, data in extents:
+            chunks.append(_EXTENT.pack(off, length, 0 if data is None else 1))
+            if data is not None:
+                chunks.append(data)
+        crc = 0
+        for chunk in chunks:
+            crc = google_crc32c.extend(crc, chunk)
+        chunks.append(crc.to_bytes(4, "little"))
+        with new_file_beside(journal, os.path.basename(journal) + ".tmp") as pending:
+            pending.write(chunks)
+            pending.replace()
         _apply(self.fd, self.size, extents)
         os.unlink(journal)  # a stale journal left by a power cut is still the latest commit: replay is idempotent
         self.committed_size = self.size

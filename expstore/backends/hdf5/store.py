@@ -30,12 +30,15 @@ from typing import Any, TypeVar
 import h5py
 import numpy as np
 
-from ...errors import InvalidURL, KeyNotFound, PreconditionFailed, StoreError
+from ...errors import InvalidURL, KeyNotFound, StoreError
 from ...format.checksum import CRC32C_ATTRIBUTE, array_crc32c, check_array_crc32c
 from ...format.tree import Skeleton, array_paths, select_paths, unflatten
 from ...store.base import Store
+from ...store.conditions import check_condition
 from ...store.keys import RESERVED_PREFIX
 from .file_access import LOCK_TIMEOUT, FileHandle, MemoryHandle, disk_handle, memory_handle
+
+__all__ = ["HDF5Store", "open_url"]
 
 KIND_ATTR = "expstore"  # "bytes" on a bytes dataset, "tree" on a tree group
 VERSION_ATTR = "expstore_version"
@@ -86,8 +89,8 @@ class HDF5Store(Store):
 
     # -- plumbing
 
-    def _file(self, key: str | None) -> contextlib.AbstractContextManager[h5py.File | None]:
-        """The file opened to read for one operation (`None` if it does not exist yet)."""
+    def _opened_to_read(self, key: str | None) -> contextlib.AbstractContextManager[h5py.File | None]:
+        """A context manager yielding the h5py file opened to read for one operation (`None` if it does not exist yet)."""
         return self._handle.reading(self.url, key)
 
     def _change(self, key: str, check: Callable[[h5py.File], Any], change: Callable[[h5py.File, Any], T]) -> T:
@@ -138,10 +141,7 @@ class HDF5Store(Store):
             what = "other keys live under it" if kind == "group" else "it holds an HDF5 object expstore did not write"
             raise StoreError(f"cannot store a value at this key: {what}", url=self.url, key=key)
         current = str(obj.attrs[VERSION_ATTR]) if kind else None
-        if if_absent and current is not None:
-            raise PreconditionFailed("if_absent: the key already holds a value", url=self.url, key=key)
-        if if_match is not None and current != if_match:
-            raise PreconditionFailed(f"if_match: version is {current!r}, expected {if_match!r}", url=self.url, key=key)
+        check_condition(current, if_absent, if_match, self.url, key)
         return current is not None
 
     @staticmethod
@@ -168,7 +168,7 @@ class HDF5Store(Store):
     # -- bytes level
 
     def _read(self, key: str) -> bytes:
-        with self._file(key) as h5:
+        with self._opened_to_read(key) as h5:
             ds = self._value(h5, key, "bytes")
             out = np.empty(ds.shape, dtype=np.uint8)
             if out.size:
@@ -176,7 +176,7 @@ class HDF5Store(Store):
             return out.tobytes()
 
     def _read_range(self, key: str, start: int, end: int | None) -> bytes:
-        with self._file(key) as h5:
+        with self._opened_to_read(key) as h5:
             ds = self._value(h5, key, "bytes")
             n = ds.shape[0]
             start, end = min(start, n), n if end is None else min(end, n)
@@ -210,16 +210,16 @@ class HDF5Store(Store):
                 del h5["/".join(segments)]
                 segments.pop()
 
-        with self._file(key) as h5:  # a missing key is reported without creating the file
+        with self._opened_to_read(key) as h5:  # a missing key is reported without creating the file
             check(h5)
         self._change(key, check, change)  # checked again: another process may have deleted it since
 
     def _exists(self, key: str) -> bool:
-        with self._file(key) as h5:
+        with self._opened_to_read(key) as h5:
             return self._lookup(h5, key)[0] in ("bytes", "tree")
 
     def _size(self, key: str) -> int:
-        with self._file(key) as h5:
+        with self._opened_to_read(key) as h5:
             kind, obj = self._lookup(h5, key)
             if kind == "bytes":
                 return int(obj.shape[0])
@@ -228,14 +228,14 @@ class HDF5Store(Store):
             raise KeyNotFound("no value at this key", url=self.url, key=key)
 
     def _version(self, key: str) -> str:
-        with self._file(key) as h5:
+        with self._opened_to_read(key) as h5:
             kind, obj = self._lookup(h5, key)
             if kind not in ("bytes", "tree"):
                 raise KeyNotFound("no value at this key", url=self.url, key=key)
             return str(obj.attrs[VERSION_ATTR])
 
     def _list(self, prefix: str) -> list[str]:
-        with self._file(prefix or None) as h5:
+        with self._opened_to_read(prefix or None) as h5:
             if h5 is None:
                 return []
             folder = prefix.rpartition("/")[0]
@@ -278,7 +278,7 @@ class HDF5Store(Store):
         return token
 
     def _read_tree(self, key: str, select: list[str] | None) -> Any:
-        with self._file(key) as h5:
+        with self._opened_to_read(key) as h5:
             group = self._value(h5, key, "tree")
             skeleton = json.loads(group.attrs[SKELETON_ATTR])
             arrays = {}

@@ -21,6 +21,8 @@ from ...errors import CorruptData, StoreError
 from ...format.checksum import CRC32C_ATTRIBUTE, array_crc32c, check_array_crc32c
 from ...format.tree import dtype_from_description
 
+__all__ = ["PASSTHROUGH", "check_bytes", "open_array", "read_arrays", "read_selection", "write_array", "write_arrays"]
+
 RAW_DTYPE_ATTRIBUTE = "expstore_raw_dtype"  # on an array stored as raw bytes: the numpy dtype it holds
 # Every chunk is written, even one equal to the fill value: a chunk file that is missing is then
 # always damage, and values zarr would compare equal to the fill value (-0j) keep their exact bytes.

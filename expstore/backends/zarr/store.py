@@ -26,57 +26,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
-import os
 import secrets
-import stat
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import zarr.api.asynchronous as zasync
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import LocalStore, MemoryStore
 
-from ...errors import CorruptData, InvalidURL, KeyNotFound, PreconditionFailed, StoreError
+from ...errors import CorruptData, KeyNotFound, StoreError
 from ...format.tree import Skeleton, array_paths, dtype_description, select_paths, unflatten
 from ...store.base import Store
+from ...store.conditions import check_condition
 from ...store.keys import RESERVED_PREFIX
-from ..posix import fsync_path, fsync_tree
 from .arrays import PASSTHROUGH, check_bytes, open_array, read_arrays, read_selection, write_array, write_arrays
+from .nodes import CHILD_PREFIX, META, TEMP_SUFFIX, child_of, group_doc, join, key_of, live_of, node_of, pointer_of, token_time
+
+__all__ = ["ARRAY_OPTIONS", "ORPHAN_GRACE_SECONDS", "ZarrStore"]
 
 T = TypeVar("T")
 
-ATTR = "expstore"  # the attribute of a key's group that makes it an expstore key (the pointer)
 TREE_ATTR = "expstore_tree"  # the attribute of a tree child: skeleton and exact dtypes
-META = "zarr.json"
-CHILD_PREFIX = "v-"
 BYTES_CHUNK = 4 * 2**20  # chunk length of a bytes value: read_range reads only the chunks it needs
 ORPHAN_GRACE_SECONDS = 3600.0  # S3: a child no pointer names is reclaimed by a write once this old
-SETTLE_SECONDS = 5.0  # local: an unlocked child no pointer names is an orphan once this old
 READ_ATTEMPTS = 8  # a read retries when a concurrent write moved the pointer while it read
 # Measured (see docs/decisions.md): zstd halves write throughput of float data, so no compression by default.
 DEFAULT_COMPRESSORS: Any = None
 ARRAY_OPTIONS = {"compressors", "filters", "serializer", "chunks", "shards", "config"}
-_TEMP_SUFFIX = ".expstore-tmp"
 _ZARR_TEMP_SUFFIX = ".partial"  # zarr's LocalStore writes `zarr.<uuid>.partial`, then renames it
-
-_MEMORY_STORES: dict[str, dict[str, Any]] = {}  # zarr+memory://name -> the dict every store of that name shares
-_MEMORY_LOCK = threading.Lock()
-_MEMORY_SWITCH: list[asyncio.Lock] = []
-_IN_FLIGHT: set[tuple[str, str]] = set()  # (memory store, child) of every write in flight
-
-
-def _memory_switch_lock() -> asyncio.Lock:
-    with _MEMORY_LOCK:
-        if not _MEMORY_SWITCH:
-            _MEMORY_SWITCH.append(asyncio.Lock())
-        return _MEMORY_SWITCH[0]
 
 
 class ZarrStore(Store):
@@ -118,22 +98,22 @@ class ZarrStore(Store):
 
     async def _meta(self, node: str, key: str | None = None) -> dict[str, Any] | None:
         """The parsed `zarr.json` of a node, or None when there is none."""
-        raw = await self._get(_join(node, META), key)
+        raw = await self._get(join(node, META), key)
         if raw is None:
             return None
         try:
             meta = json.loads(raw)
         except ValueError as exc:
-            raise CorruptData(f"unreadable zarr metadata at {_join(node, META)!r}: {exc}", url=self.url, key=key) from None
+            raise CorruptData(f"unreadable zarr metadata at {join(node, META)!r}: {exc}", url=self.url, key=key) from None
         if not isinstance(meta, dict):
-            raise CorruptData(f"zarr metadata at {_join(node, META)!r} is not a JSON object", url=self.url, key=key)
+            raise CorruptData(f"zarr metadata at {join(node, META)!r} is not a JSON object", url=self.url, key=key)
         return meta
 
     async def _pointer(self, key: str) -> dict[str, Any]:
         """The pointer of an expstore key; KeyNotFound when `key` is not one."""
         if not await self._root_is_group(key):
             raise KeyNotFound("the store holds nothing yet", url=self.url, key=key)
-        pointer = _pointer_of(await self._meta(_node(key), key))
+        pointer = pointer_of(await self._meta(node_of(key), key))
         if pointer is None:
             raise KeyNotFound("no value at this key", url=self.url, key=key)
         return pointer
@@ -168,7 +148,7 @@ class ZarrStore(Store):
     async def _ensure_root(self, key: str) -> None:
         if not await self._root_is_group(key):
             await self._prepare_container()
-            await self._set(META, _group_doc(None))
+            await self._set(META, group_doc(None))
             self._root_checked = True
 
     async def _prepare_container(self) -> None:
@@ -192,7 +172,7 @@ class ZarrStore(Store):
             if hi <= lo:
                 return b""
             where = {"url": self.url, "key": key, "path": "<bytes>"}
-            array = await open_array(self.zstore, _join(_node(key), _child(pointer)), **where)
+            array = await open_array(self.zstore, join(node_of(key), child_of(pointer)), **where)
             data = (await read_selection(array, slice(lo, hi), passthrough=self._passthrough, **where)).tobytes()
             if (lo, hi) == (0, size):
                 check_bytes(array, data, url=self.url, key=key)
@@ -217,14 +197,14 @@ class ZarrStore(Store):
         async def delete() -> None:
             await self._pointer(key)
             await self._remove_pointer(key)  # the key disappears here, atomically
-            await self.zstore.delete_dir(_node(key))
+            await self.zstore.delete_dir(node_of(key))
 
         self._run(delete(), key)
 
     async def _remove_pointer(self, key: str) -> None:
         async with self._switch_lock():
             await self._pointer(key)
-            await self.zstore.delete(_join(_node(key), META))
+            await self.zstore.delete(join(node_of(key), META))
 
     def _exists(self, key: str) -> bool:
         try:
@@ -240,7 +220,7 @@ class ZarrStore(Store):
         return str(self._run(self._pointer(key), key)["live"])
 
     async def _live(self, key: str) -> str | None:
-        pointer = _pointer_of(await self._meta(_node(key), key))
+        pointer = pointer_of(await self._meta(node_of(key), key))
         return None if pointer is None else pointer["live"]
 
     def _list(self, prefix: str) -> Iterator[str]:
@@ -254,16 +234,16 @@ class ZarrStore(Store):
         return iter(self._run(collect(), prefix))
 
     async def _walk(self, node: str, prefix: str, found: list[str]) -> None:
-        names = [n async for n in self.zstore.list_dir(node) if n != META and not n.endswith(_TEMP_SUFFIX)]
-        children = [_join(node, n) for n in names]
-        children = [c for c in children if _key_of(c).startswith(prefix) or prefix.startswith(_key_of(c) + "/")]
+        names = [n async for n in self.zstore.list_dir(node) if n != META and not n.endswith(TEMP_SUFFIX)]
+        children = [join(node, n) for n in names]
+        children = [c for c in children if key_of(c).startswith(prefix) or prefix.startswith(key_of(c) + "/")]
         metas = await asyncio.gather(*(self._meta(c) for c in children))
         below = []
         for child, meta in zip(children, metas):
             if meta is None or meta.get("node_type") != "group":
                 continue
-            if _pointer_of(meta) is not None:
-                found.append(_key_of(child))
+            if pointer_of(meta) is not None:
+                found.append(key_of(child))
             else:
                 below.append(child)
         await asyncio.gather(*(self._walk(c, prefix, found) for c in below))
@@ -273,7 +253,7 @@ class ZarrStore(Store):
     def _write_tree(self, key: str, skeleton: Skeleton, arrays: dict[str, Any]) -> str:
         async def write_child(child: str) -> dict[str, Any]:
             dtypes = {path: dtype_description(array.dtype) for path, array in arrays.items()}
-            names = {path: _join(child, _zarr_path(path)) for path in arrays}
+            names = {path: join(child, node_of(path)) for path in arrays}
             await zasync.create_group(store=self.zstore, path=child, attributes={TREE_ATTR: {"skeleton": skeleton, "dtypes": dtypes}})
             await write_arrays(self.zstore, names, arrays, self.array_options)
             return {"kind": "tree", "size": int(sum(a.nbytes for a in arrays.values()))}
@@ -284,13 +264,13 @@ class ZarrStore(Store):
         async def read_child(pointer: dict[str, Any]) -> Any:
             if pointer["kind"] != "tree":
                 raise StoreError("this key holds bytes, not a tree: use read", url=self.url, key=key)
-            child = _join(_node(key), _child(pointer))
+            child = join(node_of(key), child_of(pointer))
             meta = await self._meta(child, key)
             info = ((meta or {}).get("attributes") or {}).get(TREE_ATTR)
             if info is None:
-                raise CorruptData(f"the live version {_child(pointer)!r} of this tree is missing", url=self.url, key=key)
+                raise CorruptData(f"the live version {child_of(pointer)!r} of this tree is missing", url=self.url, key=key)
             skeleton, dtypes = info["skeleton"], info["dtypes"]
-            names = {p: _join(child, _zarr_path(p)) for p in select_paths(array_paths(skeleton), select)}
+            names = {p: join(child, node_of(p)) for p in select_paths(array_paths(skeleton), select)}
             arrays = await read_arrays(self.zstore, names, dtypes, url=self.url, key=key, passthrough=self._passthrough)
             return unflatten(skeleton, arrays)
 
@@ -319,21 +299,21 @@ class ZarrStore(Store):
         async def commit() -> str:
             await self._ensure_root(key)
             await self._ensure_parents(key)
-            node = _node(key)
+            node = node_of(key)
             current = await self._meta(node, key)
-            if current is not None and _pointer_of(current) is None and await self._has_keys_below(node):
+            if current is not None and pointer_of(current) is None and await self._has_keys_below(node):
                 raise StoreError("cannot write a value here: other keys sit below this key", url=self.url, key=key)
-            _check(_pointer_of(current), if_absent, if_match, self.url, key)  # early: skip the payload if doomed
+            check_condition(live_of(pointer_of(current)), if_absent, if_match, self.url, key)  # early: skip the payload if doomed
             token = f"{time.time_ns():x}-{secrets.token_hex(4)}"
             child = CHILD_PREFIX + token
             try:
-                async with self._claim(_join(node, child)):
-                    pointer = {**await write_child(_join(node, child)), "live": token}
-                    await self._make_durable(_join(node, child))
+                async with self._claim(join(node, child)):
+                    pointer = {**await write_child(join(node, child)), "live": token}
+                    await self._make_durable(join(node, child))
                     replaced = await self._switch(key, pointer, if_absent, if_match)
             except BaseException:
                 with contextlib.suppress(Exception):
-                    await self.zstore.delete_dir(_join(node, child))
+                    await self.zstore.delete_dir(join(node, child))
                 raise
             await self._sweep(key, token, replaced, ORPHAN_GRACE_SECONDS)
             return token
@@ -346,12 +326,12 @@ class ZarrStore(Store):
             key_part = "/".join(parts[:i])
             if key_part in self._groups:
                 continue
-            node = _node(key_part)
+            node = node_of(key_part)
             meta = await self._meta(node, key)
             if meta is None:
-                await self.zstore.set_if_not_exists(_join(node, META), default_buffer_prototype().buffer.from_bytes(_group_doc(None)))
+                await self.zstore.set_if_not_exists(join(node, META), default_buffer_prototype().buffer.from_bytes(group_doc(None)))
                 meta = await self._meta(node, key)
-            if _pointer_of(meta) is not None or (meta or {}).get("node_type") != "group":
+            if pointer_of(meta) is not None or (meta or {}).get("node_type") != "group":
                 raise StoreError(
                     f"cannot write below {key_part!r}: a value already sits at that parent segment", url=self.url, key=key
                 )
@@ -379,7 +359,7 @@ class ZarrStore(Store):
         `live` is the caller's version, which another writer may have replaced since: the pointer
         is re-read for each orphan candidate after `_orphan` said no write of it is in flight, so a
         version committed meanwhile is never taken for an orphan."""
-        node = _node(key)
+        node = node_of(key)
         removed = 0
         now = time.time_ns()
         names = [n async for n in self.zstore.list_dir(node)]
@@ -388,16 +368,16 @@ class ZarrStore(Store):
                 continue
             token = name[len(CHILD_PREFIX):] if name.startswith(CHILD_PREFIX) else None
             if token is not None and (token == replaced or await self._unnamed_orphan(key, token, now, older_than)):
-                await self.zstore.delete_dir(_join(node, name))
+                await self.zstore.delete_dir(join(node, name))
                 removed += 1
-            elif name.endswith(_TEMP_SUFFIX):
-                removed += await self._drop_temp(_join(node, name), older_than)
+            elif name.endswith(TEMP_SUFFIX):
+                removed += await self._drop_temp(join(node, name), older_than)
         return removed
 
     async def _unnamed_orphan(self, key: str, token: str, now: int, older_than: float) -> bool:
         """Whether child `v-<token>` of `key` is an orphan and, checked after that, not the live version."""
-        child = _join(_node(key), CHILD_PREFIX + token)
-        return await self._orphan(child, (now - _token_time(token)) / 1e9, older_than) and await self._live(key) != token
+        child = join(node_of(key), CHILD_PREFIX + token)
+        return await self._orphan(child, (now - token_time(token)) / 1e9, older_than) and await self._live(key) != token
 
     async def _drop_temp(self, path: str, older_than: float) -> int:
         return 0
@@ -433,255 +413,3 @@ class ZarrStore(Store):
         if self._closed:
             raise StoreError("cannot reclaim: the store is closed", url=self.url)
         return self._run(run())
-
-
-class LocalZarrStore(ZarrStore):
-    """A `.zarr` folder: zarr's LocalStore, pointer switches under an `flock` on the root folder."""
-
-    def __init__(self, root: str | os.PathLike[str], url: str, array_options: dict[str, Any]):
-        self.root = Path(root).expanduser().absolute()
-        super().__init__(LocalStore(self.root), url, str(self.root), array_options)
-
-    async def _root_is_group(self, key: str | None) -> bool:
-        if not self._root_checked:
-            try:
-                mode = self.root.stat().st_mode  # one look: another writer may create the folder any time
-            except FileNotFoundError:
-                return False  # zarr's LocalStore would create the folder on first use: opening creates nothing
-            if not stat.S_ISDIR(mode):
-                raise CorruptData(f"{self.where!r} exists but is not a Zarr group (not a folder)", url=self.url, key=key)
-        return await super()._root_is_group(key)
-
-    async def _prepare_container(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    # The check and the switch run in one worker thread that holds the lock: a coroutine that
-    # waited for the lock while holding the loop's executor threads could starve the lock holder.
-    async def _switch(self, key: str, pointer: dict[str, Any], if_absent: bool, if_match: str | None) -> str | None:
-        return await asyncio.to_thread(self._switch_now, key, pointer, if_absent, if_match)
-
-    def _switch_now(self, key: str, pointer: dict[str, Any], if_absent: bool, if_match: str | None) -> str | None:
-        meta = self._folder(key) / META
-        with _flock(self.root):
-            current = _pointer_of(_read_json(meta))
-            _check(current, if_absent, if_match, self.url, key)
-            _atomic_write(meta, _group_doc(pointer))
-        return None if current is None else current["live"]
-
-    async def _remove_pointer(self, key: str) -> None:
-        await asyncio.to_thread(self._remove_pointer_now, key)
-
-    def _remove_pointer_now(self, key: str) -> None:
-        meta = self._folder(key) / META
-        with _flock(self.root):
-            if _pointer_of(_read_json(meta)) is None:
-                raise KeyNotFound("no value at this key", url=self.url, key=key)
-            meta.unlink()
-        fsync_path(meta.parent)
-
-    def _folder(self, key: str) -> Path:
-        return self.root.joinpath(*_node(key).split("/"))
-
-    async def _make_durable(self, node: str) -> None:
-        await asyncio.to_thread(fsync_tree, self.root.joinpath(*node.split("/")))
-
-    @contextlib.asynccontextmanager
-    async def _claim(self, child: str) -> AsyncIterator[None]:
-        # A writer holds a shared flock on its child folder until the pointer names it; a killed
-        # writer's lock dies with it, so a sweeper that can lock a child knows no one writes it.
-        folder = self.root.joinpath(*child.split("/"))
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)
-
-    async def _orphan(self, child: str, age: float, older_than: float) -> bool:
-        if age < min(older_than, SETTLE_SECONDS):
-            return False  # between the writer's mkdir and its flock: a few microseconds, give it seconds
-        try:
-            fd = os.open(self.root.joinpath(*child.split("/")), os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False  # a live writer holds it
-        finally:
-            os.close(fd)
-        return True
-
-    async def _drop_temp(self, path: str, older_than: float) -> int:
-        full = self.root.joinpath(*path.split("/"))
-        with contextlib.suppress(FileNotFoundError):
-            if time.time() - full.stat().st_mtime >= older_than:
-                full.unlink()
-                return 1
-        return 0
-
-
-class MemoryZarrStore(ZarrStore):
-    """`zarr+memory://name`: zarr's MemoryStore on one dict per name, shared process-wide."""
-
-    @contextlib.asynccontextmanager
-    async def _claim(self, child: str) -> AsyncIterator[None]:
-        entry = (self.where, child)
-        _IN_FLIGHT.add(entry)
-        try:
-            yield
-        finally:
-            _IN_FLIGHT.discard(entry)
-
-    async def _orphan(self, child: str, age: float, older_than: float) -> bool:
-        return (self.where, child) not in _IN_FLIGHT  # the process knows every write in flight
-
-    @contextlib.asynccontextmanager
-    async def _switch_lock(self) -> AsyncIterator[None]:
-        async with _memory_switch_lock():  # every coroutine runs on zarr's one event loop thread
-            yield
-
-    async def _switch(self, key: str, pointer: dict[str, Any], if_absent: bool, if_match: str | None) -> str | None:
-        async with self._switch_lock():
-            current = _pointer_of(await self._meta(_node(key), key))
-            _check(current, if_absent, if_match, self.url, key)
-            await self._set(_join(_node(key), META), _group_doc(pointer))
-        return None if current is None else current["live"]
-
-
-# ---- helpers ------------------------------------------------------------------------------------
-
-
-def _join(*parts: str) -> str:
-    return "/".join(p for p in parts if p)
-
-
-def _node_name(segment: str) -> str:
-    """A key or array-path segment as a zarr node name: only `zarr.json` itself (and its %-prefixed
-    forms, to stay reversible) would clash with zarr's metadata documents, so they get one more `%`."""
-    return "%" + segment if segment.lstrip("%") == META else segment
-
-
-def _segment_of(name: str) -> str:
-    return name[1:] if name.startswith("%") and name.lstrip("%") == META else name
-
-
-def _node(key: str) -> str:
-    return "/".join(_node_name(s) for s in key.split("/"))
-
-
-def _key_of(node: str) -> str:
-    return "/".join(_segment_of(s) for s in node.split("/"))
-
-
-def _zarr_path(array_path: str) -> str:
-    return "/".join(_node_name(s) for s in array_path.split("/"))
-
-
-def _child(pointer: dict[str, Any]) -> str:
-    return CHILD_PREFIX + pointer["live"]
-
-
-def _token_time(token: str) -> int:
-    try:
-        return int(token.partition("-")[0], 16)
-    except ValueError:
-        return 0
-
-
-def _pointer_of(meta: dict[str, Any] | None) -> dict[str, Any] | None:
-    if meta is None or meta.get("node_type") != "group":
-        return None
-    pointer = (meta.get("attributes") or {}).get(ATTR)
-    return pointer if isinstance(pointer, dict) and "live" in pointer else None
-
-
-def _group_doc(pointer: dict[str, Any] | None) -> bytes:
-    attributes = {} if pointer is None else {ATTR: pointer}
-    return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attributes}, indent=2).encode()
-
-
-def _check(current: dict[str, Any] | None, if_absent: bool, if_match: str | None, url: str, key: str) -> None:
-    if if_absent and current is not None:
-        raise PreconditionFailed("if_absent: the key already holds a value", url=url, key=key)
-    if if_match is not None and (current is None or current["live"] != if_match):
-        found = None if current is None else current["live"]
-        raise PreconditionFailed(f"if_match: version is {found!r}, expected {if_match!r}", url=url, key=key)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file + fsync + rename + folder fsync: the pointer switch on local disk."""
-    tmp = path.with_name(f"{META}.{secrets.token_hex(6)}{_TEMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_path(path.parent)
-
-
-@contextlib.contextmanager
-def _flock(folder: Path) -> Iterator[None]:
-    """An exclusive `flock` on the folder itself (no lock file that zarr would see as a stray entry)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        meta = json.loads(path.read_bytes())
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except ValueError:
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
-def _split_options(url: str, storage_options: dict[str, Any], allow_other: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    array_options = {k: storage_options.pop(k) for k in list(storage_options) if k in ARRAY_OPTIONS}
-    if storage_options and not allow_other:
-        raise TypeError(
-            f"unknown storage options {sorted(storage_options)} for {url!r}; a Zarr store takes {sorted(ARRAY_OPTIONS)}"
-        )
-    return array_options, storage_options
-
-
-def open_url(url: str, location: str, **storage_options: Any) -> ZarrStore:
-    """Open `run.zarr`, `zarr:///abs/run.zarr`, `zarr+memory://name` or `zarr+s3://bucket/run.zarr`.
-
-    `compressors=`, `filters=`, `serializer=`, `chunks=`, `shards=`, `config=` go to
-    `zarr.create_array` for every array written; for `zarr+s3` the other options go to
-    `s3fs.S3FileSystem` (endpoint_url, key, secret, client_kwargs, config_kwargs, ...).
-    """
-    scheme = url.partition("://")[0].lower() if "://" in url else "file"
-    kind = scheme.partition("+")[2] or "file"
-    if kind in ("file", ""):
-        array_options, _ = _split_options(url, storage_options, allow_other=False)
-        path = location
-        if scheme == "zarr":
-            path = "/" + location.lstrip("/") if not location.startswith("/") else location
-        return LocalZarrStore(path, url, array_options)
-    if kind == "memory":
-        array_options, _ = _split_options(url, storage_options, allow_other=False)
-        name = location.strip("/")
-        with _MEMORY_LOCK:
-            shared = _MEMORY_STORES.setdefault(name, {})
-        return MemoryZarrStore(MemoryStore(shared), url, f"zarr+memory://{name}", array_options)
-    if kind == "s3":
-        array_options, other = _split_options(url, storage_options, allow_other=True)
-        from .s3 import S3ZarrStore  # s3fs and botocore load only for zarr+s3
-
-        return S3ZarrStore(location, url, array_options, other)
-    raise InvalidURL(f"unknown Zarr storage {kind!r}: use a path, zarr+memory:// or zarr+s3://", url=url)
