@@ -30,17 +30,17 @@ import numpy as np
 
 from ..errors import CorruptData, KeyNotFound, PreconditionFailed
 from ..format.checkpoint import (
-    _Layout,
-    _make_array,
-    _parse_header,
-    _pickle_leaf,
-    _ranges,
-    _rebuild,
-    _refuse_pickle,
+    CheckpointLayout,
     check_object,
+    parse_header,
+    pickle_leaf,
     read_header_bytes,
+    read_ranges,
+    rebuild_tree,
+    refuse_pickle,
     write_flat,
 )
+from ..format.checksum import array_crc32c
 from ..format.tree import flatten, select_paths
 from ..store.base import Store
 from .names import MANIFEST, checkpoint_folder, shard_name
@@ -117,7 +117,7 @@ def save_shard(store: Store, state: Any, entry: dict[str, Any], rank: int, exper
 def _flatten(state: Any, allow_pickle: bool) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
     """flatten() with `ShardedArray` leaves replaced by their local rows and described by array path."""
     found: dict[int, ShardedArray] = {}
-    skeleton, arrays = flatten(_unwrap(state, found), "state", fallback=_pickle_leaf if allow_pickle else None)
+    skeleton, arrays = flatten(_unwrap(state, found), "state", fallback=pickle_leaf if allow_pickle else None)
     sharded = {path: _describe(found[id(a)]) for path, a in arrays.items() if id(a) in found}
     return skeleton, arrays, sharded
 
@@ -138,15 +138,9 @@ def _describe(sa: ShardedArray) -> dict[str, Any]:
     local = np.ascontiguousarray(sa.local)
     row_bytes = local.dtype.itemsize * math.prod(local.shape[1:])
     block = max(1, BLOCK_BYTES // max(1, row_bytes))
-    crcs = [_crc(local[i : i + block]) for i in range(0, local.shape[0], block)]
+    crcs = [array_crc32c(local[i : i + block]) for i in range(0, local.shape[0], block)]
     return {"global_shape": list(sa.global_shape), "offset": sa.offset, "rows": local.shape[0],
             "block_rows": block, "block_crc32c": crcs}
-
-
-def _crc(array: np.ndarray) -> int:
-    raw = array.reshape(-1).view(np.uint8)
-    raw.flags.writeable = False
-    return google_crc32c.value(raw) if raw.size else 0
 
 
 def _landed(store: Store, base: str, n: int) -> list[dict[str, Any]] | None:
@@ -210,13 +204,13 @@ def _parse_manifest(raw: bytes, store: Store, key: str) -> dict[str, Any]:
     return doc
 
 
-def _header(store: Store, key: str) -> tuple[_Layout, int]:
+def _header(store: Store, key: str) -> tuple[CheckpointLayout, int]:
     """The layout of a shard and the crc32c of its length + header bytes (two range reads)."""
     head, header = read_header_bytes(store, key)
-    return _parse_header(header, len(header), None, store, key), google_crc32c.extend(google_crc32c.value(head), header)
+    return parse_header(header, len(header), None, store, key), google_crc32c.extend(google_crc32c.value(head), header)
 
 
-def _checked_header(store: Store, base: str, record: dict[str, Any]) -> tuple[str, _Layout]:
+def _checked_header(store: Store, base: str, record: dict[str, Any]) -> tuple[str, CheckpointLayout]:
     """(key, layout) of the shard `record` names; `CorruptData` unless it is the shard the manifest pinned."""
     key = f"{base}/{record['key']}"
     layout, crc = _header(store, key)
@@ -247,7 +241,7 @@ def _load(
     source = rank if m == n else 0
     skey, layout = _checked_header(store, base, doc["shards"][source])
     chosen = select_paths(layout.entries, select)
-    _refuse_pickle([p for p in chosen if layout.entries[p].encoding == "pickle"], allow_pickle, store, skey)
+    refuse_pickle([p for p in chosen if layout.entries[p].encoding == "pickle"], allow_pickle, store, skey)
     extra = layout.manifest.get("extra") or {}
     sharded = extra.get("sharded") or {}
     if m == n:
@@ -263,33 +257,25 @@ def _load(
     return {
         "iteration": extra.get("iteration"),
         "timestamp": extra.get("timestamp"),
-        "state": _rebuild(layout, arrays, allow_pickle, store, skey),
+        "state": rebuild_tree(layout, arrays, allow_pickle, store, skey),
         "metadata": extra.get("metadata") or {},
         "rank": rank,
         "world_size": m,
     }, extra
 
 
-def _read_whole(store: Store, key: str, layout: _Layout, paths: list[str]) -> dict[str, np.ndarray]:
+def _read_whole(store: Store, key: str, layout: CheckpointLayout, paths: list[str]) -> dict[str, np.ndarray]:
     """Read whole arrays by coalesced range reads, each checked against its crc32c."""
-    arrays = {}
-    for start, group in _ranges([layout.entries[p] for p in paths]):
-        stop = max(e.end for e in group)
-        blob = store.read_range(key, start, stop)
-        if len(blob) != stop - start:
-            raise CorruptData(f"truncated shard: bytes [{start}, {stop}) hold {len(blob)}", url=store.url, key=key)
-        for e in group:
-            arrays[e.path] = _make_array(blob, e.begin - start, e, store, key, copy=True)
-    return arrays
+    return read_ranges(store, key, [layout.entries[p] for p in paths], copy=True)
 
 
 def _gather(
     store: Store,
     base: str,
     records: list[dict[str, Any]],
-    headers: dict[int, tuple[str, _Layout]],
+    headers: dict[int, tuple[str, CheckpointLayout]],
     path: str,
-    layout: _Layout,
+    layout: CheckpointLayout,
     rank: int,
     m: int,
 ) -> ShardedArray:
@@ -314,7 +300,7 @@ def _gather(
     return ShardedArray(out, shape, lo)
 
 
-def _read_rows(store: Store, key: str, layout: _Layout, path: str, a: int, b: int) -> np.ndarray:
+def _read_rows(store: Store, key: str, layout: CheckpointLayout, path: str, a: int, b: int) -> np.ndarray:
     """Rows [a, b) of the shard's array `path`: one range read of the blocks holding them, each crc-checked."""
     e, info = layout.entries[path], layout.manifest["extra"]["sharded"][path]
     if e.encoding == "pickle" or info["rows"] != e.shape[0]:
@@ -326,7 +312,7 @@ def _read_rows(store: Store, key: str, layout: _Layout, path: str, a: int, b: in
         raise CorruptData(f"truncated shard: rows [{first}, {last}) of {path!r}", url=store.url, key=key)
     rows = np.frombuffer(blob, e.dtype, count=(last - first) * math.prod(e.shape[1:])).reshape(last - first, *e.shape[1:])
     for start in range(first, last, block):
-        if _crc(rows[start - first : start - first + block]) != info["block_crc32c"][start // block]:
+        if array_crc32c(rows[start - first : start - first + block]) != info["block_crc32c"][start // block]:
             raise CorruptData(f"checksum mismatch in rows from {start} of {path!r}", url=store.url, key=key)
     return rows[a - first : b - first]
 
@@ -372,4 +358,4 @@ def verify(store: Store, key: str) -> None:
     for rec in doc["shards"]:
         skey, layout = _checked_header(store, key[: -len(MANIFEST) - 1], rec)
         _read_whole(store, skey, layout, list(layout.entries))
-        _rebuild(layout, {}, False, store, skey)  # the skeleton decodes as a load decodes it (no array is built)
+        rebuild_tree(layout, {}, False, store, skey)  # the skeleton decodes as a load decodes it (no array is built)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ from ..checkpointing import CheckpointManager, object_manifest
 from ..errors import StoreError
 from ..experiment_logger.layout import SEGMENTS_SUFFIX
 from ..experiment_logger.summaries import STALE, logged_runs
-from ..format.tree import unflatten
+from ..format.tree import dtype_from_description, unflatten, walk_skeleton
 from .common import (
     UsageError,
     age_seconds,
@@ -209,7 +210,7 @@ def describe_checkpoint(args: argparse.Namespace, url: str, key: str) -> dict[st
             info, leaves = tree, _tree_leaves(tree.get("state"), "")
         else:
             manifest = object_manifest(store, key)
-            info, leaves = manifest.get("extra") or {}, _skeleton_leaves(manifest["tree"], manifest["arrays"], "")
+            info, leaves = manifest.get("extra") or {}, _skeleton_leaves(manifest["tree"], manifest["arrays"])
     return {"ref": join_url(url, key), "experiment": info.get("experiment"), "iteration": info.get("iteration"),
             "timestamp": info.get("timestamp"), "tags": list(info.get("tags") or []), "size": size,
             "metadata": info.get("metadata") or {}, "leaves": leaves}
@@ -233,24 +234,26 @@ def _print_checkpoint(doc: dict[str, Any]) -> None:
     print(table(rows, ["path", "kind", "dtype / value", "shape", "checksum"], indent="    "))
 
 
-def _skeleton_leaves(node: dict[str, Any], arrays: dict[str, Any], path: str) -> list[dict[str, Any]]:
+def _skeleton_leaves(skeleton: dict[str, Any], arrays: dict[str, Any]) -> list[dict[str, Any]]:
     """Leaves of a codec skeleton (no array data is read)."""
-    t = node["t"]
-    if t == "dict":
-        return [leaf for k, child in node["items"] for leaf in _skeleton_leaves(child, arrays, _child(path, k))]
-    if t in ("list", "tuple"):
-        return [leaf for i, child in enumerate(node["items"]) for leaf in _skeleton_leaves(child, arrays, _child(path, i))]
-    if t in ("array", "pickle"):
-        a = arrays.get(node["path"], {})
-        return [{"path": path, "kind": t, "dtype": _dtype_name(a.get("dtype")), "shape": a.get("shape", []),
-                 "crc32c": a.get("crc32c"), "encoding": a.get("encoding")}]
-    return [{"path": path, "kind": t, "value": _skeleton_value(node)}]
+    leaves = []
+    for node, keys in walk_skeleton(skeleton):
+        t, path = node["t"], functools.reduce(_child, keys, "")
+        if t in ("dict", "list", "tuple"):
+            continue
+        if t in ("array", "pickle"):
+            a = arrays.get(node["path"], {})
+            leaves.append({"path": path, "kind": t, "dtype": _dtype_name(a.get("dtype")), "shape": a.get("shape", []),
+                           "crc32c": a.get("crc32c"), "encoding": a.get("encoding")})
+        else:
+            leaves.append({"path": path, "kind": t, "value": _skeleton_value(node)})
+    return leaves
 
 
 def _dtype_name(descr: Any) -> str:
     """'float64' for '<f8', '>int32' for '>i4'; structured descriptions as their text."""
     try:
-        dtype = np.dtype(descr if isinstance(descr, str) else [tuple(f) for f in descr])
+        dtype = dtype_from_description(descr)
     except (TypeError, ValueError):
         return str(descr)
     return dtype.name if dtype.byteorder in "=|<" else f">{dtype.name}"

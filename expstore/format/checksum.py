@@ -7,6 +7,8 @@ import numpy as np
 
 from ..errors import CorruptData
 
+__all__ = ["CRC32C_ATTRIBUTE", "array_crc32c", "check_array_crc32c"]
+
 CRC32C_ATTRIBUTE = "expstore_crc32c"
 
 

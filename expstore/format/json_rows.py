@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["COMPACT", "PRETTY_RESULTS", "RowLayout", "encode_flat_rows"]
+__all__ = ["COMPACT", "PRETTY_RESULTS", "encode_flat_rows"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def encode_flat_rows(rows: Sequence[Mapping[str, Any]], layout: RowLayout) -> li
     str, bool, None)."""
     if _arrow() is None or not rows or type(rows[0]) is not dict or not rows[0]:
         return None
-    pa, pc = _arrow()
+    _, pc = _arrow()
     keys = tuple(rows[0])
     if not all(type(k) is str for k in keys) or set(map(type, rows)) != {dict}:
         return None

@@ -8,10 +8,24 @@ their path (`"model/w"`), under which array-native stores keep them as real data
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 import numpy as np
+
+__all__ = [
+    "MAX_DEPTH",
+    "NODE_TYPES",
+    "Skeleton",
+    "array_paths",
+    "check_structure",
+    "dtype_description",
+    "dtype_from_description",
+    "flatten",
+    "select_paths",
+    "unflatten",
+    "walk_skeleton",
+]
 
 Skeleton = dict[str, Any]
 
@@ -20,7 +34,8 @@ EncodeFallback = Callable[[Any, str, str], tuple[Skeleton, np.ndarray]]
 # unflatten(fallback=): (node of a type unflatten does not know, arrays) -> value.
 DecodeFallback = Callable[[Skeleton, Mapping[str, Any]], Any]
 
-_BUILTIN_NODES = frozenset({"none", "bool", "int", "float", "str", "bytes", "npscalar", "array", "dict", "list", "tuple"})
+# The node types flatten writes (a fallback may add its own, as the codec's "pickle").
+NODE_TYPES = frozenset({"none", "bool", "int", "float", "str", "bytes", "npscalar", "array", "dict", "list", "tuple"})
 MAX_DEPTH = 100  # nested containers a tree may have: the recursive walks (here, JSON, the stores) stay far from Python's limit
 _DECIMAL_INT_BITS = 63  # ints this small keep the readable decimal form; bigger ones are hex (no digit limit)
 _LEAVE = object()
@@ -86,16 +101,59 @@ def unflatten(skeleton: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFal
 
 def array_paths(skeleton: Skeleton) -> list[str]:
     """Paths of every array the skeleton refers to, in tree order."""
-    found: list[str] = []
-    stack = [skeleton]
+    return [node["path"] for node, _ in walk_skeleton(skeleton) if node["t"] == "array"]
+
+
+def walk_skeleton(skeleton: Any) -> Iterator[tuple[Skeleton, tuple[str | int, ...]]]:
+    """Every node of a skeleton, depth first in tree order, with the dict keys and list indices
+    that lead to it. `ValueError` at a node or container that is malformed, so a skeleton read
+    from a (possibly hostile) file is safe to walk; the types of leaves are left to the caller."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(skeleton, ())]
     while stack:
-        node = stack.pop()
-        if node["t"] == "array":
-            found.append(node["path"])
-        elif node["t"] in ("dict", "list", "tuple"):
-            children = [child for _, child in node["items"]] if node["t"] == "dict" else node["items"]
-            stack.extend(reversed(children))
-    return found
+        node, keys = stack.pop()
+        if not isinstance(node, dict) or not isinstance(node.get("t"), str):
+            raise ValueError("the tree skeleton has a node that is not an object with a type")
+        yield node, keys
+        kind = node["t"]
+        if kind == "dict":
+            items = node.get("items")
+            if not isinstance(items, list) or not all(
+                isinstance(i, list) and len(i) == 2 and isinstance(i[0], str) for i in items
+            ):
+                raise ValueError("a dict node of the tree skeleton is malformed")
+            stack.extend((child, (*keys, k)) for k, child in reversed(items))
+        elif kind in ("list", "tuple"):
+            items = node.get("items")
+            if not isinstance(items, list):
+                raise ValueError("a list node of the tree skeleton is malformed")
+            stack.extend((items[i], (*keys, i)) for i in range(len(items) - 1, -1, -1))
+
+
+def dtype_description(dtype: np.dtype) -> Any:
+    """The JSON-able description of `dtype` (numpy's `.npy` header form) that skeletons and manifests record."""
+    return np.lib.format.dtype_to_descr(dtype)
+
+
+def dtype_from_description(description: Any) -> np.dtype:
+    """Inverse of `dtype_description` after a JSON round trip (which turned its tuples into lists);
+    `ValueError` when `description` is not one."""
+    return np.lib.format.descr_to_dtype(_numpy_description(description))
+
+
+def _numpy_description(description: Any) -> Any:
+    """A JSON-decoded dtype description in numpy's own form: its fields, titles and shapes as tuples."""
+    if isinstance(description, str):
+        return description
+    if not isinstance(description, list):
+        raise ValueError("a dtype description is a string or a list of fields")
+    fields = []
+    for field in description:
+        if not isinstance(field, list) or not 2 <= len(field) <= 3:
+            raise ValueError(f"malformed field {field!r}")
+        name = tuple(field[0]) if isinstance(field[0], list) else field[0]  # (title, name)
+        fmt = _numpy_description(field[1]) if isinstance(field[1], list) else field[1]  # a nested structure
+        fields.append((name, fmt, tuple(field[2])) if len(field) == 3 else (name, fmt))
+    return fields
 
 
 def select_paths(paths: Collection[str], select: list[str] | None) -> list[str]:
@@ -118,7 +176,7 @@ def select_paths(paths: Collection[str], select: list[str] | None) -> list[str]:
     return chosen
 
 
-def escape_segment(name: str) -> str:
+def _escape_segment(name: str) -> str:
     """Make a dict key usable as one path segment: `%`, `/` and a leading `.` are %-escaped."""
     escaped = name.replace("%", "%25").replace("/", "%2F")
     if escaped.startswith(".") or escaped == "":
@@ -146,7 +204,7 @@ def _encode(
             return _unstorable(
                 value, path, where, arrays, fallback, f"{where}: numpy scalars of dtype object cannot be stored without pickle"
             )
-        return {"t": "npscalar", "dtype": np.lib.format.dtype_to_descr(value.dtype), "v": value.tobytes().hex()}
+        return {"t": "npscalar", "dtype": dtype_description(value.dtype), "v": value.tobytes().hex()}
     if isinstance(value, int):
         value = int(value)
         if value.bit_length() <= _DECIMAL_INT_BITS:
@@ -165,7 +223,7 @@ def _encode(
         for key, child in value.items():
             if not isinstance(key, str):
                 raise TypeError(f"{where}: dict keys must be str, got {type(key).__name__} {key!r}")
-            items.append([key, _encode(child, [*path, escape_segment(key)], f"{where}[{key!r}]", arrays, fallback)])
+            items.append([key, _encode(child, [*path, _escape_segment(key)], f"{where}[{key!r}]", arrays, fallback)])
         return {"t": "dict", "items": items}
     if isinstance(value, (list, tuple)):
         kind = "tuple" if isinstance(value, tuple) else "list"
@@ -212,7 +270,7 @@ def _decode(node: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback 
     if kind == "bytes":
         return base64.b64decode(node["v"])
     if kind == "npscalar":
-        dtype = np.lib.format.descr_to_dtype(_descr(node["dtype"]))
+        dtype = dtype_from_description(node["dtype"])
         raw = bytes.fromhex(node["v"])
         if dtype.hasobject or len(raw) != dtype.itemsize:
             raise ValueError(f"a numpy scalar of {dtype} needs {dtype.itemsize} bytes, not {len(raw)} (or is an object)")
@@ -243,13 +301,7 @@ def _present(node: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback
     containers stay, empty when none of their arrays was selected, and so do plain values."""
     if node["t"] == "array":
         return node["path"] in arrays
-    if fallback is not None and node["t"] not in _BUILTIN_NODES and "path" in node:
+    if fallback is not None and node["t"] not in NODE_TYPES and "path" in node:
         return node["path"] in arrays
     return True
 
-
-def _descr(descr: Any) -> Any:
-    """JSON turns the tuples of a structured dtype description into lists; turn them back."""
-    if isinstance(descr, list):
-        return [tuple(_descr(x) for x in field) if isinstance(field, list) else field for field in descr]
-    return descr

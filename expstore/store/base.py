@@ -9,8 +9,11 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..errors import KeyNotFound, StoreError
+from ..format.checkpoint import read_state, write_flat
 from ..format.tree import Skeleton, flatten
 from .keys import validate_key, validate_prefix
+
+__all__ = ["Store"]
 
 BytesLike = bytes | bytearray | memoryview
 T = TypeVar("T")
@@ -232,13 +235,9 @@ class Store:
 
     # Stores without `supports_arrays` keep a tree as one checkpoint object (expstore.format.checkpoint).
     def _write_tree(self, key: str, skeleton: Skeleton, arrays: dict[str, Any]) -> str:
-        from ..format.checkpoint import write_flat
-
         return write_flat(self, key, skeleton, arrays)
 
     def _read_tree(self, key: str, select: list[str] | None) -> Any:
-        from ..format.checkpoint import read_state
-
         return read_state(self, key, select=select)[0]
 
 

@@ -125,6 +125,16 @@ def test_rich_tree_round_trips_exactly(store: Store) -> None:
     assert g.random() == h.random()
 
 
+def test_nested_structured_arrays_round_trip_as_raw_bytes(store: Store) -> None:
+    nested = np.dtype([("outer", [("inner", "<u2"), ("flag", "|b1")]), ("w", ">c16")])
+    array = np.zeros(3, nested)
+    array["outer"]["inner"] = [1, 2, 3]
+    write_checkpoint(store, "k", {"a": array, "one": array[1]})
+    back, manifest = read_checkpoint(store, "k")
+    assert_same({"a": array, "one": array[1]}, back)
+    assert manifest["arrays"]["a"]["encoding"] == "raw"
+
+
 def test_arrays_are_writable_and_never_write_through(store: Store) -> None:
     write_checkpoint(store, "k", {"w": np.zeros(4)})
     first, _ = read_checkpoint(store, "k")

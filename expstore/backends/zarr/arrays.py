@@ -19,8 +19,9 @@ from zarr.dtype import parse_data_type
 
 from ...errors import CorruptData, StoreError
 from ...format.checksum import CRC32C_ATTRIBUTE, array_crc32c, check_array_crc32c
+from ...format.tree import dtype_from_description
 
-__all__ = ["PASSTHROUGH", "check_bytes", "descr", "open_array", "read_arrays", "read_selection", "write_array", "write_arrays"]
+__all__ = ["PASSTHROUGH", "check_bytes", "open_array", "read_arrays", "read_selection", "write_array", "write_arrays"]
 
 RAW_DTYPE_ATTRIBUTE = "expstore_raw_dtype"  # on an array stored as raw bytes: the numpy dtype it holds
 # Every chunk is written, even one equal to the fill value: a chunk file that is missing is then
@@ -106,7 +107,7 @@ async def read_array(
     array = await open_array(zstore, name, url=url, key=key, path=path)
     values = await read_selection(array, (), url=url, key=key, path=path, passthrough=passthrough)
     attributes = array.metadata.attributes
-    dtype = dtype_of(descr)
+    dtype = dtype_from_description(descr)
     if RAW_DTYPE_ATTRIBUTE in attributes:
         if values.dtype != np.uint8 or values.ndim == 0 or values.shape[-1] != dtype.itemsize:
             raise CorruptData(f"array {path!r}: raw bytes of shape {values.shape} cannot hold {dtype}", url=url, key=key)
@@ -125,23 +126,3 @@ def check_bytes(array: Any, data: bytes, *, url: str, key: str) -> None:
     expected = array.metadata.attributes.get(CRC32C_ATTRIBUTE)
     if expected is not None:
         check_array_crc32c(np.frombuffer(data, np.uint8), int(expected), url=url, key=key, path="<bytes>")
-
-
-def descr(dtype: np.dtype) -> Any:
-    """The JSON-able description of `dtype` that the tree group records."""
-    return np.lib.format.dtype_to_descr(dtype)
-
-
-def dtype_of(description: Any) -> np.dtype:
-    """The numpy dtype of a recorded description (JSON turned its tuples into lists)."""
-    if isinstance(description, list):
-        description = [tuple(_dtype_field(x) for x in field) for field in description]
-    return np.lib.format.descr_to_dtype(description)
-
-
-def _dtype_field(x: Any) -> Any:
-    if isinstance(x, list) and x and isinstance(x[0], list):
-        return [tuple(_dtype_field(y) for y in field) for field in x]
-    if isinstance(x, list):
-        return tuple(x)
-    return x

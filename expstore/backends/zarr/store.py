@@ -38,11 +38,11 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from ...errors import CorruptData, KeyNotFound, StoreError
-from ...format.tree import Skeleton, array_paths, select_paths, unflatten
+from ...format.tree import Skeleton, array_paths, dtype_description, select_paths, unflatten
 from ...store.base import Store
 from ...store.conditions import check_condition
 from ...store.keys import RESERVED_PREFIX
-from .arrays import PASSTHROUGH, check_bytes, descr, open_array, read_arrays, read_selection, write_array, write_arrays
+from .arrays import PASSTHROUGH, check_bytes, open_array, read_arrays, read_selection, write_array, write_arrays
 from .nodes import CHILD_PREFIX, META, TEMP_SUFFIX, child_of, group_doc, join, key_of, live_of, node_of, pointer_of, token_time
 
 __all__ = ["ARRAY_OPTIONS", "ORPHAN_GRACE_SECONDS", "ZarrStore"]
@@ -252,7 +252,7 @@ class ZarrStore(Store):
 
     def _write_tree(self, key: str, skeleton: Skeleton, arrays: dict[str, Any]) -> str:
         async def write_child(child: str) -> dict[str, Any]:
-            dtypes = {path: descr(array.dtype) for path, array in arrays.items()}
+            dtypes = {path: dtype_description(array.dtype) for path, array in arrays.items()}
             names = {path: join(child, node_of(path)) for path in arrays}
             await zasync.create_group(store=self.zstore, path=child, attributes={TREE_ATTR: {"skeleton": skeleton, "dtypes": dtypes}})
             await write_arrays(self.zstore, names, arrays, self.array_options)
