@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "BackendUnavailable",
+    "CorruptData",
+    "InvalidKey",
+    "InvalidURL",
+    "KeyNotFound",
+    "PickleNotAllowed",
+    "PreconditionFailed",
+    "StoreError",
+]
+
 
 class StoreError(Exception):
     """Base of every expstore error; carries the store URL and the key it concerns."""

@@ -6,6 +6,15 @@ import functools
 
 from ..errors import InvalidKey
 
+__all__ = [
+    "MAX_KEY_BYTES",
+    "MAX_SEGMENT_BYTES",
+    "RESERVED_PREFIX",
+    "validate_experiment_name",
+    "validate_key",
+    "validate_prefix",
+]
+
 MAX_KEY_BYTES = 1024  # S3's limit, applied everywhere so that a key valid on one store is valid on all
 MAX_SEGMENT_BYTES = 255  # the usual file-name limit of local file systems
 RESERVED_PREFIX = ".expstore-"  # temp and lock files of the local backend live under this name
