@@ -1,4 +1,4 @@
-"""Runs written the way the seed wrote them before "metadata storage": plain pandas and json, no expstore.
+"""Runs written the way the original `src.*` modules wrote them, before expstore: plain pandas and json, no expstore.
 
 Legacy layout: ``<section>_<TS>_<model>.pkl`` (DataFrame without attrs, optionally also
 ``.parquet``) and ``<section>_<TS>_meta.json`` holding every piece of metadata, derivable or not.
@@ -23,7 +23,7 @@ LEGACY_META = {
 
 
 def legacy_frames() -> dict[str, pd.DataFrame]:
-    """Two model types' results as the seed's training loops produced them."""
+    """Two model types' results as the original training loops produced them."""
     rows = [
         {"dataset_idx": d, "dataset_name": name, "grid_size": g, "epoch": e, "train_loss": 1.0 / (1 + e + g), "test_loss": 2.0 / (1 + e)}
         for d, name in enumerate(LEGACY_META["dataset_names"])

@@ -14,7 +14,7 @@ def mgr(tmp_path):
         yield m
 
 
-def test_auto_checkpoint_takes_the_seeds_state_dict(mgr):
+def test_auto_checkpoint_takes_a_state_dict_form(mgr):
     theta = np.arange(4.0)
     with pytest.raises(RuntimeError):
         with AutoCheckpoint(mgr, lambda: {"theta": theta, "iteration": np.int64(17)}):

@@ -83,7 +83,7 @@ def test_rolling_keep_last_3_over_1000_iterations(store_location):
     np.testing.assert_array_equal(latest["state"]["w"], [1000] * 3)
 
 
-def test_should_save_checkpoint_seed_semantics(tmp_path):
+def test_should_save_checkpoint_semantics_of_the_src_module(tmp_path):
     m = CheckpointManager(tmp_path, "exp", save_frequency=100)
     assert [i for i in range(0, 301) if m.should_save_checkpoint(i)] == [100, 200, 300]
 
