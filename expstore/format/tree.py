@@ -132,8 +132,10 @@ def unflatten(
     With `fallback`, a node of a type this module does not know is rebuilt by `fallback(node, arrays)`;
     such a node that has a `path` missing from `arrays` is left out like an unselected array.
     Tensors go where `map_location` says, as with `torch.load` (None: the device they were saved on).
+    A root that is itself an array not read gives None.
     """
-    return _decode(skeleton, _Decoder(arrays, fallback, Decoding(map_location)))
+    decoder = _Decoder(arrays, fallback, Decoding(map_location))
+    return _decode(skeleton, decoder) if _present(skeleton, decoder) else None
 
 
 def leaf_arrays(skeleton: Skeleton) -> dict[str, str]:
