@@ -40,7 +40,7 @@ from typing import Any
 
 from ..errors import CorruptData, KeyNotFound, PreconditionFailed, StoreError
 from ..format.checkpoint import write_checkpoint
-from ..format.tree import check_structure
+from ..format.tree import check_storable, check_structure
 from ..store.base import Store
 from ..store.keys import validate_experiment_name
 from ..store.locate import join_url, opened_store
@@ -191,6 +191,8 @@ class CheckpointManager:
             blocking = not self.async_save
         check_structure(state, "state")  # before the snapshot or the sharded walk recurses into it
         if not blocking:
+            if self.world_size is None and not self.allow_pickle:
+                check_storable(state, "state")  # refused now, not at the next call
             snapshot = self._snapshots.take(state)
             self._run_behind("expstore-checkpoint-save", self._save_and_delete, snapshot, iteration, meta, tag)
             return self.ref_for(self.key_for(iteration))

@@ -33,6 +33,7 @@ __all__ = [
     "NODE_TYPES",
     "Skeleton",
     "array_paths",
+    "check_storable",
     "check_structure",
     "dtype_description",
     "dtype_from_description",
@@ -89,6 +90,13 @@ class _Encoding:
     arrays: dict[str, np.ndarray]
     fallback: EncodeFallback | None
     tensors: PendingTensors = field(default_factory=PendingTensors)
+
+
+def check_storable(tree: Any, name: str = "tree") -> None:
+    """Raise the `TypeError` / `ValueError` `flatten` would raise for `tree`, without taking a tensor's
+    bytes (no device-to-host copy): an async save refuses a bad state before it copies anything."""
+    check_structure(tree, name, MAX_DEPTH + 1)
+    _encode(tree, [], name, _Encoding({}, None))
 
 
 def check_structure(tree: Any, name: str = "tree", max_depth: int = MAX_DEPTH) -> None:

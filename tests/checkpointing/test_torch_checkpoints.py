@@ -109,10 +109,11 @@ def test_a_cuda_checkpoint_loads_on_cpu_only_through_map_location(tmp_path):
         (lambda: (lambda epoch: 0.9**epoch), "function", "rebuild it in code"),
     ],
 )
-def test_objects_that_need_pickle_are_refused_by_path_and_nothing_is_written(tmp_path, leaf, named, instead):
+@pytest.mark.parametrize("blocking", [True, False])
+def test_objects_that_need_pickle_are_refused_by_path_and_nothing_is_written(tmp_path, leaf, named, instead, blocking):
     with CheckpointManager(tmp_path, "e") as manager:
         with pytest.raises(TypeError, match=rf"state\['train'\]\['thing'\]: .*{named}.*{instead.replace('(', '[(]').replace(')', '[)]')}"):
-            manager.save_checkpoint({"train": {"thing": leaf(), "w": torch.ones(2)}}, 1)
+            manager.save_checkpoint({"train": {"thing": leaf(), "w": torch.ones(2)}}, 1, blocking=blocking)  # async: at once
         assert manager.list_checkpoints() == []
     assert os.listdir(tmp_path) == []
 
