@@ -116,14 +116,16 @@ def own_rng_states() -> Iterator[None]:
     random.setstate(saved[2])
 
 
+# (backend, flags of the full run, flags of the resumed run): one pair of children per case
 CHILD_CASES = [
     pytest.param("local", (), (), id="local"),
+    pytest.param("local", ("--async",), (), id="local-async-save"),
     pytest.param("s3-moto", (), (), id="s3-moto", marks=pytest.mark.s3),
-    pytest.param("s3-seaweedfs", (), (), id="s3-seaweedfs", marks=pytest.mark.s3),
+    pytest.param(
+        "s3-seaweedfs", (), ("--resume-from-checkpoint",), id="s3-seaweedfs-resume_from_checkpoint", marks=pytest.mark.s3
+    ),
     pytest.param("hdf5", (), (), id="hdf5"),
     pytest.param("zarr-local", (), (), id="zarr-local"),
-    pytest.param("local", ("--async",), (), id="local-async-save"),
-    pytest.param("local", (), ("--resume-from-checkpoint",), id="local-resume_from_checkpoint"),
 ]
 
 

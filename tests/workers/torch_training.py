@@ -5,7 +5,8 @@ saves the state at step `RESUME_AT` as the checkpoint of experiment `EXPERIMENT`
 (`at_k.pt`) and the final one (`final.pt`) into OUT_DIR with `torch.save`.
 `python -m tests.workers.torch_training resume URL OPTIONS_JSON OUT_DIR [--resume-from-checkpoint]`
 builds everything afresh, waits for a line `go` on stdin (so its start-up can overlap the full run),
-restores the newest checkpoint, trains the remaining steps and writes `final.pt`. Every leaf of the state is used by the steps after it is restored.
+restores the newest checkpoint, trains the remaining steps and writes `final.pt`. Every part of the
+state is used by the steps after it is restored.
 """
 
 from __future__ import annotations
