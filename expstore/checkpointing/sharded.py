@@ -41,7 +41,7 @@ from ..format.checkpoint import (
     write_flat,
 )
 from ..format.checksum import array_crc32c
-from ..format.torch_tensors import MapLocation
+from ..format.torch_tensors import MapLocation, is_torch_object
 from ..format.tree import flatten, selected_arrays
 from ..store.base import Store
 from .names import MANIFEST, checkpoint_folder, shard_name
@@ -64,22 +64,33 @@ BLOCK_BYTES = 4 * 2**20  # rows of a ShardedArray are checksummed in blocks of a
 
 @dataclass(frozen=True, eq=False)
 class ShardedArray:
-    """Rows ``[offset, offset + len(local))`` of an array of `global_shape` split along axis 0."""
+    """Rows ``[offset, offset + len(local))`` of an array of `global_shape` split along axis 0; `local` is a
+    numpy array or a torch tensor."""
 
-    local: np.ndarray
+    local: Any
     global_shape: tuple[int, ...]
     offset: int
 
     def __post_init__(self) -> None:
         shape = tuple(int(d) for d in self.global_shape)
         object.__setattr__(self, "global_shape", shape)
-        if not isinstance(self.local, np.ndarray) or self.local.dtype.hasobject or self.local.ndim < 1:
-            raise TypeError("ShardedArray.local must be a numpy array (not of dtype object) with ndim >= 1")
+        is_array = isinstance(self.local, np.ndarray) and not self.local.dtype.hasobject
+        if not (is_array or _is_tensor(self.local)) or self.local.ndim < 1:
+            raise TypeError("ShardedArray.local must be a numpy array (not of dtype object) or a torch tensor, with ndim >= 1")
         rows = self.local.shape[0]
         if self.local.shape[1:] != shape[1:] or not 0 <= self.offset <= self.offset + rows <= (shape[0] if shape else -1):
             raise ValueError(
-                f"ShardedArray: local shape {self.local.shape} at row {self.offset} does not fit global shape {shape}"
+                f"ShardedArray: local shape {tuple(self.local.shape)} at row {self.offset} does not fit global shape {shape}"
             )
+
+    def with_local(self, local: Any) -> ShardedArray:
+        """The same rows held by `local` (what the stored bytes decode to: a tensor, an ml_dtypes array)."""
+        return ShardedArray(local, (self.global_shape[0], *local.shape[1:]), self.offset)
+
+
+def _is_tensor(value: Any) -> bool:
+    """True for a torch tensor, told without importing torch."""
+    return is_torch_object(value) and hasattr(value, "untyped_storage")
 
 
 # ---- ranks ---------------------------------------------------------------------------------------
@@ -117,10 +128,25 @@ def save_shard(store: Store, state: Any, entry: dict[str, Any], rank: int, exper
 
 def _flatten(state: Any, allow_pickle: bool) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
     """flatten() with `ShardedArray` leaves replaced by their local rows and described by array path."""
-    found: dict[int, ShardedArray] = {}
-    skeleton, arrays = flatten(_unwrap(state, found), "state", fallback=pickle_leaf if allow_pickle else None)
-    sharded = {path: _describe(found[id(a)]) for path, a in arrays.items() if id(a) in found}
+    skeleton, arrays = flatten(_unwrap(state, {}), "state", fallback=pickle_leaf if allow_pickle else None)
+    found: dict[str, ShardedArray] = {}
+    _sharded_leaves(state, skeleton, found)
+    sharded = {path: _describe(arrays[path], sa) for path, sa in found.items()}
     return skeleton, arrays, sharded
+
+
+def _sharded_leaves(state: Any, node: Any, found: dict[str, ShardedArray]) -> None:
+    """{array path: ShardedArray} of the sharded leaves, walking the state beside its skeleton."""
+    if isinstance(state, ShardedArray):
+        if node.get("storage") is not None:
+            raise TypeError(f"state: the rows of ShardedArray {node['path']!r} share a storage with another tensor")
+        found[node["path"]] = state
+    elif type(state) is dict and node["t"] == "dict":
+        for (_, child), value in zip(node["items"], state.values()):
+            _sharded_leaves(value, child, found)
+    elif type(state) in (list, tuple) and node["t"] in ("list", "tuple"):
+        for child, value in zip(node["items"], state):
+            _sharded_leaves(value, child, found)
 
 
 def _unwrap(tree: Any, found: dict[int, ShardedArray]) -> Any:
@@ -134,13 +160,14 @@ def _unwrap(tree: Any, found: dict[int, ShardedArray]) -> Any:
     return tree
 
 
-def _describe(sa: ShardedArray) -> dict[str, Any]:
-    """Global shape, offset, rows and crc32c per block of rows of one sharded leaf."""
-    local = np.ascontiguousarray(sa.local)
+def _describe(held: np.ndarray, sa: ShardedArray) -> dict[str, Any]:
+    """Global shape, offset, rows and crc32c per block of rows of one sharded leaf, whose rows the array
+    `held` stores (a tensor's bytes may have one more axis: complex values as pairs)."""
+    local = np.ascontiguousarray(held)
     row_bytes = local.dtype.itemsize * math.prod(local.shape[1:])
     block = max(1, BLOCK_BYTES // max(1, row_bytes))
     crcs = [array_crc32c(local[i : i + block]) for i in range(0, local.shape[0], block)]
-    return {"global_shape": list(sa.global_shape), "offset": sa.offset, "rows": local.shape[0],
+    return {"global_shape": [sa.global_shape[0], *local.shape[1:]], "offset": sa.offset, "rows": local.shape[0],
             "block_rows": block, "block_crc32c": crcs}
 
 

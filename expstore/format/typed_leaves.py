@@ -150,13 +150,19 @@ class Decoding:
 
 
 def decode_typed(node: Mapping[str, Any], arrays: Mapping[str, Any], decoding: Decoding) -> Any:
-    """The value of a typed node; `ValueError` when the node and its array do not fit together."""
+    """The value of a typed node; `ValueError` when the node and its array do not fit together.
+
+    An array given as rows of a sharded leaf (an object with `local` and `with_local`) comes back as
+    such rows again, holding the decoded value."""
     kind = node["t"]
     if kind in TORCH_VALUE_TYPES:
         _import("torch", "expstore[torch]")
         return decode_torch_value(node)
+    held = arrays[node.get("storage", node["path"]) if kind == "tensor" else node["path"]]
+    if hasattr(held, "with_local"):
+        return held.with_local(decode_typed(node, {**arrays, node["path"]: held.local}, decoding))
     if kind == "ml_array":
-        return _decode_ml_array(node, arrays[node["path"]])
+        return _decode_ml_array(node, held)
     _import("torch", "expstore[torch]")
     dtype = node.get("dtype")
     spec = SAFETENSORS_DTYPES.get(dtype)  # type: ignore[arg-type]

@@ -218,15 +218,23 @@ def _all_arrays(group):
             yield member
 
 
-def test_sharded_checkpoints_hold_tensor_leaves_per_rank():
+def test_sharded_checkpoints_hold_tensors_and_reshard_tensor_rows():
     from expstore.checkpointing import ShardedArray
 
-    managers = [CheckpointManager("memory://torch-sharded", "e", keep_last_n=None, rank=r, world_size=2) for r in range(2)]
+    weights = torch.randn(6, 3).to(torch.bfloat16)
+    phases = torch.randn(6, dtype=torch.complex64)
+    managers = [CheckpointManager("memory://torch-sharded", "e", keep_last_n=None, rank=r, world_size=3) for r in range(3)]
     for rank, manager in enumerate(managers):
-        rows = ShardedArray(np.arange(4.0)[rank * 2 : rank * 2 + 2].copy(), (4,), rank * 2)
-        manager.save_checkpoint({"local": torch.full((3,), float(rank)), "opt": {0: torch.ones(1)}, "rows": rows}, 1)
+        rows = slice(2 * rank, 2 * rank + 2)
+        manager.save_checkpoint({"w": ShardedArray(weights[rows], (6, 3), 2 * rank), "z": ShardedArray(phases[rows], (6,), 2 * rank),
+                                 "local": torch.full((2,), float(rank)), "opt": {0: torch.ones(1)}}, 1)
     for rank, manager in enumerate(managers):
         state = manager.load_checkpoint(rank=rank)["state"]
-        assert torch.equal(state["local"], torch.full((3,), float(rank))) and list(state["opt"]) == [0]
-    whole = CheckpointManager("memory://torch-sharded", "e", keep_last_n=None).load_checkpoint(rank=0, world_size=1)["state"]
-    assert np.array_equal(whole["rows"].local, np.arange(4.0))
+        assert torch.equal(state["local"], torch.full((2,), float(rank))) and list(state["opt"]) == [0]
+        assert state["w"].global_shape == (6, 3) and torch.equal(state["w"].local, weights[2 * rank : 2 * rank + 2])
+    reader = CheckpointManager("memory://torch-sharded", "e", keep_last_n=None)
+    for rank in range(2):  # saved by 3 ranks, loaded by 2: rows regrouped, still bfloat16 / complex tensors
+        state = reader.load_checkpoint(rank=rank, world_size=2)["state"]
+        assert state["w"].offset == 3 * rank and state["w"].local.dtype == torch.bfloat16
+        assert torch.equal(state["w"].local, weights[3 * rank : 3 * rank + 3])
+        assert state["z"].global_shape == (6,) and torch.equal(state["z"].local, phases[3 * rank : 3 * rank + 3])
