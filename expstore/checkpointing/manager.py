@@ -321,14 +321,25 @@ class CheckpointManager:
             return self.store, path
         return split_checkpoint_url(path)
 
-    def _read(self, store: Store, key: str, select: Any, rank: int | None, world_size: int | None) -> dict[str, Any]:
+    def _read(
+        self, store: Store, key: str, select: Any, rank: int | None, world_size: int | None, map_location: Any
+    ) -> dict[str, Any]:
         """Read one checkpoint; a sharded one as rank `rank` of `world_size` (default: this manager's)."""
         rank = (self.rank or 0) if rank is None else rank
         world_size = self.world_size if world_size is None else world_size
-        return load_object(store, key, select=select, allow_pickle=self.allow_pickle, rank=rank, world_size=world_size)
+        return load_object(
+            store, key, select=select, allow_pickle=self.allow_pickle, rank=rank, world_size=world_size,
+            map_location=map_location,
+        )
 
     def load_checkpoint(
-        self, path: Any = None, *, select: list[str] | None = None, rank: int | None = None, world_size: int | None = None
+        self,
+        path: Any = None,
+        *,
+        select: list[str] | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        map_location: Any = None,
     ) -> dict[str, Any]:
         """Load a checkpoint: ``{"iteration", "timestamp", "state", "metadata"}``.
 
@@ -337,12 +348,14 @@ class CheckpointManager:
         is readable. `select=["model/w"]` reads only those arrays of the state. A sharded checkpoint
         loads as rank `rank` of `world_size` (default: this manager's, else rank 0 of the saved world
         size); another world size re-shards its `ShardedArray` leaves (docs/checkpointing.md).
+        Torch tensors come back on the device they were saved on, or where `map_location` says, as
+        `torch.load` takes it (`"cpu"`, a `torch.device`, a dict, a callable); see docs/pytorch.md.
         """
         self.wait_until_finished()
         if path is not None:
             where, key = self._resolve(path)
             with opened_store(where, **({} if where is self.store else self.storage_options)) as store:
-                loaded = self._read(store, key, select, rank, world_size)
+                loaded = self._read(store, key, select, rank, world_size, map_location)
             if store is self.store and isinstance(loaded.get("iteration"), int):
                 self._resumed_from = loaded["iteration"]
             return loaded
@@ -352,7 +365,7 @@ class CheckpointManager:
         while candidates:
             iteration, key = candidates.pop(0)
             try:
-                loaded = self._read(self.store, key, select, rank, world_size)
+                loaded = self._read(self.store, key, select, rank, world_size, map_location)
             except (CorruptData, KeyNotFound) as exc:
                 if isinstance(exc, KeyNotFound) and restarts < PRUNED_WHILE_READING_RESTARTS:
                     current = self.index.load_order()
@@ -419,20 +432,26 @@ def create_checkpoint_manager(
 
 
 def resume_from_checkpoint(
-    url_or_ref: Any, *, experiment: str | None = None, allow_pickle: bool = False, **storage_options: Any
+    url_or_ref: Any,
+    *,
+    experiment: str | None = None,
+    allow_pickle: bool = False,
+    map_location: Any = None,
+    **storage_options: Any,
 ) -> dict[str, Any]:
     """Load a checkpoint to resume from.
 
     The URL of one checkpoint (a ref) loads that one. The URL of a checkpoint directory loads the
     latest valid checkpoint of its experiment (``experiment=`` picks one when several share the
-    directory; `ValueError` if ambiguous); `FileNotFoundError` when there is none.
+    directory; `ValueError` if ambiguous); `FileNotFoundError` when there is none. Torch tensors
+    are placed by `map_location` as with `torch.load`.
     """
     if isinstance(url_or_ref, str):
         last = url_or_ref.rstrip("/").rpartition("/")[2]
         if CKPT_RE.match(last) or last == MANIFEST:
             url, key = split_checkpoint_url(url_or_ref)
             with opened_store(url, **storage_options) as store:
-                return load_object(store, key, allow_pickle=allow_pickle)
+                return load_object(store, key, allow_pickle=allow_pickle, map_location=map_location)
     with opened_store(url_or_ref, **storage_options) as store:
         if experiment is None:
             found = [m["exp"] for key in store.list("") if (m := INDEX_RE.match(key))]
@@ -441,4 +460,5 @@ def resume_from_checkpoint(
             if len(found) > 1:
                 raise ValueError(f"{store.url!r} holds the experiments {found!r}; pass experiment=")
             experiment = found[0]
-        return CheckpointManager(store, experiment, keep_last_n=None, allow_pickle=allow_pickle).load_checkpoint()
+        manager = CheckpointManager(store, experiment, keep_last_n=None, allow_pickle=allow_pickle)
+        return manager.load_checkpoint(map_location=map_location)

@@ -19,9 +19,18 @@ class CheckpointKind(Protocol):
     """How one kind of checkpoint is read, checked, listed and copied."""
 
     def load(
-        self, store: Store, key: str, *, select: list[str] | str | None, allow_pickle: bool, rank: int, world_size: int | None
+        self,
+        store: Store,
+        key: str,
+        *,
+        select: list[str] | str | None,
+        allow_pickle: bool,
+        rank: int,
+        world_size: int | None,
+        map_location: Any = None,
     ) -> dict[str, Any]:
-        """The loaded-checkpoint dict ``{"iteration", "timestamp", "state", "metadata", ...}``."""
+        """The loaded-checkpoint dict ``{"iteration", "timestamp", "state", "metadata", ...}``, tensors placed
+        by `map_location` as with `torch.load`."""
 
     def load_whole(self, store: Store, key: str, allow_pickle: bool) -> tuple[dict[str, Any], list[str]]:
         """The whole checkpoint as one plain state, and its tags: what a copy saves again."""
@@ -49,17 +58,27 @@ class SingleObject:
     """A checkpoint that is one object on a bytes store, or one tree on an array-native store."""
 
     def load(
-        self, store: Store, key: str, *, select: list[str] | str | None, allow_pickle: bool, rank: int, world_size: int | None
+        self,
+        store: Store,
+        key: str,
+        *,
+        select: list[str] | str | None,
+        allow_pickle: bool,
+        rank: int,
+        world_size: int | None,
+        map_location: Any = None,
     ) -> dict[str, Any]:
         if isinstance(select, str):
             select = [select]
         if store.supports_arrays:
-            tree = store.read_tree(key, select=None if select is None else [f"state/{p}" for p in select])
+            tree = store.read_tree(
+                key, select=None if select is None else [f"state/{p}" for p in select], map_location=map_location
+            )
             if not isinstance(tree, dict) or "state" not in tree:
                 raise CorruptData("not a checkpoint tree (no 'state')", url=store.url, key=key)
             info = tree
         else:
-            state, info = read_state(store, key, select=select, allow_pickle=allow_pickle)
+            state, info = read_state(store, key, select=select, allow_pickle=allow_pickle, map_location=map_location)
             info["state"] = state
         return {
             "iteration": info.get("iteration"),
@@ -101,9 +120,19 @@ class Sharded:
     """A sharded checkpoint: a folder of shards (one per rank) and the manifest the index names."""
 
     def load(
-        self, store: Store, key: str, *, select: list[str] | str | None, allow_pickle: bool, rank: int, world_size: int | None
+        self,
+        store: Store,
+        key: str,
+        *,
+        select: list[str] | str | None,
+        allow_pickle: bool,
+        rank: int,
+        world_size: int | None,
+        map_location: Any = None,
     ) -> dict[str, Any]:
-        return sharded.load(store, key, rank=rank, world_size=world_size, select=select, allow_pickle=allow_pickle)
+        return sharded.load(
+            store, key, rank=rank, world_size=world_size, select=select, allow_pickle=allow_pickle, map_location=map_location
+        )
 
     def load_whole(self, store: Store, key: str, allow_pickle: bool) -> tuple[dict[str, Any], list[str]]:
         loaded = sharded.assemble(store, key, allow_pickle)
@@ -144,10 +173,13 @@ def load_object(
     allow_pickle: bool = False,
     rank: int = 0,
     world_size: int | None = None,
+    map_location: Any = None,
 ) -> dict[str, Any]:
     """Read the checkpoint at `key` into the loaded-checkpoint dict (a sharded one as rank `rank`
-    of `world_size`, default: of the world size it was saved with)."""
-    return kind_of(key).load(store, key, select=select, allow_pickle=allow_pickle, rank=rank, world_size=world_size)
+    of `world_size`, default: of the world size it was saved with), tensors placed by `map_location`."""
+    return kind_of(key).load(
+        store, key, select=select, allow_pickle=allow_pickle, rank=rank, world_size=world_size, map_location=map_location
+    )
 
 
 def verify_object(store: Store, key: str) -> None:

@@ -41,7 +41,8 @@ from ..format.checkpoint import (
     write_flat,
 )
 from ..format.checksum import array_crc32c
-from ..format.tree import flatten, select_paths
+from ..format.torch_tensors import MapLocation
+from ..format.tree import flatten, selected_arrays
 from ..store.base import Store
 from .names import MANIFEST, checkpoint_folder, shard_name
 
@@ -220,15 +221,31 @@ def _checked_header(store: Store, base: str, record: dict[str, Any]) -> tuple[st
 
 
 def load(
-    store: Store, key: str, *, rank: int, world_size: int | None, select: list[str] | str | None, allow_pickle: bool
+    store: Store,
+    key: str,
+    *,
+    rank: int,
+    world_size: int | None,
+    select: list[str] | str | None,
+    allow_pickle: bool,
+    map_location: MapLocation = None,
 ) -> dict[str, Any]:
     """Load rank `rank`'s part of the sharded checkpoint at `key`, re-sharded when `world_size`
     differs from the saved one (`ShardedArray` leaves split evenly along axis 0; other leaves from shard 0)."""
-    return _load(store, key, rank=rank, world_size=world_size, select=select, allow_pickle=allow_pickle)[0]
+    return _load(
+        store, key, rank=rank, world_size=world_size, select=select, allow_pickle=allow_pickle, map_location=map_location
+    )[0]
 
 
 def _load(
-    store: Store, key: str, *, rank: int, world_size: int | None, select: list[str] | str | None, allow_pickle: bool
+    store: Store,
+    key: str,
+    *,
+    rank: int,
+    world_size: int | None,
+    select: list[str] | str | None,
+    allow_pickle: bool,
+    map_location: MapLocation = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """`load`, and the `extra` of the shard it read the header of."""
     doc = _parse_manifest(store.read(key), store, key)
@@ -240,7 +257,7 @@ def _load(
         select = [select]
     source = rank if m == n else 0
     skey, layout = _checked_header(store, base, doc["shards"][source])
-    chosen = select_paths(layout.entries, select)
+    chosen = selected_arrays(layout.header.leaves, select)
     refuse_pickle([p for p in chosen if layout.entries[p].encoding == "pickle"], allow_pickle, store, skey)
     extra = layout.manifest.get("extra") or {}
     sharded = extra.get("sharded") or {}
@@ -257,7 +274,7 @@ def _load(
     return {
         "iteration": extra.get("iteration"),
         "timestamp": extra.get("timestamp"),
-        "state": rebuild_tree(layout, arrays, allow_pickle, store, skey),
+        "state": rebuild_tree(layout, arrays, allow_pickle, store, skey, map_location),
         "metadata": extra.get("metadata") or {},
         "rank": rank,
         "world_size": m,

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .tensor_snapshot import TensorBuffers, tensors_in
+
 __all__ = ["SnapshotPool"]
 
 PIECE_BYTES = 16 * 2**20  # one copy task
@@ -34,9 +36,11 @@ class SnapshotPool:
 
     def __init__(self) -> None:
         self._buffers: dict[str, np.ndarray] = {}
+        self._tensor_buffers = TensorBuffers()
 
     def take(self, state: Any) -> Any:
-        """A deep copy of `state`; its numpy arrays land in pooled buffers, the rest via `copy.deepcopy`."""
+        """A deep copy of `state`; its numpy arrays and torch tensors land in pooled buffers, the rest
+        via `copy.deepcopy`."""
         memo: dict[int, Any] = {}
         used: dict[str, np.ndarray] = {}
         copies: list[tuple[np.ndarray, np.ndarray]] = []
@@ -50,6 +54,9 @@ class SnapshotPool:
                 buffer = np.empty_like(array, order="C")
             copies.append((buffer, array))
             memo[id(array)] = used[path] = buffer
+        tensors = tensors_in(state)
+        if tensors:
+            memo.update(self._tensor_buffers.take(tensors, copies))
         _copy_all(copies)
         self._buffers = used
         return copy.deepcopy(state, memo)

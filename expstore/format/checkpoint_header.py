@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import CorruptData
 from .source import Readable
-from .tree import NODE_TYPES, Skeleton, dtype_from_description, walk_skeleton
+from .tree import NODE_TYPES, Skeleton, dtype_from_description, leaf_arrays, walk_skeleton
+from .typed_leaves import stored_dtype
 
 __all__ = [
     "FORMAT",
@@ -24,6 +25,7 @@ __all__ = [
     "MAX_HEADER_SIZE",
     "METADATA_KEY",
     "NATIVE_DTYPES",
+    "CARRIED_DTYPES",
     "ArrayEntry",
     "CheckpointLayout",
     "array_kinds",
@@ -56,10 +58,18 @@ NATIVE_DTYPES: dict[str, str] = {
     "<f4": "F32",
     "<f8": "F64",
 }
+# safetensors dtypes numpy lacks, which hold typed leaves (`typed_leaves`): the unsigned ints viewing their bytes.
+CARRIED_DTYPES: dict[str, str] = {
+    "BF16": "<u2",
+    "F8_E4M3": "|u1",
+    "F8_E5M2": "|u1",
+    "F8_E4M3FNUZ": "|u1",
+    "F8_E5M2FNUZ": "|u1",
+    "F8_E8M0": "|u1",
+}
 # What the reader accepts natively: the above plus C64, which a later writer may use.
-_READ_NATIVE: dict[str, str] = {st: np_str for np_str, st in NATIVE_DTYPES.items()} | {"C64": "<c8"}
+_READ_NATIVE: dict[str, str] = {st: np_str for np_str, st in NATIVE_DTYPES.items()} | CARRIED_DTYPES | {"C64": "<c8"}
 _ST_ITEMSIZE = {st: np.dtype(np_str).itemsize for st, np_str in _READ_NATIVE.items()}
-# safetensors dtypes numpy cannot view natively (bfloat16, fp8, ...): tolerated nowhere in our files.
 
 _ENCODINGS = ("native", "raw", "pickle")
 
@@ -92,6 +102,7 @@ class ValidatedHeader:
     skeleton: Skeleton  # the manifest's tree, read by `unflatten` only
     extra_json: str
     entries: Mapping[str, ArrayEntry]  # tree order
+    leaves: Mapping[str, str]  # what `select=` may name -> the array path holding it (`tree.leaf_arrays`)
     data_size: int  # bytes of array data the header describes
     pickled: tuple[str, ...]  # paths of the pickled arrays
 
@@ -253,10 +264,13 @@ def _validated_header(header: bytes, data_size: int | None) -> ValidatedHeader:
     entries: dict[str, ArrayEntry] = {}
     seen_tensors: set[str] = set()
     try:
-        kinds = array_kinds(manifest["tree"])
+        nodes = array_kinds(manifest["tree"])
+        leaves = leaf_arrays(manifest["tree"])
+        carried = {path: stored_dtype(node) for path, node in nodes.items()}
     except ValueError as exc:
         raise bad(str(exc)) from None
-    for path, kind in kinds.items():
+    for path, node in nodes.items():
+        kind = node["t"]
         info = manifest["arrays"].get(path)
         if not isinstance(info, dict):
             raise bad(f"array {path!r} of the tree has no entry in the arrays table")
@@ -282,7 +296,7 @@ def _validated_header(header: bytes, data_size: int | None) -> ValidatedHeader:
         if nbytes != end - begin:
             raise bad(f"array {path!r}: {dtype} x {shape} is {nbytes} bytes, its tensor holds {end - begin}")
         if encoding == "native":
-            if _READ_NATIVE[t["dtype"]] != dtype.str or t["shape"] != shape:
+            if _READ_NATIVE[t["dtype"]] != dtype.str or t["shape"] != shape or (carried[path] or t["dtype"]) != t["dtype"]:
                 raise bad(f"array {path!r}: tensor {t['dtype']} {t['shape']} does not match {dtype} {shape}")
         elif t["dtype"] != "U8" or t["shape"] != [nbytes] or (encoding == "pickle" and dtype != np.uint8):
             raise bad(f"array {path!r}: {encoding} tensor {t['dtype']} {t['shape']} does not match {dtype} {shape}")
@@ -292,7 +306,15 @@ def _validated_header(header: bytes, data_size: int | None) -> ValidatedHeader:
         raise bad(f"tensors {sorted(set(by_tensor) - seen_tensors)!r} are not in the tree")
     extra_json = json.dumps(manifest.get("extra", {}))
     pickled = tuple(p for p, e in entries.items() if e.encoding == "pickle")
-    return ValidatedHeader(meta[METADATA_KEY], manifest["tree"], extra_json, types.MappingProxyType(entries), position, pickled)
+    return ValidatedHeader(
+        meta[METADATA_KEY],
+        manifest["tree"],
+        extra_json,
+        types.MappingProxyType(entries),
+        types.MappingProxyType(leaves),
+        position,
+        pickled,
+    )
 
 
 def _check_shape(shape: Any, what: str, bad: Any) -> None:
@@ -315,17 +337,26 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def array_kinds(skeleton: Any) -> dict[str, str]:
-    """{path: "array" | "pickle"} of a (possibly hostile) skeleton, in tree order; `ValueError`
-    when its shape or a node type is not one the codec writes, or an array path repeats."""
-    kinds: dict[str, str] = {}
+def array_kinds(skeleton: Any) -> dict[str, Skeleton]:
+    """{array path: the node it holds} of a (possibly hostile) skeleton, in tree order (a storage that
+    tensors share: its first tensor's node); `ValueError` when its shape or a node type is not one the
+    codec writes, or an array path repeats."""
+    kinds: dict[str, Skeleton] = {}
+    shared: set[str] = set()
     for node, _ in walk_skeleton(skeleton):
         t = node["t"]
-        if t in ("array", "pickle"):
-            path = node.get("path")
-            if not isinstance(path, str) or path in kinds:
-                raise ValueError(f"the tree skeleton names array {path!r} twice or not as a string")
-            kinds[path] = t
-        elif t not in NODE_TYPES:
+        if t not in NODE_TYPES and t != "pickle":
             raise ValueError(f"unknown node type {t!r} in the tree skeleton")
+        if t not in ("array", "pickle", "ml_array", "tensor"):
+            continue
+        path = node.get("path")
+        storage = node.get("storage") if t == "tensor" else None
+        if storage is not None and isinstance(storage, str) and storage in shared:
+            continue
+        held = path if storage is None else storage
+        if not isinstance(held, str) or held in kinds:
+            raise ValueError(f"the tree skeleton names array {held!r} twice or not as a string")
+        kinds[held] = node
+        if storage is not None:
+            shared.add(storage)
     return kinds

@@ -15,7 +15,8 @@ from ..errors import CorruptData, KeyNotFound, PickleNotAllowed, StoreError
 from .checkpoint_header import ArrayEntry, CheckpointLayout, parse_object, read_layout
 from .checksum import array_crc32c
 from .source import Readable
-from .tree import Skeleton, select_paths, unflatten
+from .torch_tensors import MapLocation
+from .tree import Skeleton, selected_arrays, unflatten
 
 __all__ = [
     "check_object",
@@ -43,6 +44,7 @@ def read_checkpoint(
     select: list[str] | str | None = None,
     allow_pickle: bool = False,
     writable: bool = True,
+    map_location: MapLocation = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Read the checkpoint at `key`; return ``(tree, manifest)``. Every array read is checked
     against its crc32c (`CorruptData` naming the URL, key and array path).
@@ -54,28 +56,35 @@ def read_checkpoint(
     Arrays are writable by default: on a local disk they are copy-on-write views of a private
     memory map (no copy; writes never reach the file); from other stores they are views of the
     writable buffer `Store.read_buffer` returned (S3 reads into it directly). `writable=False`
-    returns read-only views of `Store.read`'s bytes.
+    returns read-only views of `Store.read`'s bytes. Torch tensors view those arrays too (CPU), or go
+    where `map_location` says, as with `torch.load`.
     """
-    tree, layout = _read_tree(store, key, select, allow_pickle, writable)
+    tree, layout = _read_tree(store, key, select, allow_pickle, writable, map_location)
     return tree, layout.manifest
 
 
 def read_state(
-    store: Readable, key: str, *, select: list[str] | str | None = None, allow_pickle: bool = False
+    store: Readable,
+    key: str,
+    *,
+    select: list[str] | str | None = None,
+    allow_pickle: bool = False,
+    map_location: MapLocation = None,
 ) -> tuple[Any, dict[str, Any]]:
     """`read_checkpoint`, returning ``(tree, manifest's extra)``: it skips parsing the manifest's
     tree and arrays tables again when this process has read the same header before."""
-    tree, layout = _read_tree(store, key, select, allow_pickle, writable=True)
+    tree, layout = _read_tree(store, key, select, allow_pickle, True, map_location)
     return tree, layout.extra()
 
 
 def _read_tree(
-    store: Readable, key: str, select: list[str] | str | None, allow_pickle: bool, writable: bool
+    store: Readable, key: str, select: list[str] | str | None, allow_pickle: bool, writable: bool, map_location: MapLocation
 ) -> tuple[Any, CheckpointLayout]:
     """(tree, layout) of the checkpoint at `key`: mapped when local, else whole or by ranges."""
     local = store.local_path(key)
     if local is not None:
-        return _read_local(store, key, local, select, allow_pickle)
+        layout, arrays = _read_local(store, key, local, select, allow_pickle)
+        return rebuild_tree(layout, arrays, allow_pickle, store, key, map_location), layout
     if select is None:
         data = store.read_buffer(key) if writable else store.read(key)
         layout = parse_object(memoryview(data), store, key)
@@ -85,10 +94,10 @@ def _read_tree(
         }
     else:
         layout = read_layout(store, key)
-        chosen = select_paths(layout.entries, select)
+        chosen = selected_arrays(layout.header.leaves, select)
         refuse_pickle(layout.header.pickled, allow_pickle, store, key)
         arrays = read_ranges(store, key, [layout.entries[p] for p in chosen], copy=writable)
-    return rebuild_tree(layout, arrays, allow_pickle, store, key), layout
+    return rebuild_tree(layout, arrays, allow_pickle, store, key, map_location), layout
 
 
 def read_ranges(store: Readable, key: str, entries: Sequence[ArrayEntry], *, copy: bool) -> dict[str, np.ndarray]:
@@ -161,10 +170,15 @@ class _Unpickling(Exception):
 
 
 def rebuild_tree(
-    layout: CheckpointLayout, arrays: dict[str, np.ndarray], allow_pickle: bool, store: Readable, key: str
+    layout: CheckpointLayout,
+    arrays: dict[str, np.ndarray],
+    allow_pickle: bool,
+    store: Readable,
+    key: str,
+    map_location: MapLocation = None,
 ) -> Any:
-    """The tree of `layout` from the `arrays` read (others left out), unpickling only with `allow_pickle`;
-    `CorruptData` when the skeleton does not decode."""
+    """The tree of `layout` from the `arrays` read (others left out), unpickling only with `allow_pickle`,
+    tensors placed by `map_location`; `CorruptData` when the skeleton does not decode."""
 
     def load_pickle(node: Skeleton, found: Mapping[str, Any]) -> Any:
         if node.get("t") != "pickle" or (node["path"] in found and not allow_pickle):  # never unpickle without opt-in
@@ -177,7 +191,7 @@ def rebuild_tree(
             raise _Unpickling(node["path"]) from exc
 
     try:
-        return unflatten(layout.header.skeleton, arrays, fallback=load_pickle)
+        return unflatten(layout.header.skeleton, arrays, fallback=load_pickle, map_location=map_location)
     except _Unpickling as wrapped:
         raise wrapped.__cause__ from None  # type: ignore[misc]
     except (KeyError, ValueError, TypeError, IndexError, OverflowError, RecursionError) as exc:
@@ -203,8 +217,8 @@ def _coalesced(entries: Sequence[ArrayEntry]) -> list[tuple[int, list[ArrayEntry
 
 def _read_local(
     store: Readable, key: str, path: str, select: list[str] | str | None, allow_pickle: bool
-) -> tuple[Any, CheckpointLayout]:
-    """`_read_tree` of the local file at `path`: arrays are views of a private memory map."""
+) -> tuple[CheckpointLayout, dict[str, np.ndarray]]:
+    """The layout and the (selected) arrays of the local file at `path`: views of a private memory map."""
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -217,9 +231,8 @@ def _read_local(
     except OSError as exc:
         raise StoreError(f"read failed: {exc}", url=store.url, key=key) from exc
     layout = parse_object(memoryview(mapped), store, key)
-    chosen = list(layout.entries) if select is None else select_paths(layout.entries, select)
+    chosen = list(layout.entries) if select is None else selected_arrays(layout.header.leaves, select)
     refuse_pickle(layout.header.pickled, allow_pickle, store, key)
     if select is None and hasattr(mmap, "MADV_WILLNEED"):
         mapped.madvise(mmap.MADV_WILLNEED)
-    arrays = {p: _make_array(mapped, layout.entries[p].begin, layout.entries[p], store, key, copy=False) for p in chosen}
-    return rebuild_tree(layout, arrays, allow_pickle, store, key), layout
+    return layout, {p: _make_array(mapped, layout.entries[p].begin, layout.entries[p], store, key, copy=False) for p in chosen}

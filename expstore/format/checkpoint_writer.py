@@ -11,11 +11,20 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint_header import FORMAT, FORMAT_VERSION, MAX_HEADER_SIZE, METADATA_KEY, NATIVE_DTYPES, array_kinds
+from .checkpoint_header import (
+    CARRIED_DTYPES,
+    FORMAT,
+    FORMAT_VERSION,
+    MAX_HEADER_SIZE,
+    METADATA_KEY,
+    NATIVE_DTYPES,
+    array_kinds,
+)
 from .checksum import array_crc32c
 from .source import Writable
 from .strict_json import check_json_dict
 from .tree import Skeleton, dtype_description, dtype_from_description, flatten, walk_skeleton
+from .typed_leaves import stored_dtype
 
 __all__ = ["encode", "pickle_leaf", "write_checkpoint", "write_flat"]
 
@@ -72,8 +81,8 @@ def encode(skeleton: Skeleton, arrays: Mapping[str, np.ndarray], extra: Mapping[
             f"or arrays {sorted(set(arrays) - set(order))!r} are not in the skeleton"
         )
     entries = []
-    for index, (path, kind) in enumerate(order.items()):
-        entries.append(_encode_array(path, kind, arrays[path], _tensor_name(path, index)))
+    for index, (path, node) in enumerate(order.items()):
+        entries.append(_encode_array(path, node, arrays[path], _tensor_name(path, index)))
     if len({e.tensor for e in entries}) != len(entries):
         raise ValueError("two arrays would get the same tensor name; paths must come from flatten()")
     # File order like safetensors' writers: larger alignment first, so each array starts aligned
@@ -127,11 +136,12 @@ class _Encoded:
     buffer: memoryview
 
 
-def _encode_array(path: str, kind: str, array: Any, tensor: str) -> _Encoded:
-    """Check one array against its node kind and describe its tensor, encoding and bytes."""
+def _encode_array(path: str, node: Skeleton, array: Any, tensor: str) -> _Encoded:
+    """Check one array against its node and describe its tensor, encoding and bytes."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"array {path!r}: expected a numpy array, got {type(array).__name__}")
-    if kind == "pickle":
+    carried = stored_dtype(node)
+    if node["t"] == "pickle":
         if array.dtype != np.uint8 or array.ndim != 1:
             raise TypeError(f"pickle payload {path!r} must be a 1-d uint8 array")
         encoding = "pickle"
@@ -148,6 +158,10 @@ def _encode_array(path: str, kind: str, array: Any, tensor: str) -> _Encoded:
     crc = array_crc32c(raw)
     if encoding == "native":
         st_dtype, st_shape = NATIVE_DTYPES[array.dtype.str], list(array.shape)
+        if carried in CARRIED_DTYPES:
+            if CARRIED_DTYPES[carried] != array.dtype.str:
+                raise TypeError(f"array {path!r}: a {carried} leaf must be held by {CARRIED_DTYPES[carried]}, not {array.dtype}")
+            st_dtype = carried
     else:
         st_dtype, st_shape = "U8", [array.nbytes]
     return _Encoded(

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SAFETENSORS_DTYPES",
+    "HostCopy",
+    "MapLocation",
     "SharedStorage",
     "TensorDtype",
     "TensorView",
@@ -31,7 +33,9 @@ __all__ = [
     "is_torch_object",
     "rebuild_shared_tensors",
     "refusal_message",
+    "tensor_meta",
     "tensor_to_array",
+    "with_grad",
 ]
 
 MapLocation = Any  # None, str, torch.device, {saved: mapped}, or callable(storage, location) like torch.load's
@@ -61,7 +65,8 @@ def _dtype_table(*rows: tuple[str, str, str, str, bool]) -> dict[str, TensorDtyp
 # Names as the safetensors format spells them (Rust `Dtype`, `safetensors/torch.py` `_TYPES`). Dtypes numpy
 # lacks are held in unsigned ints of the same width. The rows whose `stored_as` differs from their name are
 # expstore dtype notes: complex128 / complex32 lie as F64 / F16 (real, imag) pairs on a trailing axis of 2,
-# and float4_e2m1fn_x2 (two 4-bit values per byte) lies as U8 bytes of the same shape.
+# and float4_e2m1fn_x2 (two 4-bit values per byte) lies as U8 bytes of the same shape. complex64 lies as F32
+# pairs too: safetensors reads "C64" only since 0.7, and a dtype a reader does not know makes the whole file unreadable.
 SAFETENSORS_DTYPES: dict[str, TensorDtype] = _dtype_table(
     ("F64", "float64", "F64", "float64", False),
     ("F32", "float32", "F32", "float32", False),
@@ -81,7 +86,7 @@ SAFETENSORS_DTYPES: dict[str, TensorDtype] = _dtype_table(
     ("U16", "uint16", "U16", "uint16", False),
     ("U8", "uint8", "U8", "uint8", False),
     ("BOOL", "bool", "BOOL", "bool", False),
-    ("C64", "complex64", "C64", "complex64", False),
+    ("C64", "complex64", "F32", "float32", True),
     ("C128", "complex128", "F64", "float64", True),
     ("C32", "complex32", "F16", "float16", True),
     ("F4_E2M1_X2", "float4_e2m1fn_x2", "U8", "uint8", False),
@@ -135,12 +140,7 @@ def tensor_to_array(tensor: torch.Tensor) -> tuple[np.ndarray, str, dict[str, An
     if tensor.device.type == "meta":
         raise TypeError("cannot store a tensor on the meta device: it holds no data")
     spec = _spec_of(tensor.dtype)
-    meta: dict[str, Any] = {"device": str(tensor.device)}
-    is_parameter = isinstance(tensor, torch.nn.Parameter)
-    if is_parameter:
-        meta["parameter"] = True
-    if is_parameter or tensor.requires_grad:
-        meta["requires_grad"] = bool(tensor.requires_grad)
+    meta = tensor_meta(tensor)
     data = tensor.detach().resolve_conj().resolve_neg()
     if data.device.type != "cpu":
         data = data.to("cpu")
@@ -150,6 +150,38 @@ def tensor_to_array(tensor: torch.Tensor) -> tuple[np.ndarray, str, dict[str, An
     elif spec.numpy_dtype != spec.torch_name:
         data = data.view(getattr(torch, _BYTE_CARRIERS[spec.numpy_dtype]))
     return data.numpy().view(spec.numpy_dtype), spec.name, meta
+
+
+@dataclass(frozen=True, eq=False)
+class HostCopy:
+    """A host-memory copy of a tensor that lives on another device (an async save's snapshot of a CUDA
+    tensor), stored as the tensor it copies, so that loading puts it back on `device`."""
+
+    tensor: torch.Tensor
+    device: str
+    meta: Mapping[str, Any]
+
+
+def tensor_meta(tensor: torch.Tensor | HostCopy) -> dict[str, Any]:
+    """The device of a tensor and, for a `Parameter` or a tensor that requires grad, what restores that."""
+    if isinstance(tensor, HostCopy):
+        return dict(tensor.meta)
+    meta: dict[str, Any] = {"device": str(tensor.device)}
+    is_parameter = isinstance(tensor, _torch().nn.Parameter)
+    if is_parameter:
+        meta["parameter"] = True
+    if is_parameter or tensor.requires_grad:
+        meta["requires_grad"] = bool(tensor.requires_grad)
+    return meta
+
+
+def with_grad(tensor: torch.Tensor, meta: Mapping[str, Any]) -> torch.Tensor:
+    """`tensor` as a `Parameter`, or requiring grad, when `meta` (of `tensor_meta`) says it was."""
+    if meta.get("parameter"):
+        return _torch().nn.Parameter(tensor, requires_grad=bool(meta.get("requires_grad", True)))
+    if meta.get("requires_grad"):
+        tensor.requires_grad_(True)
+    return tensor
 
 
 def array_to_tensor(
@@ -174,12 +206,7 @@ def array_to_tensor(
     else:
         carrier = _BYTE_CARRIERS[spec.numpy_dtype] if spec.numpy_dtype != spec.torch_name else spec.numpy_dtype
         tensor = torch.from_numpy(held.view(carrier)).view(_torch_dtype(dtype))
-    tensor = _place(tensor, str(meta.get("device", "cpu")), map_location)
-    if meta.get("parameter"):
-        return torch.nn.Parameter(tensor, requires_grad=bool(meta.get("requires_grad", True)))
-    if meta.get("requires_grad"):
-        tensor.requires_grad_(True)
-    return tensor
+    return with_grad(_place(tensor, str(meta.get("device", "cpu")), map_location), meta)
 
 
 def _place(tensor: torch.Tensor, saved: str, map_location: MapLocation) -> torch.Tensor:

@@ -2,16 +2,31 @@
 
 The skeleton keeps structure and small leaves (dict/list/tuple, str, bytes, bool, None, ints of
 any size, floats incl. nan/inf/-0.0, numpy scalars with their dtype); arrays are replaced by
-their path (`"model/w"`), under which array-native stores keep them as real datasets.
+their path (`"model/w"`), under which array-native stores keep them as real datasets. Dict keys
+are str or int. Torch tensors, ml_dtypes arrays and other typed leaves are held by numpy arrays
+of their bytes (`typed_leaves`).
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from .torch_tensors import HostCopy, MapLocation, is_torch_object, refusal_message
+from .typed_leaves import (
+    TYPED_NODE_TYPES,
+    Decoding,
+    PendingTensors,
+    decode_typed,
+    is_jax_array,
+    is_ml_dtypes,
+    ml_array_node,
+    torch_node,
+)
 
 __all__ = [
     "MAX_DEPTH",
@@ -21,8 +36,11 @@ __all__ = [
     "check_structure",
     "dtype_description",
     "dtype_from_description",
+    "dtype_notes",
     "flatten",
+    "leaf_arrays",
     "select_paths",
+    "selected_arrays",
     "unflatten",
     "walk_skeleton",
 ]
@@ -35,7 +53,11 @@ EncodeFallback = Callable[[Any, str, str], tuple[Skeleton, np.ndarray]]
 DecodeFallback = Callable[[Skeleton, Mapping[str, Any]], Any]
 
 # The node types flatten writes (a fallback may add its own, as the codec's "pickle").
-NODE_TYPES = frozenset({"none", "bool", "int", "float", "str", "bytes", "npscalar", "array", "dict", "list", "tuple"})
+NODE_TYPES = frozenset(
+    {"none", "bool", "int", "float", "str", "bytes", "npscalar", "array", "dict", "list", "tuple", *TYPED_NODE_TYPES}
+)
+# Nodes whose value lies in an array of their own path (a tensor with a "storage" lies in that one's array).
+_ARRAY_NODES = frozenset({"array", "pickle", "ml_array", "tensor"})
 MAX_DEPTH = 100  # nested containers a tree may have: the recursive walks (here, JSON, the stores) stay far from Python's limit
 _DECIMAL_INT_BITS = 63  # ints this small keep the readable decimal form; bigger ones are hex (no digit limit)
 _LEAVE = object()
@@ -53,8 +75,20 @@ def flatten(
     skeleton node to put there and an array that is stored under `path` (e.g. a pickle as uint8).
     """
     check_structure(tree, name, MAX_DEPTH + 1)  # + 1: a checkpoint on HDF5/Zarr wraps its (checked) state in one dict
-    arrays: dict[str, np.ndarray] = {}
-    return _encode(tree, [], name, arrays, fallback), arrays
+    encoding = _Encoding({}, fallback)
+    skeleton = _encode(tree, [], name, encoding)
+    if encoding.tensors.found:
+        encoding.tensors.store(encoding.arrays)
+    return skeleton, encoding.arrays
+
+
+@dataclass
+class _Encoding:
+    """What one `flatten` collects: the arrays, the tensors met (stored once the tree is known), the fallback."""
+
+    arrays: dict[str, np.ndarray]
+    fallback: EncodeFallback | None
+    tensors: PendingTensors = field(default_factory=PendingTensors)
 
 
 def check_structure(tree: Any, name: str = "tree", max_depth: int = MAX_DEPTH) -> None:
@@ -90,18 +124,52 @@ def _where(entry: tuple[Any, Any, Any, int], name: str) -> str:
     return name + "".join(f"[{k!r}]" for k in reversed(keys))
 
 
-def unflatten(skeleton: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback | None = None) -> Any:
+def unflatten(
+    skeleton: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback | None = None, map_location: MapLocation = None
+) -> Any:
     """Rebuild the tree; an array path missing from `arrays` (not selected) is left out of its parent.
 
     With `fallback`, a node of a type this module does not know is rebuilt by `fallback(node, arrays)`;
     such a node that has a `path` missing from `arrays` is left out like an unselected array.
+    Tensors go where `map_location` says, as with `torch.load` (None: the device they were saved on).
     """
-    return _decode(skeleton, arrays, fallback)
+    return _decode(skeleton, _Decoder(arrays, fallback, Decoding(map_location)))
+
+
+def leaf_arrays(skeleton: Skeleton) -> dict[str, str]:
+    """{leaf path: path of the array holding it} of every array-like leaf, in tree order; tensors that
+    share a storage all name that storage's array. `ValueError` when a path repeats."""
+    leaves: dict[str, str] = {}
+    for node, _ in walk_skeleton(skeleton):
+        if node["t"] in _ARRAY_NODES:
+            path = node.get("path")
+            storage = node.get("storage", path) if node["t"] == "tensor" else path
+            if not isinstance(path, str) or not isinstance(storage, str) or path in leaves:
+                raise ValueError(f"the tree skeleton names leaf {path!r} twice or not as a string")
+            leaves[path] = storage
+    return leaves
+
+
+def dtype_notes(skeleton: Skeleton) -> dict[str, str]:
+    """{array path: dtype name} of the arrays holding typed leaves (`"BF16"`, `"bfloat16"`), whose own
+    dtype is the unsigned int carrying their bytes: what array-native stores record beside them."""
+    return {
+        node.get("storage", node["path"]): node["dtype"]
+        for node, _ in walk_skeleton(skeleton)
+        if node["t"] in ("tensor", "ml_array")
+    }
 
 
 def array_paths(skeleton: Skeleton) -> list[str]:
-    """Paths of every array the skeleton refers to, in tree order."""
-    return [node["path"] for node, _ in walk_skeleton(skeleton) if node["t"] == "array"]
+    """Paths of every array the skeleton refers to, in tree order (a shared storage once)."""
+    return list(dict.fromkeys(leaf_arrays(skeleton).values()))
+
+
+def selected_arrays(leaves: Mapping[str, str], select: list[str] | str | None) -> list[str]:
+    """The array paths a `select=` of leaf paths (or prefixes) needs, given `leaf_arrays`' map; `KeyError`
+    names entries that match no leaf. A tensor selected brings the storage it shares with others."""
+    chosen = leaves if select is None else select_paths(leaves, select)
+    return list(dict.fromkeys(leaves[p] for p in chosen))
 
 
 def walk_skeleton(skeleton: Any) -> Iterator[tuple[Skeleton, tuple[str | int, ...]]]:
@@ -118,7 +186,7 @@ def walk_skeleton(skeleton: Any) -> Iterator[tuple[Skeleton, tuple[str | int, ..
         if kind == "dict":
             items = node.get("items")
             if not isinstance(items, list) or not all(
-                isinstance(i, list) and len(i) == 2 and isinstance(i[0], str) for i in items
+                isinstance(i, list) and len(i) == 2 and type(i[0]) in (str, int) for i in items
             ):
                 raise ValueError("a dict node of the tree skeleton is malformed")
             stack.extend((child, (*keys, k)) for k, child in reversed(items))
@@ -184,9 +252,22 @@ def _escape_segment(name: str) -> str:
     return escaped
 
 
-def _encode(
-    value: Any, path: list[str], where: str, arrays: dict[str, np.ndarray], fallback: EncodeFallback | None = None
-) -> Skeleton:
+def _key_segments(keys: list[Any]) -> list[str]:
+    """One path segment per dict key: int keys in decimal, and a str key that reads like one of them gets
+    a `%s` prefix (`%` never starts an escaped key otherwise), so the two never share a path."""
+    ints = {str(k) for k in keys if not isinstance(k, str)}
+    segments = []
+    for key in keys:
+        if not isinstance(key, str):
+            segments.append(str(key))
+        else:
+            escaped = _escape_segment(key)
+            segments.append("%s" + escaped if escaped in ints else escaped)
+    return segments
+
+
+def _encode(value: Any, path: list[str], where: str, encoding: _Encoding) -> Skeleton:
+    arrays, fallback = encoding.arrays, encoding.fallback
     if value is None:
         return {"t": "none"}
     if isinstance(value, bool):
@@ -197,6 +278,9 @@ def _encode(
                 value, path, where, arrays, fallback, f"{where}: numpy arrays of dtype object cannot be stored without pickle"
             )
         name = "/".join(path) if path else "%root"
+        if is_ml_dtypes(value.dtype):
+            node, arrays[name] = ml_array_node(value, name)
+            return node
         arrays[name] = value
         return {"t": "array", "path": name}
     if isinstance(value, np.generic):
@@ -204,7 +288,17 @@ def _encode(
             return _unstorable(
                 value, path, where, arrays, fallback, f"{where}: numpy scalars of dtype object cannot be stored without pickle"
             )
+        if is_ml_dtypes(value.dtype):
+            name = "/".join(path) if path else "%root"
+            node, arrays[name] = ml_array_node(value, name)
+            return node
         return {"t": "npscalar", "dtype": dtype_description(value.dtype), "v": value.tobytes().hex()}
+    if is_torch_object(value) or isinstance(value, HostCopy):
+        node = torch_node(value, "/".join(path) if path else "%root", where, encoding.tensors)
+        if node is not None:
+            return node
+    elif is_jax_array(value):
+        return _encode(np.asarray(value), path, where, encoding)
     if isinstance(value, int):
         value = int(value)
         if value.bit_length() <= _DECIMAL_INT_BITS:
@@ -217,13 +311,16 @@ def _encode(
     if isinstance(value, bytes):
         return {"t": "bytes", "v": base64.b64encode(value).decode("ascii")}
     if isinstance(value, dict):
-        if fallback is not None and not all(isinstance(key, str) for key in value):
-            return _unstorable(value, path, where, arrays, fallback, "")
+        keys = list(value)
+        bad = next((k for k in keys if not isinstance(k, str) and type(k) is not int), _LEAVE)
+        if bad is not _LEAVE:
+            return _unstorable(
+                value, path, where, arrays, fallback, f"{where}: dict keys must be str or int, got {type(bad).__name__} {bad!r}"
+            )
         items = []
-        for key, child in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{where}: dict keys must be str, got {type(key).__name__} {key!r}")
-            items.append([key, _encode(child, [*path, _escape_segment(key)], f"{where}[{key!r}]", arrays, fallback)])
+        for key, segment in zip(keys, _key_segments(keys)):
+            stored = key if type(key) is int else str(key)
+            items.append([stored, _encode(value[key], [*path, segment], f"{where}[{key!r}]", encoding)])
         return {"t": "dict", "items": items}
     if isinstance(value, (list, tuple)):
         kind = "tuple" if isinstance(value, tuple) else "list"
@@ -231,16 +328,10 @@ def _encode(
             return _unstorable(
                 value, path, where, arrays, fallback, f"{where}: {type(value).__name__} is not a plain list or tuple"
             )
-        children = [_encode(child, [*path, str(i)], f"{where}[{i}]", arrays, fallback) for i, child in enumerate(value)]
+        children = [_encode(child, [*path, str(i)], f"{where}[{i}]", encoding) for i, child in enumerate(value)]
         return {"t": kind, "items": children}
-    return _unstorable(
-        value,
-        path,
-        where,
-        arrays,
-        fallback,
-        f"{where}: cannot store a {type(value).__module__}.{type(value).__qualname__} without pickle",
-    )
+    reason = refusal_message(value) or f"cannot store a {type(value).__module__}.{type(value).__qualname__} without pickle"
+    return _unstorable(value, path, where, arrays, fallback, f"{where}: {reason}")
 
 
 def _unstorable(
@@ -255,8 +346,18 @@ def _unstorable(
     return node
 
 
-def _decode(node: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback | None = None) -> Any:
+@dataclass
+class _Decoder:
+    """What one `unflatten` reads from: the arrays read, the fallback, and the typed leaves' state."""
+
+    arrays: Mapping[str, Any]
+    fallback: DecodeFallback | None
+    typed: Decoding
+
+
+def _decode(node: Skeleton, decoder: _Decoder) -> Any:
     kind = node["t"]
+    arrays = decoder.arrays
     if kind == "none":
         return None
     if kind == "bool":
@@ -280,28 +381,28 @@ def _decode(node: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback 
     # (an array child is tested inline: a select= of 1 leaf among many would otherwise pay a call per leaf)
     if kind == "dict":
         return {
-            k: _decode(c, arrays, fallback)
+            k: _decode(c, decoder)
             for k, c in node["items"]
-            if (c["path"] in arrays if c["t"] == "array" else _present(c, arrays, fallback))
+            if (c["path"] in arrays if c["t"] == "array" else _present(c, decoder))
         }
     if kind in ("list", "tuple"):
         children = [
-            _decode(c, arrays, fallback)
-            for c in node["items"]
-            if (c["path"] in arrays if c["t"] == "array" else _present(c, arrays, fallback))
+            _decode(c, decoder) for c in node["items"] if (c["path"] in arrays if c["t"] == "array" else _present(c, decoder))
         ]
         return tuple(children) if kind == "tuple" else children
-    if fallback is not None:
-        return fallback(node, arrays)
+    if kind in TYPED_NODE_TYPES:
+        return decode_typed(node, arrays, decoder.typed)
+    if decoder.fallback is not None:
+        return decoder.fallback(node, arrays)
     raise ValueError(f"unknown skeleton node type {kind!r}")
 
 
-def _present(node: Skeleton, arrays: Mapping[str, Any], fallback: DecodeFallback | None = None) -> bool:
+def _present(node: Skeleton, decoder: _Decoder) -> bool:
     """A node survives a `select=` read unless it is an array (or a fallback leaf) that was not read;
     containers stay, empty when none of their arrays was selected, and so do plain values."""
-    if node["t"] == "array":
-        return node["path"] in arrays
-    if fallback is not None and node["t"] not in NODE_TYPES and "path" in node:
-        return node["path"] in arrays
+    kind = node["t"]
+    if kind == "tensor":
+        return node.get("storage", node["path"]) in decoder.arrays
+    if kind in ("array", "ml_array") or (decoder.fallback is not None and kind not in NODE_TYPES and "path" in node):
+        return node["path"] in decoder.arrays
     return True
-

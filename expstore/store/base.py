@@ -161,9 +161,10 @@ class Store:
         return self._write_tree(key, skeleton, arrays)
 
     @_translated("read_tree")
-    def read_tree(self, key: str, select: list[str] | None = None) -> Any:
-        """Read the tree at `key`; `select=["model/w", "opt"]` reads only those arrays (and those below)."""
-        return self._read_tree(self._key(key), select)
+    def read_tree(self, key: str, select: list[str] | None = None, *, map_location: Any = None) -> Any:
+        """Read the tree at `key`; `select=["model/w", "opt"]` reads only those arrays (and those below).
+        Torch tensors go where `map_location` says, as with `torch.load` (None: their saved device)."""
+        return self._read_tree(self._key(key), select, map_location)
 
     def remove_stale_temp_files(self, dry_run: bool = False) -> list[str]:
         """Delete what writers killed mid-write left behind where no reader sees it (the local
@@ -237,8 +238,8 @@ class Store:
     def _write_tree(self, key: str, skeleton: Skeleton, arrays: dict[str, Any]) -> str:
         return write_flat(self, key, skeleton, arrays)
 
-    def _read_tree(self, key: str, select: list[str] | None) -> Any:
-        return read_state(self, key, select=select)[0]
+    def _read_tree(self, key: str, select: list[str] | None, map_location: Any) -> Any:
+        return read_state(self, key, select=select, map_location=map_location)[0]
 
 
 def _bytes_like(data: object, url: str, key: str) -> bytes | memoryview:

@@ -99,8 +99,8 @@ class PrefixedStore(Store):
         return self.inner._write_tree(self.inner._key(self._full(key)), skeleton, arrays)
 
     @_outer_errors
-    def _read_tree(self, key: str, select: list[str] | None) -> Any:
-        return self.inner.read_tree(self._full(key), select)
+    def _read_tree(self, key: str, select: list[str] | None, map_location: Any) -> Any:
+        return self.inner.read_tree(self._full(key), select, map_location=map_location)
 
     def _close(self) -> None:
         self.inner.close()

@@ -536,20 +536,20 @@ def test_pickle_round_trip_with_opt_in(store: Store) -> None:
     state = {
         "w": np.arange(3.0),
         "opt": {"fn": _fn, "obj": Opaque(4), "objarr": np.array([1, "a", None], dtype=object),
-                "intkeys": {1: "a", 2: "b"}, "nt": Point(1, np.ones(2))},
+                "tuplekeys": {(1, 2): "a", (3,): "b"}, "nt": Point(1, np.ones(2))},
         "od": OrderedDict(a=1),
     }
     write_checkpoint(store, "k", state, allow_pickle=True)
     manifest = read_manifest(store, "k")
     assert {p for p, i in manifest["arrays"].items() if i["encoding"] == "pickle"} == {
-        "opt/fn", "opt/obj", "opt/objarr", "opt/intkeys", "opt/nt"}
+        "opt/fn", "opt/obj", "opt/objarr", "opt/tuplekeys", "opt/nt"}
     with pytest.raises(PickleNotAllowed) as exc:
         read_checkpoint(store, "k")
     assert "opt/fn" in str(exc.value) and "'k'" in str(exc.value)
     back, _ = read_checkpoint(store, "k", allow_pickle=True)
     assert back["opt"]["fn"] is _fn and back["opt"]["obj"] == Opaque(4)
     assert back["opt"]["objarr"].dtype == object and back["opt"]["objarr"].tolist() == [1, "a", None]
-    assert back["opt"]["intkeys"] == {1: "a", 2: "b"} and back["opt"]["nt"].x == 1
+    assert back["opt"]["tuplekeys"] == {(1, 2): "a", (3,): "b"} and back["opt"]["nt"].x == 1
     np.testing.assert_array_equal(back["w"], np.arange(3.0))
     part, _ = read_checkpoint(store, "k", select=["w"], allow_pickle=True)
     assert list(part) == ["w", "opt", "od"] and part["opt"] == {}  # unselected leaves are left out

@@ -32,7 +32,8 @@ import numpy as np
 
 from ...errors import InvalidURL, KeyNotFound, StoreError
 from ...format.checksum import CRC32C_ATTRIBUTE, array_crc32c, check_array_crc32c
-from ...format.tree import Skeleton, array_paths, select_paths, unflatten
+from ...format.tree import Skeleton, array_paths, dtype_notes, leaf_arrays, selected_arrays, unflatten
+from ...format.typed_leaves import DTYPE_ATTRIBUTE
 from ...store.base import Store
 from ...store.conditions import check_condition
 from ...store.keys import RESERVED_PREFIX
@@ -273,16 +274,18 @@ class HDF5Store(Store):
                     group.create_dataset(path, data=array, **options)
                 for path, crc in crcs.items():
                     group[path].attrs[CRC32C_ATTRIBUTE] = np.uint32(crc.result())
+                for path, name in dtype_notes(skeleton).items():
+                    group[path].attrs[DTYPE_ATTRIBUTE] = name
 
         self._change(key, lambda h5: self._check_writable(h5, key), lambda h5, present: self._install(h5, key, present, make))
         return token
 
-    def _read_tree(self, key: str, select: list[str] | None) -> Any:
+    def _read_tree(self, key: str, select: list[str] | None, map_location: Any) -> Any:
         with self._opened_to_read(key) as h5:
             group = self._value(h5, key, "tree")
             skeleton = json.loads(group.attrs[SKELETON_ATTR])
             arrays = {}
-            datasets = {path: group[path] for path in select_paths(array_paths(skeleton), select)}
+            datasets = {path: group[path] for path in selected_arrays(leaf_arrays(skeleton), select)}
             with _crc_pool(sum(ds.nbytes for ds in datasets.values())) as pool:  # checks run while HDF5 reads on
                 checks: list[Future[None]] = []
                 for path, ds in datasets.items():
@@ -297,7 +300,7 @@ class HDF5Store(Store):
                         )
                 for check in checks:
                     check.result()
-            return unflatten(skeleton, arrays)
+            return unflatten(skeleton, arrays, map_location=map_location)
 
     def _close(self) -> None:
         """Nothing stays open between operations."""

@@ -20,6 +20,7 @@ from zarr.dtype import parse_data_type
 from ...errors import CorruptData, StoreError
 from ...format.checksum import CRC32C_ATTRIBUTE, array_crc32c, check_array_crc32c
 from ...format.tree import dtype_from_description
+from ...format.typed_leaves import DTYPE_ATTRIBUTE
 
 __all__ = ["PASSTHROUGH", "check_bytes", "open_array", "read_arrays", "read_selection", "write_array", "write_arrays"]
 
@@ -42,19 +43,29 @@ def zarr_holds(dtype: np.dtype) -> bool:
     return dtype.names is None or native == dtype
 
 
-async def write_arrays(zstore: Any, names: dict[str, str], arrays: dict[str, np.ndarray], options: dict[str, Any]) -> None:
-    """Create the array `names[path]` for every `arrays[path]`, concurrently, each with its crc32c."""
+async def write_arrays(
+    zstore: Any,
+    names: dict[str, str],
+    arrays: dict[str, np.ndarray],
+    options: dict[str, Any],
+    dtype_notes: dict[str, str] | None = None,
+) -> None:
+    """Create the array `names[path]` for every `arrays[path]`, concurrently, each with its crc32c
+    (and `dtype_notes[path]`, the dtype name of a typed leaf its unsigned ints carry)."""
+    notes = dtype_notes or {}
     with warnings.catch_warnings():
         # Fixed-length strings, structured and void dtypes have no Zarr v3 spec yet; the tree
         # records each numpy dtype itself, so the warning is noise here.
         warnings.filterwarnings("ignore", message=_NO_SPEC_WARNING)
-        await asyncio.gather(*(write_array(zstore, names[p], a, options) for p, a in arrays.items()))
+        await asyncio.gather(*(write_array(zstore, names[p], a, options, notes.get(p)) for p, a in arrays.items()))
 
 
-async def write_array(zstore: Any, name: str, array: np.ndarray, options: dict[str, Any]) -> None:
+async def write_array(zstore: Any, name: str, array: np.ndarray, options: dict[str, Any], dtype_note: str | None = None) -> None:
     """Create one array holding `array`, its crc32c in the attributes (raw bytes if zarr lacks the dtype)."""
     options = {**options, "config": {**DEFAULT_CONFIG, **(options.get("config") or {})}}
     attributes: dict[str, Any] = {CRC32C_ATTRIBUTE: array_crc32c(array)}
+    if dtype_note is not None:
+        attributes[DTYPE_ATTRIBUTE] = dtype_note
     if not zarr_holds(array.dtype):
         attributes[RAW_DTYPE_ATTRIBUTE] = str(array.dtype)
         array = np.require(array, requirements="C").reshape(-1).view(np.uint8).reshape(array.shape + (array.dtype.itemsize,))

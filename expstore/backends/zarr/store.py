@@ -38,7 +38,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from ...errors import CorruptData, KeyNotFound, StoreError
-from ...format.tree import Skeleton, array_paths, dtype_description, select_paths, unflatten
+from ...format.tree import Skeleton, dtype_description, dtype_notes, leaf_arrays, selected_arrays, unflatten
 from ...store.base import Store
 from ...store.conditions import check_condition
 from ...store.keys import RESERVED_PREFIX
@@ -255,12 +255,12 @@ class ZarrStore(Store):
             dtypes = {path: dtype_description(array.dtype) for path, array in arrays.items()}
             names = {path: join(child, node_of(path)) for path in arrays}
             await zasync.create_group(store=self.zstore, path=child, attributes={TREE_ATTR: {"skeleton": skeleton, "dtypes": dtypes}})
-            await write_arrays(self.zstore, names, arrays, self.array_options)
+            await write_arrays(self.zstore, names, arrays, self.array_options, dtype_notes(skeleton))
             return {"kind": "tree", "size": int(sum(a.nbytes for a in arrays.values()))}
 
         return self._commit(key, write_child, False, None)
 
-    def _read_tree(self, key: str, select: list[str] | None) -> Any:
+    def _read_tree(self, key: str, select: list[str] | None, map_location: Any) -> Any:
         async def read_child(pointer: dict[str, Any]) -> Any:
             if pointer["kind"] != "tree":
                 raise StoreError("this key holds bytes, not a tree: use read", url=self.url, key=key)
@@ -270,9 +270,9 @@ class ZarrStore(Store):
             if info is None:
                 raise CorruptData(f"the live version {child_of(pointer)!r} of this tree is missing", url=self.url, key=key)
             skeleton, dtypes = info["skeleton"], info["dtypes"]
-            names = {p: join(child, node_of(p)) for p in select_paths(array_paths(skeleton), select)}
+            names = {p: join(child, node_of(p)) for p in selected_arrays(leaf_arrays(skeleton), select)}
             arrays = await read_arrays(self.zstore, names, dtypes, url=self.url, key=key, passthrough=self._passthrough)
-            return unflatten(skeleton, arrays)
+            return unflatten(skeleton, arrays, map_location=map_location)
 
         return self._run(self._read_live(key, read_child), key)
 
