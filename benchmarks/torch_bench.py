@@ -33,7 +33,9 @@ written is fsynced on every side. Rows (expstore / alternative):
   at least 15 rounds;
 - S3 save / load (SeaweedFS started here on 127.0.0.1, `--s3 seaweedfs`): the manager on
   `s3://bucket/ckpt` against boto3 `put_object` / `get_object(...)["Body"].read()` of the state's
-  tensor bytes concatenated, on the same server;
+  tensor bytes concatenated, on the same server; the manager gets botocore's default read timeout
+  (60 s, as the boto3 client has) instead of expstore's 3 s, which a busy SeaweedFS can exceed
+  while it stores a 64 MiB part;
 - size on disk: the checkpoint folder (index included) against the torch.save file, for the state
   and for the bf16 model.
 
@@ -97,6 +99,7 @@ ASYNC_TARGET = 0.15
 MEMORY_TARGET = 0.10
 SELECT_TARGET = 0.02
 S3_TARGET = 1.1
+S3_READ_TIMEOUT = 60  # botocore's default, which the raw boto3 client keeps; expstore's 3 s fails 64 MiB parts on a busy machine
 PACKAGES = ("torch", "safetensors", "numpy", "boto3", "google-crc32c", "expstore")
 
 StateDict = dict[str, Any]
@@ -497,7 +500,8 @@ def s3_rows(state: StateDict, repeat: int) -> list[Row]:
     try:
         client = server.boto3_client()
         client.create_bucket(Bucket=BUCKET)
-        with CheckpointManager(f"s3://{BUCKET}/ckpt", EXPERIMENT, keep_last_n=1, **server.storage_options) as manager:
+        options = {**server.storage_options, "config_kwargs": {"read_timeout": S3_READ_TIMEOUT}}
+        with CheckpointManager(f"s3://{BUCKET}/ckpt", EXPERIMENT, keep_last_n=1, **options) as manager:
 
             def load() -> Any:
                 """The latest checkpoint loaded and touched."""
@@ -515,7 +519,7 @@ def s3_rows(state: StateDict, repeat: int) -> list[Row]:
                 lambda: manager.save_checkpoint(state, counter.next()),
                 lambda: client.put_object(Bucket=BUCKET, Key=key, Body=data),
                 repeat,
-                manager.wait_until_finished,
+                settle(manager),
             )
             loads = time_pair(load, get, repeat)
             check_same("s3 load", manager.load_checkpoint()["state"], state)
