@@ -26,6 +26,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "data_export": {"errors", "format", "store"},
     "runs": {"errors", "format", "store", "experiment_logger", "checkpointing", "data_export"},  # a run composes them
     "cli": {"errors", "format", "store", "checkpointing", "experiment_logger", "data_export", "runs"},
+    "integrations": {"errors", "format", "store", "checkpointing", "experiment_logger"},  # adapters speak to facades
     "sharding": {"checkpointing"},  # the re-export of ShardedArray under its first import path
     "expstore": {"errors", "store"},  # the package's own __init__: errors and open_store
     "__main__": {"cli"},

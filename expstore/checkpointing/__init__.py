@@ -4,13 +4,15 @@
 whichever kind it is (what `expstore verify`, `ls` and `show` use).
 
 Inside: `names` (keys and argument checks), `index` (the index and its commit), `retention`,
-`reading` (one object vs sharded), `sharded`, `snapshot` (async-save copies), `manager`,
-`transfer` (copies between stores), `autosave` (save on exception or signal).
+`reading` (one object vs sharded), `sharded`, `snapshot` and `tensor_snapshot` (async-save copies),
+`manager`, `resume` (load from a URL), `transfer` (copies between stores), `autosave` (save on
+exception or signal).
 """
 
 from .autosave import AutoCheckpoint
-from .manager import CheckpointManager, create_checkpoint_manager, resume_from_checkpoint
+from .manager import CheckpointManager, create_checkpoint_manager
 from .reading import object_manifest, objects_of, verify_object
+from .resume import resume_from_checkpoint
 from .sharded import ShardedArray
 from .transfer import backup_checkpoint
 

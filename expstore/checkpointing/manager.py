@@ -40,7 +40,7 @@ from typing import Any
 
 from ..errors import CorruptData, KeyNotFound, PreconditionFailed, StoreError
 from ..format.checkpoint import write_checkpoint
-from ..format.tree import check_structure
+from ..format.tree import check_storable, check_structure
 from ..store.base import Store
 from ..store.keys import validate_experiment_name
 from ..store.locate import join_url, opened_store
@@ -48,8 +48,6 @@ from . import sharded
 from .index import CAS_ATTEMPTS, Index
 from .names import (
     CKPT_RE,
-    INDEX_RE,
-    MANIFEST,
     check_iteration,
     checkpoint_key,
     is_manifest_key,
@@ -193,6 +191,8 @@ class CheckpointManager:
             blocking = not self.async_save
         check_structure(state, "state")  # before the snapshot or the sharded walk recurses into it
         if not blocking:
+            if self.world_size is None and not self.allow_pickle:
+                check_storable(state, "state")  # refused now, not at the next call
             snapshot = self._snapshots.take(state)
             self._run_behind("expstore-checkpoint-save", self._save_and_delete, snapshot, iteration, meta, tag)
             return self.ref_for(self.key_for(iteration))
@@ -429,36 +429,3 @@ def create_checkpoint_manager(
 ) -> CheckpointManager:
     """`CheckpointManager(checkpoint_dir, experiment_name, keep_last_n, save_frequency)`, the experiment name first."""
     return CheckpointManager(checkpoint_dir, experiment_name, keep_last_n, save_frequency, **kwargs)
-
-
-def resume_from_checkpoint(
-    url_or_ref: Any,
-    *,
-    experiment: str | None = None,
-    allow_pickle: bool = False,
-    map_location: Any = None,
-    **storage_options: Any,
-) -> dict[str, Any]:
-    """Load a checkpoint to resume from.
-
-    The URL of one checkpoint (a ref) loads that one. The URL of a checkpoint directory loads the
-    latest valid checkpoint of its experiment (``experiment=`` picks one when several share the
-    directory; `ValueError` if ambiguous); `FileNotFoundError` when there is none. Torch tensors
-    are placed by `map_location` as with `torch.load`.
-    """
-    if isinstance(url_or_ref, str):
-        last = url_or_ref.rstrip("/").rpartition("/")[2]
-        if CKPT_RE.match(last) or last == MANIFEST:
-            url, key = split_checkpoint_url(url_or_ref)
-            with opened_store(url, **storage_options) as store:
-                return load_object(store, key, allow_pickle=allow_pickle, map_location=map_location)
-    with opened_store(url_or_ref, **storage_options) as store:
-        if experiment is None:
-            found = [m["exp"] for key in store.list("") if (m := INDEX_RE.match(key))]
-            if not found:
-                raise KeyNotFound("no checkpoint index in this directory", url=store.url)
-            if len(found) > 1:
-                raise ValueError(f"{store.url!r} holds the experiments {found!r}; pass experiment=")
-            experiment = found[0]
-        manager = CheckpointManager(store, experiment, keep_last_n=None, allow_pickle=allow_pickle)
-        return manager.load_checkpoint(map_location=map_location)

@@ -12,6 +12,7 @@ from ..checkpointing import CheckpointManager, object_manifest
 from ..errors import StoreError
 from ..experiment_logger.layout import SEGMENTS_SUFFIX
 from ..experiment_logger.summaries import STALE, logged_runs
+from ..format.torch_tensors import SAFETENSORS_DTYPES, is_torch_object
 from ..format.tree import dtype_from_description, unflatten, walk_skeleton
 from .common import (
     UsageError,
@@ -206,7 +207,7 @@ def describe_checkpoint(args: argparse.Namespace, url: str, key: str) -> dict[st
     with open_url(args, url) as store:
         size = stored_size(store, key)
         if store.supports_arrays:
-            tree = store.read_tree(key)
+            tree = store.read_tree(key, map_location="cpu")
             info, leaves = tree, _tree_leaves(tree.get("state"), "")
         else:
             manifest = object_manifest(store, key)
@@ -225,7 +226,7 @@ def _print_checkpoint(doc: dict[str, Any]) -> None:
         print(f"  metadata   {k} = {fmt_number(v)}")
     rows = []
     for leaf in doc["leaves"]:
-        if leaf["kind"] in ("array", "pickle"):
+        if leaf["kind"] in ("array", "pickle", "tensor", "ml_array"):
             crc = "-" if leaf.get("crc32c") is None else f"crc32c {leaf['crc32c']:08x}"
             rows.append([leaf["path"] or "(root)", leaf["kind"], leaf["dtype"], tuple(leaf["shape"]), crc])
         else:
@@ -244,6 +245,13 @@ def _skeleton_leaves(skeleton: dict[str, Any], arrays: dict[str, Any]) -> list[d
         if t in ("array", "pickle"):
             a = arrays.get(node["path"], {})
             leaves.append({"path": path, "kind": t, "dtype": _dtype_name(a.get("dtype")), "shape": a.get("shape", []),
+                           "crc32c": a.get("crc32c"), "encoding": a.get("encoding")})
+        elif t in ("tensor", "ml_array"):
+            a = arrays.get(node.get("storage", node["path"]), {})
+            shape = node["view"]["shape"] if "view" in node else a.get("shape", [])
+            if t == "tensor" and getattr(SAFETENSORS_DTYPES.get(node.get("dtype")), "complex_pairs", False):
+                shape = shape[:-1]  # the (real, imag) axis of the stored pairs
+            leaves.append({"path": path, "kind": t, "dtype": str(node.get("dtype")), "shape": shape,
                            "crc32c": a.get("crc32c"), "encoding": a.get("encoding")})
         else:
             leaves.append({"path": path, "kind": t, "value": _skeleton_value(node)})
@@ -283,6 +291,9 @@ def _tree_leaves(value: Any, path: str) -> list[dict[str, Any]]:
     if isinstance(value, np.ndarray):
         return [{"path": path, "kind": "array", "dtype": _dtype_name(value.dtype.str), "shape": list(value.shape),
                  "crc32c": None}]
+    if is_torch_object(value) and hasattr(value, "untyped_storage"):
+        return [{"path": path, "kind": "tensor", "dtype": str(value.dtype).removeprefix("torch."),
+                 "shape": list(value.shape), "crc32c": None}]
     if isinstance(value, np.generic):
         return [{"path": path, "kind": "npscalar", "value": value.item()}]
     if isinstance(value, bytes):

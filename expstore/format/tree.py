@@ -33,6 +33,7 @@ __all__ = [
     "NODE_TYPES",
     "Skeleton",
     "array_paths",
+    "check_storable",
     "check_structure",
     "dtype_description",
     "dtype_from_description",
@@ -91,6 +92,13 @@ class _Encoding:
     tensors: PendingTensors = field(default_factory=PendingTensors)
 
 
+def check_storable(tree: Any, name: str = "tree") -> None:
+    """Raise the `TypeError` / `ValueError` `flatten` would raise for `tree`, without taking a tensor's
+    bytes (no device-to-host copy): an async save refuses a bad state before it copies anything."""
+    check_structure(tree, name, MAX_DEPTH + 1)
+    _encode(tree, [], name, _Encoding({}, None))
+
+
 def check_structure(tree: Any, name: str = "tree", max_depth: int = MAX_DEPTH) -> None:
     """Refuse a tree no store can hold, before anything walks it recursively: `TypeError` at a
     container that contains itself, `ValueError` past `max_depth` nested containers, each naming
@@ -132,8 +140,10 @@ def unflatten(
     With `fallback`, a node of a type this module does not know is rebuilt by `fallback(node, arrays)`;
     such a node that has a `path` missing from `arrays` is left out like an unselected array.
     Tensors go where `map_location` says, as with `torch.load` (None: the device they were saved on).
+    A root that is itself an array not read gives None.
     """
-    return _decode(skeleton, _Decoder(arrays, fallback, Decoding(map_location)))
+    decoder = _Decoder(arrays, fallback, Decoding(map_location))
+    return _decode(skeleton, decoder) if _present(skeleton, decoder) else None
 
 
 def leaf_arrays(skeleton: Skeleton) -> dict[str, str]:
@@ -293,12 +303,6 @@ def _encode(value: Any, path: list[str], where: str, encoding: _Encoding) -> Ske
             node, arrays[name] = ml_array_node(value, name)
             return node
         return {"t": "npscalar", "dtype": dtype_description(value.dtype), "v": value.tobytes().hex()}
-    if is_torch_object(value) or isinstance(value, HostCopy):
-        node = torch_node(value, "/".join(path) if path else "%root", where, encoding.tensors)
-        if node is not None:
-            return node
-    elif is_jax_array(value):
-        return _encode(np.asarray(value), path, where, encoding)
     if isinstance(value, int):
         value = int(value)
         if value.bit_length() <= _DECIMAL_INT_BITS:
@@ -322,6 +326,12 @@ def _encode(value: Any, path: list[str], where: str, encoding: _Encoding) -> Ske
             stored = key if type(key) is int else str(key)
             items.append([stored, _encode(value[key], [*path, segment], f"{where}[{key!r}]", encoding)])
         return {"t": "dict", "items": items}
+    if is_torch_object(value) or isinstance(value, HostCopy):
+        node = torch_node(value, "/".join(path) if path else "%root", where, encoding.tensors)
+        if node is not None:
+            return node
+    elif is_jax_array(value):
+        return _encode(np.asarray(value), path, where, encoding)
     if isinstance(value, (list, tuple)):
         kind = "tuple" if isinstance(value, tuple) else "list"
         if type(value) not in (list, tuple):

@@ -79,3 +79,48 @@ def test_a_forked_child_gets_copy_threads_of_its_own(monkeypatch: pytest.MonkeyP
         child.kill()
         pytest.fail("the forked child hung copying its snapshot")
     assert child.exitcode == 0
+
+
+def test_tensor_snapshots_copy_each_storage_once_into_reused_buffers() -> None:
+    torch = pytest.importorskip("torch")
+    emb = torch.nn.Parameter(torch.randn(10, 4))
+    state = {"emb": emb, "head": emb, "row": emb.detach()[2], "bf": torch.randn(3).to(torch.bfloat16),
+             "other": torch.arange(6).reshape(2, 3).t()}
+    pool = SnapshotPool()
+    first = pool.take(state)
+    assert type(first["emb"]) is torch.nn.Parameter and first["emb"] is first["head"]
+    assert first["row"].data_ptr() == first["emb"].data_ptr() + 2 * 4 * 4  # still a view of the copied storage
+    assert first["emb"].data_ptr() != emb.data_ptr()
+    assert all(torch.equal(first[k], v) for k, v in state.items()) and first["other"].stride() == (1, 3)
+    with torch.no_grad():
+        emb.add_(1.0)
+    assert not torch.equal(first["emb"], emb)  # independent of the training state
+    second = pool.take(state)
+    assert second["emb"].data_ptr() == first["emb"].data_ptr()  # the buffer of the last snapshot, reused
+    assert torch.equal(second["emb"], emb)
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA device")
+def test_cuda_tensors_snapshot_to_pinned_host_memory_and_load_back_on_their_device(tmp_path) -> None:
+    import torch
+
+    from expstore.checkpointing import CheckpointManager
+    from expstore.format.torch_tensors import HostCopy
+
+    state = {"w": torch.randn(1000, device="cuda"), "tied": None}
+    state["tied"] = state["w"]
+    copied = SnapshotPool().take(state)
+    assert isinstance(copied["w"], HostCopy) and copied["w"].tensor.is_pinned() and copied["w"].device == "cuda:0"
+    with CheckpointManager(tmp_path, "e", async_save=True) as manager:
+        manager.save_checkpoint(state, 1)
+        manager.wait_until_finished()
+        back = manager.load_checkpoint()["state"]
+    assert back["w"].device.type == "cuda" and torch.equal(back["w"], state["w"])

@@ -257,3 +257,20 @@ def test_follow_prints_each_new_event_of_every_rank_once():
     second_poll = [a[0], b[0], b[1], a[1], a[2]]  # b1 (t3) lands before a1 (t4), which was printed
     new = new_events(second_poll, events_per_rank(first_poll))
     assert [e["event_type"] for e in new] == ["b1", "a2"]
+
+
+@pytest.mark.parametrize("container", ["ckpt", "run.h5/ckpt"])
+def test_show_and_verify_describe_torch_checkpoints(container: str, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    state = {"model": {"w": torch.ones(4, 3, dtype=torch.bfloat16), "c": torch.zeros(5, dtype=torch.complex64)},
+             "opt": {"state": {0: {"step": torch.tensor(1.0)}}}}
+    with CheckpointManager(tmp_path / container, "e") as manager:
+        ref = manager.save_checkpoint(state, 1)
+        manager.save_checkpoint(torch.arange(3), 2)  # a state that is one tensor
+    shown = cli("show", "--json", ref, cwd=tmp_path)
+    doc = json.loads(shown.stdout)
+    leaves = {leaf["path"]: leaf for leaf in (doc[0] if isinstance(doc, list) else doc)["leaves"]}
+    assert leaves["model/w"]["kind"] == "tensor" and leaves["model/w"]["shape"] == [4, 3]
+    assert leaves["model/c"]["shape"] == [5] and "opt/state/0/step" in leaves
+    assert leaves["model/w"]["dtype"] in ("BF16", "bfloat16")
+    assert "0 bad" in cli("verify", container, cwd=tmp_path).stdout
