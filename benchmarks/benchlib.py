@@ -8,7 +8,7 @@ report the same table, so the pieces that must stay alike live here once:
 - `raw_write`, the open + write + flush + fsync baseline of a bytes write;
 - `scratch_folder`, the folder on the measured disk that is removed afterwards;
 - `bench_parser` and `parse_bench_args`, the command-line options both scripts take;
-- `print_report` (with `table`) and `machine`, the printed report;
+- `print_report` (with `table`, whose columns `render_columns` lays out) and `machine`, the printed report;
 - `run`, which turns Ctrl-C and SIGTERM into a clean exit 130 after the cleanup has run.
 
 The scripts run as `python benchmarks/<script>.py`, so their folder is on sys.path and they
@@ -190,6 +190,11 @@ def table(rows: list[Row]) -> str:
         ]
         for row in rows
     ]
+    return render_columns(header, lines)
+
+
+def render_columns(header: list[str], lines: list[list[str]]) -> str:
+    """The cells as left-aligned columns joined by " | ", a rule of dashes under the header."""
     widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
     render = [" | ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip() for cells in [header, *lines]]
     render.insert(1, "-+-".join("-" * width for width in widths))
