@@ -297,7 +297,8 @@ def _validated_header(header: bytes, data_size: int | None) -> ValidatedHeader:
             raise bad(f"array {path!r}: {dtype} x {shape} is {nbytes} bytes, its tensor holds {end - begin}")
         if encoding == "native":
             if _READ_NATIVE[t["dtype"]] != dtype.str or t["shape"] != shape or (carried[path] or t["dtype"]) != t["dtype"]:
-                raise bad(f"array {path!r}: tensor {t['dtype']} {t['shape']} does not match {dtype} {shape}")
+                leaf = f" (a {kind} leaf stored as {carried[path]})" if carried[path] else ""
+                raise bad(f"array {path!r}: tensor {t['dtype']} {t['shape']} does not match {dtype} {shape}{leaf}")
         elif t["dtype"] != "U8" or t["shape"] != [nbytes] or (encoding == "pickle" and dtype != np.uint8):
             raise bad(f"array {path!r}: {encoding} tensor {t['dtype']} {t['shape']} does not match {dtype} {shape}")
         start = 8 + n

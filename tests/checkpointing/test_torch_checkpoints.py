@@ -7,6 +7,7 @@ copy tensors before returning, and damage falls back to the previous checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -238,3 +239,38 @@ def test_sharded_checkpoints_hold_tensors_and_reshard_tensor_rows():
         assert state["w"].offset == 3 * rank and state["w"].local.dtype == torch.bfloat16
         assert torch.equal(state["w"].local, weights[3 * rank : 3 * rank + 3])
         assert state["z"].global_shape == (6,) and torch.equal(state["z"].local, phases[3 * rank : 3 * rank + 3])
+
+
+def _rewrite_manifest(path, change) -> None:
+    """Rewrite the manifest in the header of the checkpoint file at `path` as a crafted file would hold it."""
+    raw = open(path, "rb").read()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    manifest = json.loads(header["__metadata__"]["expstore"])
+    change(manifest["tree"]["items"][0][1])
+    header["__metadata__"]["expstore"] = json.dumps(manifest)
+    text = json.dumps(header).encode()
+    text += b" " * (-(8 + len(text)) % 8)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text + raw[8 + n :])
+
+
+@pytest.mark.parametrize(
+    ("node_change", "needle"),
+    [
+        (lambda node: node.update(dtype="X9"), "X9"),
+        (lambda node: node.update(dtype="BF16"), "BF16"),  # an F32 tensor's bytes named bfloat16
+        (lambda node: node.update(t="ml_array", dtype="no_such_type"), "no_such_type"),
+        (lambda node: node.update(storage="w", view={"offset": 0}), "shape"),
+        (lambda node: node.update(storage="w", view={"offset": 1, "shape": [2], "stride": [1]}), "reaches past"),
+    ],
+)
+def test_a_crafted_typed_node_is_corrupt_data_naming_it_and_the_previous_checkpoint_loads(tmp_path, node_change, needle):
+    with CheckpointManager(tmp_path, "e", keep_last_n=None) as manager:
+        manager.save_checkpoint({"w": torch.ones(2)}, 1)
+        ref = manager.save_checkpoint({"w": torch.zeros(2)}, 2)
+        _rewrite_manifest(ref, node_change)
+        with pytest.raises(CorruptData, match=needle):
+            resume_from_checkpoint(ref)
+        with pytest.warns(RuntimeWarning, match="skipping unreadable checkpoint"):
+            assert torch.equal(manager.load_checkpoint()["state"]["w"], torch.ones(2))
