@@ -83,3 +83,12 @@ def test_map_location_takes_what_torch_load_takes(store, map_location):
     store.write_tree("ckpt", {"w": torch.ones(3)})
     back = store.read_tree("ckpt", map_location=map_location if map_location != "cpu:0" else torch.device("cpu"))
     assert back["w"].device.type == "cpu" and torch.equal(back["w"], torch.ones(3))
+
+
+def test_writing_to_a_loaded_tensor_never_changes_what_is_stored(store):
+    store.write_tree("ckpt", {"w": torch.zeros(3), "tied": {"a": torch.zeros(2, 2)}})
+    first = store.read_tree("ckpt")
+    first["w"] += 1.0
+    first["tied"]["a"][0, 0] = 5.0
+    again = store.read_tree("ckpt")
+    assert torch.equal(again["w"], torch.zeros(3)) and torch.equal(again["tied"]["a"], torch.zeros(2, 2))
