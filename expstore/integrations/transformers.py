@@ -253,6 +253,7 @@ class ExpstoreCallback(TrainerCallback):
         self.mirror = CheckpointMirror(checkpoint_url, **storage_options) if checkpoint_url is not None else None
         self.logger: ExperimentLogger | None = None
         self._skipped: set[str] = set()
+        self._training = False  # between on_train_begin and on_train_end
 
     def _start(self, args: Any, model: Any) -> None:
         """Start the run's logger and record the training arguments and the model's config."""
@@ -265,7 +266,11 @@ class ExpstoreCallback(TrainerCallback):
         self.logger.log_config(config)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        """A new run: a logger (a new session when the callback trained before) and its config."""
+        """A new run: a logger (a new session when the callback trained before) and its config. A run
+        still open from a `train()` that never reached `on_train_end` (it raised) is finalized as failed."""
+        if self._training:
+            self.finalize("failed")
+        self._training = True
         if self.output_dir is not None and state.is_world_process_zero and self.logger is None:
             self._start(args, model)
 
@@ -298,6 +303,7 @@ class ExpstoreCallback(TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Record where training stopped and finalize the run as completed."""
+        self._training = False
         if self.logger is not None:
             self.logger.log_result({"global_step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch,
                                     "stopped_early": bool(state.max_steps and state.global_step < state.max_steps)})

@@ -161,6 +161,26 @@ def test_restore_refuses_a_damaged_file(trained: dict[str, Any], tmp_path: Path)
     assert not (tmp_path / "back" / "checkpoint-4").exists()
 
 
+class Boom(transformers.TrainerCallback):
+    """Raises inside training, as a crash of the loop would."""
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == 2:
+            raise RuntimeError("boom")
+
+
+def test_a_train_that_raised_is_finalized_failed(tmp_path: Path) -> None:
+    callback = ExpstoreCallback(tmp_path / "logs", "crashy")
+    with pytest.raises(RuntimeError, match="boom"):
+        make_trainer(tmp_path / "out", [callback, Boom()], max_steps=3).train()
+    assert callback.logger is not None and callback.logger.flush()
+    assert analyze_logs(tmp_path / "logs", "crashy")["final_status"] is None  # still open: on_train_end never ran
+    make_trainer(tmp_path / "out2", [callback], max_steps=2).train()  # the next train() closes the first run as failed
+    events = load_structured_logs(tmp_path / "logs", "crashy")
+    assert [e["data"]["final_status"] for e in events if e["event_type"] == "experiment_end"] == ["failed", "completed"]
+    assert analyze_logs(tmp_path / "logs", "crashy")["final_status"] == "completed"
+
+
 def test_bad_input_fails_at_construction(tmp_path: Path, moto_server: Any) -> None:
     with pytest.raises(ValueError, match="needs output_dir"):
         ExpstoreCallback()
