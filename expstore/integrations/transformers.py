@@ -95,7 +95,8 @@ def _local_files(folder: Path) -> list[str]:
 
 class CheckpointMirror:
     """Checkpoint folders copied to a store: `checkpoint-<step>/<file>` objects, each one atomic write,
-    and the index `expstore_mirror_index.json` (steps, each file's size and crc32c), written last."""
+    and the index `expstore_mirror_index.json` (steps, each file's size and crc32c), written last.
+    The mirror owns the `checkpoint-<n>/` keys at its URL: those the index does not name are deleted."""
 
     def __init__(self, url: Any, *, writable: bool = True, **storage_options: Any):
         self.store = _open(url, "checkpoint_url", storage_options, writable=writable)
@@ -146,16 +147,24 @@ class CheckpointMirror:
         for gone in dropped:
             del index[gone]
         self._commit(index)
-        stale = [prefix + rel for rel in before if rel not in files]
-        for gone in dropped:
-            stale += self.store.list(_folder(gone) + "/")
-        for key in stale:
+        for key in self._unindexed(index):
             try:
                 self.store.delete(key)
             except KeyNotFound:
                 pass  # already gone: a re-run after a crash between commit and delete
         return {"step": step, "url": join_url(self.store.url, _folder(step)), "files": len(files),
                 "uploaded": uploaded, "bytes_uploaded": sent_bytes, "deleted_steps": dropped}
+
+    def _unindexed(self, index: dict[int, dict[str, Any]]) -> list[str]:
+        """Keys of checkpoint folders that the index does not name: rotated steps, files a re-saved step
+        lost, and what a crash between a commit and its deletions left behind."""
+        stale = []
+        for key in self.store.list(PREFIX_CHECKPOINT_DIR + "-"):
+            folder, _, rel = key.partition("/")
+            match = _CHECKPOINT_DIR.match(folder)
+            if match and rel not in index.get(int(match.group(1)), {}).get("files", {}):
+                stale.append(key)
+        return stale
 
     def _holds(self, key: str, size: int) -> bool:
         """Whether the store has a value of `size` bytes at `key` (the index may outlive a deleted object)."""

@@ -132,7 +132,14 @@ def test_a_changed_or_missing_mirrored_file_is_sent_again(trained: dict[str, Any
     first = cb.mirror.mirror(src, 4)
     assert sorted(first["uploaded"]) == sorted(tree_bytes(src))
     (tmp_path / "m" / "checkpoint-4" / "config.json").unlink()
+    # what a crash between an index commit and its deletions leaves: objects the index does not name
+    (tmp_path / "m" / "checkpoint-2").mkdir()
+    (tmp_path / "m" / "checkpoint-2" / "model.safetensors").write_bytes(b"orphan")
+    (tmp_path / "m" / "checkpoint-4" / "old.bin").write_bytes(b"stale")
+    (tmp_path / "m" / "notes.txt").write_bytes(b"not the mirror's")
     assert cb.mirror.mirror(src, 4)["uploaded"] == ["config.json"]
+    assert store_bytes(str(tmp_path / "m"), "checkpoint-", {}).keys() == {f"4/{f}" for f in tree_bytes(src)}
+    assert (tmp_path / "m" / "notes.txt").exists()
 
 
 @pytest.mark.parametrize("site", ["local", "s3"])
