@@ -33,10 +33,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
+import torch
+import transformers
 
-from expstore.integrations.transformers import ExpstoreCallback  # noqa: E402
+from expstore.integrations.transformers import ExpstoreCallback
 
 MiB = 2**20
 

@@ -105,9 +105,9 @@ class CheckpointMirror:
 
     def read_index(self) -> dict[int, dict[str, Any]]:
         """step -> {"folder", "time", "files": {path: {"size", "crc32c"}}} of every mirrored checkpoint."""
-        try:
-            raw = self.store.read(INDEX_KEY)
+        try:  # the token before the bytes: a change in between then fails the commit instead of being undone
             self._version = self.store.version(INDEX_KEY) if self.store.supports_conditional_writes else None
+            raw = self.store.read(INDEX_KEY)
         except KeyNotFound:
             self._version = None
             return {}
@@ -126,6 +126,8 @@ class CheckpointMirror:
     def mirror(self, folder: str | os.PathLike[str], step: int, keep: set[int] | None = None) -> dict[str, Any]:
         """Copy the checkpoint folder of `step` (files whose size and crc32c the index already holds
         are not sent again), commit the index, then delete the mirrored steps not in `keep` (None: keep all)."""
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise TypeError(f"step must be an int >= 0 (the global step of the checkpoint), got {step!r}")
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"checkpoint folder {str(folder)!r} of step {step} does not exist")

@@ -203,6 +203,11 @@ def test_bad_input_fails_at_construction(tmp_path: Path, moto_server: Any) -> No
     with pytest.raises(InvalidKey):
         ExpstoreCallback(tmp_path / "logs", "a/b")
     assert list(tmp_path.iterdir()) == [blocker]  # nothing was created
+    mirror = ExpstoreCallback(checkpoint_url=tmp_path / "m").mirror
+    with pytest.raises(TypeError, match="step must be an int >= 0 .* got '4'"):
+        mirror.mirror(tmp_path, "4")  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="checkpoint-9.* of step 9 does not exist"):
+        mirror.mirror(tmp_path / "checkpoint-9", 9)
 
 
 def test_importing_expstore_does_not_import_transformers() -> None:
