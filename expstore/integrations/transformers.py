@@ -32,7 +32,7 @@ from ..store.locate import join_url
 
 __all__ = ["INDEX_KEY", "CheckpointMirror", "ExpstoreCallback", "restore_checkpoint"]
 
-INDEX_KEY = "expstore_mirror_index.json"
+INDEX_KEY = "expstore_hf_mirror.json"
 INDEX_FORMAT = "expstore-hf-checkpoints/1"
 _CHECKPOINT_DIR = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
@@ -95,7 +95,7 @@ def _local_files(folder: Path) -> list[str]:
 
 class CheckpointMirror:
     """Checkpoint folders copied to a store: `checkpoint-<step>/<file>` objects, each one atomic write,
-    and the index `expstore_mirror_index.json` (steps, each file's size and crc32c), written last.
+    and the index `expstore_hf_mirror.json` (steps, each file's size and crc32c), written last.
     The mirror owns the `checkpoint-<n>/` keys at its URL: those the index does not name are deleted."""
 
     def __init__(self, url: Any, *, writable: bool = True, **storage_options: Any):
