@@ -12,6 +12,7 @@ import json
 import mmap
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -204,17 +205,21 @@ class CheckpointMirror:
         if target.exists():
             raise FileExistsError(f"{str(target)!r} exists; restore into another local_dir or remove it first")
         partial = target.with_name(target.name + f".partial-{uuid.uuid4().hex[:8]}")
-        for rel, entry in index[step]["files"].items():
-            key = f"{_folder(step)}/{rel}"
-            data = self.store.read(key)
-            if len(data) != entry["size"] or _crc32c(data) != entry["crc32c"]:
-                raise CorruptData(f"mirrored file {rel!r} of step {step} does not match its size and crc32c in the index",
-                                  url=self.store.url, key=key)
-            path = partial / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        partial.mkdir(parents=True, exist_ok=True)  # a checkpoint without files still restores as a folder
-        os.replace(partial, target)
+        try:
+            for rel, entry in index[step]["files"].items():
+                key = f"{_folder(step)}/{rel}"
+                data = self.store.read(key)
+                if len(data) != entry["size"] or _crc32c(data) != entry["crc32c"]:
+                    raise CorruptData(f"mirrored file {rel!r} of step {step} does not match its size and crc32c in the index",
+                                      url=self.store.url, key=key)
+                path = partial / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            partial.mkdir(parents=True, exist_ok=True)  # a checkpoint without files still restores as a folder
+            os.replace(partial, target)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         return target
 
     def close(self) -> None:
