@@ -22,11 +22,12 @@ from expstore.checkpointing import (
     create_checkpoint_manager,
     resume_from_checkpoint,
 )
-from expstore.errors import CorruptData, InvalidKey
+from expstore.errors import CorruptData, InvalidKey, StoreError
 from expstore.format.checkpoint import PickleNotAllowed, write_checkpoint
 
 from ..conftest import FACADE_BACKENDS
 from ..trees import assert_same
+from ..wrapping import DelegatingStore
 from ..workers import REPO_ROOT
 from ..workers.checkpoint_workers import save_iterations
 
@@ -493,18 +494,39 @@ def test_retention_deletes_run_behind_the_caller_and_never_hit_a_later_save(tmp_
     m.close()
 
 
-def test_async_save_error_is_raised_on_next_call(tmp_path):
-    m = CheckpointManager(tmp_path, "exp", async_save=True)
-    m.save_checkpoint({"fn": lambda: 0}, 1)  # returns at once; the background save fails
-    with pytest.raises(TypeError, match="fn"):
+class _FailingWrites(DelegatingStore):
+    """Checkpoint writes fail while `failing` is set, as on a full disk."""
+
+    failing = True
+
+    def _write(self, key, data, if_absent, if_match):
+        if self.failing and key.endswith(".ckpt"):
+            raise StoreError("no space left on device", url=self.url, key=key)
+        return super()._write(key, data, if_absent, if_match)
+
+
+def test_async_save_error_is_raised_on_next_call():
+    store = _FailingWrites(MemoryStore(f"memory://{uuid.uuid4().hex}"))
+    m = CheckpointManager(store, "exp", async_save=True)
+    m.save_checkpoint(small(1), 1)  # returns at once; the background save fails
+    with pytest.raises(StoreError, match="no space left"):
         m.save_checkpoint(small(2), 2)
     assert m.list_checkpoints() == []  # the failed save is reported once, the call after proceeds
+    store.failing = False
     m.save_checkpoint(small(3), 3)
     m.wait_until_finished()
     assert iterations(m) == [3]
-    m.save_checkpoint({"fn": lambda: 0}, 4)
-    with pytest.raises(TypeError):
+    store.failing = True
+    m.save_checkpoint(small(4), 4)
+    with pytest.raises(StoreError):
         m.close()
+
+
+def test_async_save_refuses_a_leaf_that_needs_pickle_at_the_call(tmp_path):
+    with CheckpointManager(tmp_path, "exp", async_save=True) as m:
+        with pytest.raises(TypeError, match=r"state\['fn'\]: cannot store a function"):
+            m.save_checkpoint({"fn": lambda: 0}, 1)
+        assert m.list_checkpoints() == []
 
 
 # ---- hypothesis: random trees through the manager on the array-native and S3 stores ------------
