@@ -184,7 +184,7 @@ def search(conn: Connection, prefix: str, where: Node | None, order_by: list[Ord
     for kind, table in (("params", params), ("metrics", metrics), ("tags", tags)):
         cols = [table.c.run, table.c.key, table.c.value] + ([table.c.num] if kind == "params" else [])
         for part in chunks(ids):
-            for run, key, value, *num in conn.execute(select(*cols).where(table.c.run.in_(part))).tuples().all():
+            for run, key, value, *num in conn.execute(select(*cols).where(table.c.run.in_(part))).all():
                 column = extra.get(f"{kind}.{key}")
                 if column is None:
                     column = extra[f"{kind}.{key}"] = {}
