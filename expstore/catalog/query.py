@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import and_, case, exists, false, func, literal, not_, or_, select
+from sqlalchemy import Float, and_, case, exists, false, func, literal, not_, or_, select
 from sqlalchemy.engine import Connection
 
 from ..format.run_summary import RUNNING, STALE, STALE_AFTER_BEATS
@@ -59,7 +59,7 @@ class _Compiler:
     def __init__(self, prefix: str, now: float):
         self.prefix = prefix
         stale = and_(runs.c.status == RUNNING, runs.c.heartbeat_time.is_not(None), runs.c.heartbeat_seconds.is_not(None),
-                     literal(now) - runs.c.heartbeat_time > STALE_AFTER_BEATS * runs.c.heartbeat_seconds)
+                     literal(now, Float) - runs.c.heartbeat_time > STALE_AFTER_BEATS * runs.c.heartbeat_seconds)
         self.attributes = {
             "run_id": func.substr(runs.c.uid, len(prefix) + 1), "name": runs.c.name, "url": runs.c.url,
             "status": case((stale, STALE), else_=runs.c.status),
