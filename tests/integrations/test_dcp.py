@@ -16,6 +16,7 @@ dcp = pytest.importorskip("torch.distributed.checkpoint")
 
 from torch.distributed.checkpoint.api import CheckpointException  # noqa: E402
 
+from expstore.cli import main as expstore_cli  # noqa: E402
 from expstore.errors import CorruptData  # noqa: E402
 from expstore.integrations.dcp import (  # noqa: E402
     DATA_PREFIX,
@@ -27,6 +28,7 @@ from expstore.integrations.dcp import (  # noqa: E402
     read_dcp_metadata,
     verify_dcp_checkpoint,
 )
+from expstore.integrations.dcp.__main__ import main as dcp_cli  # noqa: E402
 from expstore.store import open_store  # noqa: E402
 
 from ..conftest import unique  # noqa: E402
@@ -280,21 +282,21 @@ def test_importing_expstore_and_its_integrations_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
 
 
-def test_the_expstore_cli_leaves_dcp_checkpoints_alone_and_the_module_cli_verifies_them(tmp_path):
+def test_the_expstore_cli_leaves_dcp_checkpoints_alone_and_the_module_cli_verifies_them(tmp_path, capsys):
     url = str(tmp_path / "c")
     dcp.save({"w": torch.ones(2)}, storage_writer=StoreWriter(url))
     before = sorted(open_store(url).list())
     for command in ("verify", "gc"):
-        done = subprocess.run([sys.executable, "-m", "expstore", command, url], cwd=REPO_ROOT, capture_output=True, text=True)
-        assert done.returncode == 2 and "no expstore run" in done.stderr, (command, done.stderr)
+        assert expstore_cli([command, url]) == 2
+        assert "no expstore run" in capsys.readouterr().err
     assert sorted(open_store(url).list()) == before
-    module = [sys.executable, "-m", "expstore.integrations.dcp"]
-    done = subprocess.run([*module, "verify", url], cwd=REPO_ROOT, capture_output=True, text=True)
-    assert done.returncode == 0 and json.loads(done.stdout)["objects"] == 1, done.stderr
+    assert dcp_cli(["verify", url]) == 0
+    assert json.loads(capsys.readouterr().out)["objects"] == 1
     store = open_store(url)
     (key,) = store.list(DATA_PREFIX)
-    store.write(key, store.read(key)[:-1] + b"\x00")
-    done = subprocess.run([*module, "verify", url], cwd=REPO_ROOT, capture_output=True, text=True)
-    assert done.returncode == 1 and "CorruptData" in done.stderr and key in done.stderr
-    done = subprocess.run([*module, "delete", url], cwd=REPO_ROOT, capture_output=True, text=True)
-    assert done.returncode == 0 and not open_store(url).list()
+    store.write(key, store.read(key)[:-1] + bytes([store.read(key)[-1] ^ 1]))
+    assert dcp_cli(["verify", url]) == 1
+    err = capsys.readouterr().err
+    assert "CorruptData" in err and key in err
+    assert dcp_cli(["delete", url]) == 0 and not open_store(url).list()
+    assert dcp_cli(["verify", url]) == 1 and "CheckpointNotFound" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from torch.distributed.checkpoint.metadata import (
 
 from .layout import StoredItem
 
-__all__ = ["decode_metadata", "encode_metadata"]
+__all__ = ["decode_metadata", "decode_value", "dtype_of", "encode_metadata", "encode_value"]
 
 _MEMORY_FORMATS = {"contiguous_format": torch.contiguous_format, "channels_last": torch.channels_last,
                    "preserve_format": torch.preserve_format}

@@ -29,7 +29,7 @@ from .layout import (
     is_supported_url,
 )
 
-__all__ = ["StoreReader", "read_dcp_metadata"]
+__all__ = ["StoreReader", "check_item", "read_dcp_metadata"]
 
 
 class StoreReader(StorageReader):
