@@ -86,9 +86,11 @@ def assert_same(loaded: dict[str, Any], expected: dict[str, Any]) -> None:
 # ---- real ranks ---------------------------------------------------------------------------------------
 
 
-def test_four_ranks_save_dtensor_shards_locally_two_ranks_load_them_and_a_second_save_is_refused(tmp_path):
+def test_four_ranks_save_dtensor_shards_and_fsdp2_locally_two_ranks_load_them_and_a_second_save_is_refused(tmp_path):
     url = str(tmp_path / "step-100")
-    run_ranks(("save", 4, {"url": url, "options": {}}), ("load", 2, {"url": url, "options": {}}))
+    args = {"url": url, "fsdp_url": str(tmp_path / "fsdp"), "options": {}}
+    run_ranks(("save", 4, args), ("load", 2, args))
+    assert verify_dcp_checkpoint(tmp_path / "fsdp")["objects"] == 4
     store = open_store(url)
     assert len(store.list(DATA_PREFIX)) == 4  # one object per rank; the refused second save left nothing
     summary = verify_dcp_checkpoint(url)
@@ -99,7 +101,8 @@ def test_four_ranks_save_dtensor_shards_locally_two_ranks_load_them_and_a_second
 
 def test_two_ranks_save_to_seaweedfs_and_four_ranks_load_with_resharding(seaweedfs_server):
     url, options = f"s3://expstore-test/dcp-{unique()}/step-1", seaweedfs_server.storage_options
-    run_ranks(("save", 2, {"url": url, "options": options}), ("load", 4, {"url": url, "options": options}))
+    args = {"url": url, "fsdp_url": f"{url}-fsdp", "options": options}
+    run_ranks(("save", 2, args), ("load", 4, args))
     summary = verify_dcp_checkpoint(url, **options)
     assert summary["objects"] == 2 and summary["leftovers"] == []
 

@@ -2,9 +2,11 @@
 tests/integrations/test_dcp.py: `python -m tests.workers.dcp_workers '[[scenario, world_size, args], ...]'`
 runs each step's ranks with torch.multiprocessing.spawn, one step after the other.
 
-Scenarios: `save` (a sharded state of DTensors), `load` (into another world size, compared with the
-state that was saved, then a second save to the same URL, which must be refused), `die` (rank
-`args["die_rank"]` kills itself after writing its data object, before the commit)."""
+Scenarios: `save` (a sharded state of DTensors to `url`; with `fsdp_url`, also an FSDP2 model and its
+Adam state after one step), `load` (into another world size, compared with the state that was saved,
+the FSDP2 model checked by one more step against an unsharded twin; then a second save to the same
+URL, which must be refused), `die` (rank `args["die_rank"]` kills itself after writing its data
+object, before the commit)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
 from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
 from expstore.integrations.dcp import StoreReader, StoreWriter
@@ -70,6 +74,47 @@ def check_equal(loaded: dict[str, Any], expected: dict[str, Any]) -> None:
     assert loaded["step"] == STEP, loaded["step"]
 
 
+def fsdp_model(mesh: Any | None) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """A small MLP (sharded with FSDP2 over `mesh`, or whole when None) and its Adam optimizer, same init everywhere."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    if mesh is not None:
+        for layer in (model[0], model[2], model):
+            fully_shard(layer, mesh=mesh)
+    return model, torch.optim.Adam(model.parameters(), lr=0.01)
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, seed: int) -> None:
+    """One Adam step on a batch that is the same on every rank (so the sharded and whole models agree)."""
+    batch = torch.randn(4, 8, generator=torch.Generator().manual_seed(seed))
+    optimizer.zero_grad()
+    model(batch).pow(2).sum().backward()
+    optimizer.step()
+
+
+def save_fsdp(url: str, options: dict[str, Any], mesh: Any) -> None:
+    model, optimizer = fsdp_model(mesh)
+    train_step(model, optimizer, 1)
+    model_state, optim_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optim": optim_state}, storage_writer=StoreWriter(url, **options))
+
+
+def load_and_check_fsdp(url: str, options: dict[str, Any], mesh: Any) -> None:
+    """Load into a model sharded over `mesh`, step once more, and compare with an unsharded model trained alike."""
+    model, optimizer = fsdp_model(mesh)
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    dcp.load(state, storage_reader=StoreReader(url, **options))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    twin, twin_optimizer = fsdp_model(None)
+    for step in (1, 2):
+        train_step(twin, twin_optimizer, step)
+    train_step(model, optimizer, 2)  # agrees only if the Adam moments and step count came back too
+    for name, expected in twin.state_dict().items():
+        got = model.state_dict()[name].full_tensor()
+        assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6), name
+
+
 class DyingWriter(StoreWriter):
     """A StoreWriter whose rank `die_rank` writes its data object and then dies (SIGKILL or os._exit)."""
 
@@ -94,10 +139,14 @@ def run_rank(rank: int, world: int, port: int, scenario: str, args: dict[str, An
         url, options = args["url"], args["options"]
         if scenario == "save":
             dcp.save(sharded(full_state(), mesh), storage_writer=StoreWriter(url, **options))
+            if "fsdp_url" in args:
+                save_fsdp(args["fsdp_url"], options, mesh)
         elif scenario == "load":
             loaded = zeros_like_state(mesh)
             dcp.load(loaded, storage_reader=StoreReader(url, **options))
             check_equal(loaded, full_state())
+            if "fsdp_url" in args:
+                load_and_check_fsdp(args["fsdp_url"], options, mesh)
             try:
                 dcp.save(sharded(full_state(), mesh), storage_writer=StoreWriter(url, **options))
             except CheckpointException as exc:
