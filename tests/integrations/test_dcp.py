@@ -134,9 +134,10 @@ def test_a_rank_killed_mid_save_leaves_no_committed_checkpoint(request, tmp_path
 # ---- one process (DCP without a process group) --------------------------------------------------------
 
 
-@pytest.mark.parametrize("where", ["local", "memory"])
+@pytest.mark.parametrize("where", ["local", "memory", "hdf5", "zarr"])
 def test_every_dtype_and_layout_round_trips_bit_for_bit(tmp_path, where):
-    url = str(tmp_path / "c") if where == "local" else f"memory://dcp-{unique()}"
+    url = {"local": str(tmp_path / "c"), "memory": f"memory://dcp-{unique()}", "hdf5": str(tmp_path / "run.h5" / "step-1"),
+           "zarr": str(tmp_path / "run.zarr" / "step-1")}[where]
     saved = state()
     dcp.save(saved, storage_writer=StoreWriter(url))
     loaded = blank(saved)
@@ -195,6 +196,13 @@ def test_of_two_saves_racing_to_one_url_exactly_one_commits(tmp_path):
     dcp.load(loaded, storage_reader=StoreReader(url))
     assert torch.equal(loaded["w"], torch.full((3,), 7.0))
     assert len(verify_dcp_checkpoint(url)["leftovers"]) == 1  # the loser's data object, never named
+
+
+def test_a_store_without_conditional_writes_is_refused_before_any_rank_writes():
+    url = f"conformancefs://dcp-{unique()}"  # the generic fsspec store: no conditional writes
+    with pytest.raises(CheckpointException, match="conditional write"):
+        dcp.save({"w": torch.ones(2)}, storage_writer=StoreWriter(url))
+    assert open_store(url).list() == []
 
 
 def test_checkpoint_id_given_to_save_redirects_the_writer(tmp_path):

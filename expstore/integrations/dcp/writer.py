@@ -15,7 +15,7 @@ from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteIte
 from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
 from torch.futures import Future
 
-from expstore.errors import PreconditionFailed
+from expstore.errors import PreconditionFailed, StoreError
 from expstore.store import Store, open_store
 
 from .codec import encode_metadata
@@ -95,8 +95,12 @@ class StoreWriter(StorageWriter):
         return plan
 
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
-        """Refuse a URL that holds a committed checkpoint before any rank writes; give rank i its object key."""
+        """Before any rank writes, refuse a store without conditional writes or a URL that holds a committed
+        checkpoint; give rank i its object key."""
         store = self.store()
+        if not store.supports_conditional_writes:
+            raise StoreError(f"StoreWriter commits with a conditional write: {store.no_conditional_writes_reason}",
+                             url=store.url, key=METADATA_KEY)
         if store.exists(METADATA_KEY):
             raise CheckpointExists(_exists_message(), url=store.url, key=METADATA_KEY)
         return [dataclasses.replace(plan, storage_data=data_key(self.save_id, i)) for i, plan in enumerate(plans)]
