@@ -144,7 +144,8 @@ def s3_lines(size_mib: int, repeat: int, worlds: list[int]) -> list[str]:
     from tests import s3servers
 
     server = s3servers.start_seaweedfs()
-    lines = ["ranks | StoreWriter on SeaweedFS, aggregate MiB/s median (best) | median s", "------+----------+-----"]
+    lines = ["ranks | StoreWriter on SeaweedFS: aggregate MiB/s, median (best) | save s, median",
+             "------+-----------------------------------------------------+---------------"]
     try:
         for world in worlds:
             base = f"s3://expstore-test/dcp-bench-{time.time_ns()}"
@@ -152,7 +153,8 @@ def s3_lines(size_mib: int, repeat: int, worlds: list[int]) -> list[str]:
                     "repeat": repeat, "baseline": False}
             times = measure(world, task)
             median, best = statistics.median(times["ours"]), min(times["ours"])
-            lines.append(f"{world} | {times['size'] / MiB / median:.0f} ({times['size'] / MiB / best:.0f}) | {median:.2f}")
+            rate = f"{times['size'] / MiB / median:.0f} ({times['size'] / MiB / best:.0f})"
+            lines.append(f"{world:<5} | {rate:<51} | {median:.2f}")
     finally:
         server.stop()
     return lines
