@@ -42,7 +42,7 @@ def run_ranks(*steps: tuple[str, int, dict[str, Any]], expect_ok: bool = True) -
     done = subprocess.run([sys.executable, "-m", "tests.workers.dcp_workers", json.dumps(steps)], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=300)
     if expect_ok:
-        assert done.returncode == 0, done.stderr[-4000:]
+        assert done.returncode == 0, done.stderr[-8000:]
     return done
 
 

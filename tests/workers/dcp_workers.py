@@ -1,6 +1,7 @@
 """Ranks of torch.distributed (gloo, CPU) saving and loading DCP checkpoints through expstore, for
 tests/integrations/test_dcp.py: `python -m tests.workers.dcp_workers '[[scenario, world_size, args], ...]'`
-runs each step's ranks with torch.multiprocessing.spawn, one step after the other.
+runs each step's ranks with torch.multiprocessing (forked from this process, which has imported torch
+once, so a rank starts in milliseconds instead of importing torch again), one step after the other.
 
 Scenarios: `save` (a sharded state of DTensors to `url`; with `fsdp_url`, also an FSDP2 model and its
 Adam state after one step), `load` (into another world size, compared with the state that was saved,
@@ -169,4 +170,4 @@ def free_port() -> int:
 
 if __name__ == "__main__":
     for scenario, world, arguments in json.loads(sys.argv[1]):
-        mp.spawn(run_rank, args=(world, free_port(), scenario, arguments), nprocs=world, join=True)
+        mp.start_processes(run_rank, args=(world, free_port(), scenario, arguments), nprocs=world, start_method="fork")
