@@ -33,6 +33,7 @@ from expstore.store import open_store  # noqa: E402
 
 from ..conftest import unique  # noqa: E402
 from ..workers import REPO_ROOT  # noqa: E402
+from ..workers.dcp_workers import full_state  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")
 
@@ -88,9 +89,13 @@ def assert_same(loaded: dict[str, Any], expected: dict[str, Any]) -> None:
 
 def test_four_ranks_save_dtensor_shards_and_fsdp2_locally_two_ranks_load_them_and_a_second_save_is_refused(tmp_path):
     url = str(tmp_path / "step-100")
-    args = {"url": url, "fsdp_url": str(tmp_path / "fsdp"), "options": {}}
+    args = {"url": url, "fsdp_url": str(tmp_path / "fsdp"), "async_url": str(tmp_path / "async"), "options": {}}
     run_ranks(("save", 4, args), ("load", 2, args))
     assert verify_dcp_checkpoint(tmp_path / "fsdp")["objects"] == 4
+    expected = full_state()  # the async save, loaded whole by one process without a process group
+    loaded = blank(expected)
+    dcp.load(loaded, storage_reader=StoreReader(tmp_path / "async"))
+    assert_same(loaded, expected)
     store = open_store(url)
     assert len(store.list(DATA_PREFIX)) == 4  # one object per rank; the refused second save left nothing
     summary = verify_dcp_checkpoint(url)

@@ -4,10 +4,10 @@ runs each step's ranks with torch.multiprocessing (forked from this process, whi
 once, so a rank starts in milliseconds instead of importing torch again), one step after the other.
 
 Scenarios: `save` (a sharded state of DTensors to `url`; with `fsdp_url`, also an FSDP2 model and its
-Adam state after one step), `load` (into another world size, compared with the state that was saved,
-the FSDP2 model checked by one more step against an unsharded twin; then a second save to the same
-URL, which must be refused), `die` (rank `args["die_rank"]` kills itself after writing its data
-object, before the commit)."""
+Adam state after one step; with `async_url`, the DTensor state again through `dcp.async_save`),
+`load` (into another world size, compared with the state that was saved, the FSDP2 model checked by
+one more step against an unsharded twin; then a second save to the same URL, which must be refused),
+`die` (rank `args["die_rank"]` kills itself after writing its data object, before the commit)."""
 
 from __future__ import annotations
 
@@ -142,6 +142,8 @@ def run_rank(rank: int, world: int, port: int, scenario: str, args: dict[str, An
             dcp.save(sharded(full_state(), mesh), storage_writer=StoreWriter(url, **options))
             if "fsdp_url" in args:
                 save_fsdp(args["fsdp_url"], options, mesh)
+            if "async_url" in args:
+                dcp.async_save(sharded(full_state(), mesh), storage_writer=StoreWriter(args["async_url"], **options)).result()
         elif scenario == "load":
             loaded = zeros_like_state(mesh)
             dcp.load(loaded, storage_reader=StoreReader(url, **options))
