@@ -29,6 +29,7 @@ from expstore.integrations.dcp import (  # noqa: E402
     verify_dcp_checkpoint,
 )
 from expstore.integrations.dcp.__main__ import main as dcp_cli  # noqa: E402
+from expstore.integrations.dcp.layout import encode_metadata_object  # noqa: E402
 from expstore.store import open_store  # noqa: E402
 
 from ..conftest import unique  # noqa: E402
@@ -248,6 +249,23 @@ def test_a_damaged_metadata_object_is_refused(tmp_path, damage):
         damage = store.read(METADATA_KEY).replace(b'"float32"', b'"float64"')
     store.write(METADATA_KEY, damage)
     with pytest.raises(CorruptData) as raised:
+        StoreReader(url).read_metadata()
+    assert raised.value.key == METADATA_KEY
+
+
+@pytest.mark.parametrize("edit", ["key outside", "length"])
+def test_metadata_that_checks_out_but_names_a_foreign_key_or_a_wrong_length_is_refused(tmp_path, edit):
+    url = str(tmp_path / "c")
+    dcp.save({"w": torch.ones(4)}, storage_writer=StoreWriter(url))
+    store = open_store(url)
+    metadata = json.loads(store.read(METADATA_KEY))["metadata"]
+    (entry,) = metadata["storage_data"]
+    if edit == "key outside":
+        entry["item"]["key"] = METADATA_KEY
+    else:
+        entry["item"]["length"] = 2**40  # would be a huge read
+    store.write(METADATA_KEY, encode_metadata_object(metadata))  # a valid checksum over the edit
+    with pytest.raises(CorruptData, match="not a data object" if edit == "key outside" else "bytes stored") as raised:
         StoreReader(url).read_metadata()
     assert raised.value.key == METADATA_KEY
 

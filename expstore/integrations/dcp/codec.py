@@ -18,7 +18,7 @@ from torch.distributed.checkpoint.metadata import (
     TensorStorageMetadata,
 )
 
-from .layout import StoredItem
+from .layout import DATA_PREFIX, StoredItem
 
 __all__ = ["decode_metadata", "decode_value", "dtype_of", "encode_metadata", "encode_value"]
 
@@ -104,10 +104,23 @@ def _encode_stored(index: MetadataIndex, item: Any) -> dict[str, Any]:
 
 
 def _decode_stored(entry: dict[str, Any]) -> tuple[MetadataIndex, StoredItem]:
-    """The (index, item) pair of one encoded `storage_data` entry."""
+    """The (index, item) pair of one encoded `storage_data` entry; `ValueError` when the item names a key
+    outside the data objects, or a length that its dtype and shape contradict (checked before any read)."""
     index = MetadataIndex(entry["index"]["fqn"], entry["index"]["offset"], entry["index"]["hint"])
-    fields = {f.name: entry["item"][f.name] for f in dataclasses.fields(StoredItem)}
-    return index, StoredItem(**fields)
+    item = StoredItem(**{f.name: entry["item"][f.name] for f in dataclasses.fields(StoredItem)})
+    where = f"storage_data entry {index.fqn!r}"
+    if not isinstance(item.key, str) or not item.key.startswith(DATA_PREFIX):
+        raise ValueError(f"{where} names the key {item.key!r}, which is not a data object ({DATA_PREFIX}...)")
+    if not all(isinstance(v, int) and v >= 0 for v in (item.offset, item.length, item.crc32c)):
+        raise ValueError(f"{where}: offset, length and crc32c must be ints >= 0")
+    if item.dtype is not None:
+        shape = item.shape if isinstance(item.shape, list) else [-1]
+        if not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise ValueError(f"{where}: bad shape {item.shape!r}")
+        expected = math.prod(shape) * dtype_of(item.dtype).itemsize
+        if expected != item.length:
+            raise ValueError(f"{where}: {item.length} bytes stored, a {item.dtype} chunk of shape {shape} has {expected}")
+    return index, item
 
 
 def _encode_storage_meta(meta: StorageMeta | None) -> dict[str, Any] | None:
