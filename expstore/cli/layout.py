@@ -23,8 +23,20 @@ from ..experiment_logger.layout import SEGMENTS_SUFFIX, TEXT_SUFFIX
 from ..store.base import Store
 from .common import UsageError, join_url, open_url
 
-__all__ = ["CHECKPOINTS", "LOGS", "RESULTS", "CheckpointDir", "Run", "checkpoint_target", "discover", "list_keys", "stored_size"]
+__all__ = [
+    "CHECKPOINTS",
+    "DCP_COMMIT",
+    "LOGS",
+    "RESULTS",
+    "CheckpointDir",
+    "Run",
+    "checkpoint_target",
+    "discover",
+    "list_keys",
+    "stored_size",
+]
 
+DCP_COMMIT = "dcp_metadata.json"  # expstore.integrations.dcp.METADATA_KEY (importing that module imports torch)
 CHECKPOINTS, LOGS, RESULTS = "checkpoints", "logs", "results"
 _LOG_SUFFIXES = (TEXT_SUFFIX, ".jsonl")  # text logs, and JSON lines: structured logs and their segments
 
@@ -80,7 +92,8 @@ def discover(args: argparse.Namespace, url: str, keys: list[str] | None = None) 
     if checkpoint_target(url):
         raise UsageError(f"{url!r} is one checkpoint, not a run or a folder of runs (try: expstore show {url})")
     runs: dict[str, Run] = {}
-    for key in list_keys(args, url) if keys is None else keys:
+    keys = list_keys(args, url) if keys is None else keys
+    for key in keys:
         if is_checkpoint_part(key):
             continue  # checkpoint objects: reached through their index
         folder, _, name = key.rpartition("/")
@@ -103,6 +116,12 @@ def discover(args: argparse.Namespace, url: str, keys: list[str] | None = None) 
             run.other.append(rel)
     found = [r for r in runs.values() if r.checkpoints or r.logs or r.results]
     if not found:
+        dcp = [k for k in keys if k.rpartition("/")[2] == DCP_COMMIT]
+        if dcp:
+            raise UsageError(
+                f"{url!r} holds torch.distributed.checkpoint checkpoints ({', '.join(dcp[:3])}), which expstore's "
+                "commands do not read: check one with `python -m expstore.integrations.dcp verify URL`"
+            )
         raise UsageError(f"no expstore run, checkpoint index, log or export found at {url!r}")
     return sorted(found, key=lambda r: r.url)
 

@@ -316,13 +316,20 @@ def test_importing_expstore_and_its_integrations_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
 
 
+def test_the_cli_names_the_dcp_commit_object_as_the_adapter_does():
+    from expstore.cli.layout import DCP_COMMIT
+
+    assert DCP_COMMIT == METADATA_KEY
+
+
 def test_the_expstore_cli_leaves_dcp_checkpoints_alone_and_the_module_cli_verifies_them(tmp_path, capsys):
     url = str(tmp_path / "c")
     dcp.save({"w": torch.ones(2)}, storage_writer=StoreWriter(url))
     before = sorted(open_store(url).list())
-    for command in ("verify", "gc"):
+    for command in ("verify", "gc", "ls"):
         assert expstore_cli([command, url]) == 2
-        assert "no expstore run" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "torch.distributed.checkpoint" in err and "python -m expstore.integrations.dcp verify" in err
     assert sorted(open_store(url).list()) == before
     assert dcp_cli(["verify", url]) == 0
     assert json.loads(capsys.readouterr().out)["objects"] == 1
