@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+import fsspec
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
@@ -44,7 +45,7 @@ class EpochShuffle(Sampler[int]):
 
 class ResumableLoader(DataLoader):
     """A DataLoader that Lightning can resume mid-epoch: its state is how many batches of the epoch
-    it handed out, and after `load_state_dict` the next epoch's iteration skips that many."""
+    it handed out, and after `load_state_dict` the next iteration skips that many."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -62,7 +63,7 @@ class ResumableLoader(DataLoader):
         return {"handed_out": self.handed_out}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.skip = state["handed_out"]
+        self.skip = state["handed_out"] % len(self)  # a finished epoch: the next one starts from its first batch
 
 
 class TinyRegression(pl.LightningModule):
@@ -117,6 +118,8 @@ def trainer_for(root: str, options: dict[str, Any], name: str, callbacks: list[p
 
 
 def run(mode: str, root: str, options: dict[str, Any], out: str) -> None:
+    if root.startswith("s3://"):  # ModelCheckpoint and ckpt_path="last" look at S3 through fsspec's own config
+        fsspec.config.conf["s3"] = options
     pl.seed_everything(0, verbose=False)
     model = TinyRegression()
     callbacks = [CrashAfter(CRASH_AFTER)] if mode == "crash" else []
