@@ -16,16 +16,16 @@ import pytest
 pl = pytest.importorskip("lightning.pytorch")
 torch = pytest.importorskip("torch")
 
-import fsspec  # noqa: E402
-from lightning.pytorch.plugins.io import AsyncCheckpointIO  # noqa: E402
+import fsspec
+from lightning.pytorch.plugins.io import AsyncCheckpointIO
 
-from expstore import open_store  # noqa: E402
-from expstore.errors import PickleNotAllowed  # noqa: E402
-from expstore.experiment_logger import load_structured_logs  # noqa: E402
-from expstore.integrations.lightning import ExpstoreCheckpointIO, ExpstoreLogger, latest_checkpoint  # noqa: E402
+from expstore import open_store
+from expstore.errors import PickleNotAllowed
+from expstore.experiment_logger import load_structured_logs
+from expstore.integrations.lightning import ExpstoreCheckpointIO, ExpstoreLogger, latest_checkpoint
 
-from ..workers import REPO_ROOT  # noqa: E402
-from ..workers.lightning_workers import CRASH_AFTER, EVERY_N_STEPS, TinyRegression  # noqa: E402
+from ..workers import REPO_ROOT
+from ..workers.lightning_workers import CRASH_AFTER, EVERY_N_STEPS, TinyRegression
 
 LIGHTNING_KEYS = {"state_dict", "optimizer_states", "lr_schedulers", "loops", "callbacks", "epoch", "global_step",
                   "hyper_parameters", "pytorch-lightning_version"}
@@ -186,7 +186,7 @@ def child(mode: str, root: str, options: dict, out: Path) -> subprocess.Popen:
 
 
 def finish(proc: subprocess.Popen) -> None:
-    stdout, stderr = proc.communicate(timeout=120)
+    _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr[-3000:]
 
 
