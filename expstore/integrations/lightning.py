@@ -43,7 +43,7 @@ class _Stores:
 
     def locate(self, path: str | os.PathLike[str]) -> tuple[Store, str]:
         """(store, key) of a checkpoint path: the last path segment is the key."""
-        if isinstance(path, Store) or not isinstance(path, (str, os.PathLike)):
+        if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"a checkpoint path must be a str or a path, not {type(path).__name__}")
         folder, key = split_url_at(path)
         with self._lock:
@@ -86,24 +86,26 @@ class ExpstoreCheckpointIO(CheckpointIO):
         if not isinstance(checkpoint, dict):
             raise TypeError(f"checkpoint must be the dict Lightning builds, not {type(checkpoint).__name__}")
         store, key = self._stores.locate(path)
+        if store.supports_arrays and self.allow_pickle:
+            raise TypeError(
+                f"ExpstoreCheckpointIO(allow_pickle=True) cannot write to the array-native store {store.url!r}: "
+                "it keeps checkpoints as real datasets; use a folder or S3 URL for pickled values"
+            )
         try:
             if store.supports_arrays:
-                if self.allow_pickle:
-                    raise TypeError(
-                        f"ExpstoreCheckpointIO(allow_pickle=True) cannot write to the array-native store {store.url!r}: "
-                        "it keeps checkpoints as real datasets; use a folder or S3 URL for pickled values"
-                    )
                 store.write_tree(key, checkpoint)
             else:
                 write_checkpoint(store, key, checkpoint, extra=_extra(checkpoint), allow_pickle=self.allow_pickle,
                                  name="checkpoint")
-        except TypeError as exc:
-            if self.allow_pickle or "without pickle" not in str(exc) and "cannot store" not in str(exc):
+        except TypeError as exc:  # a value the format cannot hold; nothing was written
+            if self.allow_pickle:
                 raise
+            where = " on a folder or S3 URL (HDF5/Zarr hold no pickle)" if store.supports_arrays else ""
             raise TypeError(
-                f"{exc} (while saving {os.fspath(path)!r}). Lightning checkpoints hold hyper_parameters as given to "
-                "save_hyperparameters(): keep them plain values (numbers, strings, lists, dicts, tensors), "
-                "or save_hyperparameters(ignore=[...]) that one, or opt in with ExpstoreCheckpointIO(allow_pickle=True)"
+                f"{exc} (saving {os.fspath(path)!r}). A Lightning checkpoint holds what the module, its callbacks and "
+                "save_hyperparameters() put in it: keep those values plain (numbers, strings, lists, dicts, tensors), "
+                "leave such a hyperparameter out with save_hyperparameters(ignore=[...]), "
+                f"or opt in with ExpstoreCheckpointIO(allow_pickle=True){where}"
             ) from exc
 
     def load_checkpoint(self, path: Any, map_location: Any = "cpu", weights_only: bool | None = None) -> dict[str, Any]:
@@ -228,17 +230,19 @@ class ExpstoreLogger(Logger):
 
     @rank_zero_only
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        """Record which checkpoint `ModelCheckpoint` saved last (and the best one so far)."""
-        last = getattr(checkpoint_callback, "_last_checkpoint_saved", None)
-        if last:
-            self.experiment.log_checkpoint({"path": os.fspath(last), "best": checkpoint_callback.best_model_path or None})
+        """Record the checkpoints `ModelCheckpoint` holds after a save: its last and its best."""
+        last = getattr(checkpoint_callback, "last_model_path", "") or None
+        best = getattr(checkpoint_callback, "best_model_path", "") or None
+        if last or best:
+            self.experiment.log_checkpoint({"path": last or best, "best": best})
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
         """End the run: Lightning's ``success`` / ``failed`` / ``finished`` become ``completed`` /
-        ``failed`` / ``interrupted``."""
+        ``failed`` / ``interrupted``. A later `fit` / `test` with this logger starts a new session."""
         if self._experiment is not None:
-            self._experiment.finalize(STATUSES.get(status, status))
+            experiment, self._experiment = self._experiment, None
+            experiment.finalize(STATUSES.get(status, status))
 
 
 def _plain(value: Any) -> Any:

@@ -144,6 +144,28 @@ def test_an_object_in_hyper_parameters_is_refused_naming_it_and_allow_pickle(tmp
         ExpstoreCheckpointIO(allow_pickle=True).save_checkpoint({"epoch": 0}, str(tmp_path / "run.h5" / "x.ckpt"))
 
 
+def test_a_refusal_under_async_checkpoint_io_reaches_the_trainer(tmp_path):
+    with pytest.raises(TypeError, match="allow_pickle=True"):
+        fit(str(tmp_path), plugin=AsyncCheckpointIO(ExpstoreCheckpointIO()), epochs=1, model=WithActivation(torch.nn.ReLU()))
+    assert ckpt_names(str(tmp_path)) == []
+
+
+class Failing(TinyRegression):
+    def training_step(self, batch, batch_idx):
+        if self.global_step == 3:
+            raise RuntimeError("boom")
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_failed_fit_ends_the_run_as_failed(tmp_path):
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(str(tmp_path / "ckpt"), plugin=ExpstoreCheckpointIO(), epochs=1, model=Failing(),
+            logger=ExpstoreLogger(str(tmp_path), "bad"))
+    events = load_structured_logs(f"{tmp_path}/bad/logs/bad_structured.jsonl")
+    assert [e["data"]["final_status"] for e in events if e["event_type"] == "experiment_end"] == ["failed"]
+    assert [e["data"]["step"] for e in events if e["event_type"] == "metrics"] == [0, 1, 2]
+
+
 def test_bad_arguments_are_named(tmp_path):
     io = ExpstoreCheckpointIO()
     with pytest.raises(TypeError, match="storage_options"):
