@@ -24,7 +24,7 @@ from expstore.errors import PickleNotAllowed
 from expstore.experiment_logger import load_structured_logs
 from expstore.integrations.lightning import ExpstoreCheckpointIO, ExpstoreLogger, latest_checkpoint
 
-from ..workers import REPO_ROOT
+from ..workers import REPO_ROOT, lightning_workers
 from ..workers.lightning_workers import CRASH_AFTER, EVERY_N_STEPS, TinyRegression
 
 LIGHTNING_KEYS = {"state_dict", "optimizer_states", "lr_schedulers", "loops", "callbacks", "epoch", "global_step",
@@ -214,9 +214,9 @@ def finish(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict:
-    """The final weights of a run that nothing interrupted."""
+    """The final weights of the same run that nothing interrupted (trained in this process)."""
     out = tmp_path_factory.mktemp("full") / "weights.pt"
-    finish(child("full", str(out.parent / "root"), {}, out))
+    lightning_workers.run("full", str(out.parent / "root"), {}, str(out))
     return torch.load(out)
 
 
