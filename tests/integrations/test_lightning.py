@@ -93,8 +93,9 @@ def test_a_checkpoint_holds_lightnings_state_as_tensors_without_pickle(tmp_path)
         ExpstoreCheckpointIO().load_checkpoint(str(tmp_path / "missing.ckpt"))
 
 
-def test_fit_resumes_from_an_hdf5_file_found_by_latest_checkpoint(tmp_path):
-    url = str(tmp_path / "run.h5" / "ckpt")
+@pytest.mark.parametrize("container", ["run.h5", "run.zarr"])
+def test_fit_resumes_inside_a_container_from_latest_checkpoint(tmp_path, container):
+    url = str(tmp_path / container / "ckpt")
     fit(url, plugin=ExpstoreCheckpointIO(), epochs=1, save_top_k=1)
     assert ckpt_names(url) == ["epoch=0-step=8.ckpt", "last.ckpt"]  # the top-1 replaced its predecessor in the file
     latest = latest_checkpoint(url)
