@@ -81,13 +81,13 @@ def state_bytes(model: Any, trainer: Any) -> int:
     return params + moments
 
 
-def touch(tree: Any) -> int:
+def touch(tree: Any) -> float:
     """Read one element per 4 KiB page of every tensor in `tree`, so lazily mapped memory is paid for."""
     import torch
 
     if isinstance(tree, torch.Tensor):
         flat = tree.reshape(-1)
-        return int(flat[:: max(1, 4096 // tree.element_size())].numel()) if flat.numel() else 0
+        return float(flat[:: max(1, 4096 // tree.element_size())].sum()) if flat.numel() else 0.0
     if isinstance(tree, dict):
         return sum(touch(v) for v in tree.values())
     if isinstance(tree, (list, tuple)):
@@ -135,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                                             before_each=between_saves)
         rows.append(Row("save (trainer.save_checkpoint)", "TorchCheckpointIO", TARGET_SAVE, size, exp_s, torch_s))
 
-        exp_l, torch_l = benchlib.time_pair(lambda: touch(expstore_io.load_checkpoint(last["expstore"])),
-                                            lambda: touch(torch_io.load_checkpoint(last["torch"], weights_only=False)), args.repeat)
+        exp_l, torch_l = benchlib.time_pair(
+            lambda: touch(expstore_io.load_checkpoint(last["expstore"])),
+            lambda: touch(torch_io.load_checkpoint(last["torch"], weights_only=False)),
+            args.repeat,
+        )
         rows.append(Row("load + touch", "TorchCheckpointIO", None, size, exp_l, torch_l))
 
         recorder = Recorder()
