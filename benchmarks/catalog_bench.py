@@ -1,0 +1,166 @@
+"""Run-catalog benchmark (issue 18's table): sync and search over 10,000 runs, SQLite and PostgreSQL, and
+the same search on MLflow's SQLite backend.
+
+    python benchmarks/catalog_bench.py            # 10,000 runs x 30 params x 10 metrics
+    python benchmarks/catalog_bench.py --quick    # 500 runs: a smoke run
+
+The runs are written as the run-summary objects a logger writes (``<run>/logs/<run>_run.json``, the
+same document `ExperimentLogger` produces), straight to files under a local root: going through
+10,000 loggers would only time the logger. Figures:
+
+* first sync of every run into an empty catalog, and a second sync with nothing changed (with the
+  number of summary objects that second sync read, which must be 0);
+* a 3-clause filter (``params.optimizer = 'adam' and metrics.loss < 0.5 and metrics.acc > 0.65``)
+  ordered by ``metrics.loss``, 100 results: `Catalog.search` (the query alone) and `search_runs`
+  (incremental sync + query, what a user calls), median of repeated calls after one warm-up;
+* MLflow: the same runs logged with `MlflowClient` into its SQLite backend, then the same
+  `mlflow.search_runs`. MLflow runs in its own virtualenv (``--mlflow-python``, default
+  /work/venv-mlflow/bin/python) as a child process of this script (``--mlflow-side``); its database
+  is kept in the work folder and reused by later runs of the same size, since logging 10,000 runs
+  through its client takes many minutes. Without that interpreter the MLflow rows are skipped.
+
+PostgreSQL: ``--postgres URL``, else a throwaway server started like the tests do (tests/pgserver.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FILTER = "params.optimizer = 'adam' and metrics.loss < 0.5 and metrics.acc > 0.65"
+ORDER_BY = ["metrics.loss ASC"]
+MAX_RESULTS = 100
+N_PARAMS, N_METRICS = 30, 10
+GENERATOR_VERSION = 1  # bump when `make_run` changes: cached MLflow databases are keyed by it
+START = 1_767_225_600  # 2026-01-01T00:00:00Z, the first run's start time
+
+
+def make_run(i: int) -> dict[str, Any]:
+    """Run number `i`: its name, 30 params (3 named, 27 mixed ints / strings), 10 metrics, status and times."""
+    params: dict[str, Any] = {
+        "optimizer": ("adam", "sgd", "rmsprop")[i % 3],
+        "lr": round(10 ** -(1 + (i * 7) % 40 / 10), 8),
+        "batch_size": (16, 32, 64, 128)[i % 4],
+    }
+    for k in range(3, N_PARAMS):
+        params[f"p{k:02d}"] = (i * k) % 17 if k % 2 == 0 else f"value_{(i * k) % 11}"
+    metrics = {"loss": (i * 7919) % 10000 / 10000, "acc": (i * 104723) % 1000 / 1000}
+    for k in range(2, N_METRICS):
+        metrics[f"m{k:02d}"] = (i * (k + 13) * 104729) % 1000 / 1000
+    start = START + i
+    duration = 60.0 + i % 300
+    return {"name": f"run_{i:05d}", "params": params, "metrics": metrics,
+            "status": "failed" if i % 10 == 9 else "completed", "start": start, "duration": duration}
+
+
+def expected_hits(runs: int) -> list[str]:
+    """The names the benchmark's filter and order select, computed in Python (a check of both engines)."""
+    rows = [make_run(i) for i in range(runs)]
+    hits = [r for r in rows if r["params"]["optimizer"] == "adam" and r["metrics"]["loss"] < 0.5 and r["metrics"]["acc"] > 0.65]
+    return [r["name"] for r in sorted(hits, key=lambda r: (r["metrics"]["loss"], r["name"]))][:MAX_RESULTS]
+
+
+def _iso(seconds: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat()
+
+
+def summary_bytes(run: dict[str, Any]) -> bytes:
+    """The run-summary document an `ExperimentLogger` writes at `finalize`, for `run`."""
+    from expstore.format.run_summary import FORMAT
+
+    doc = {
+        "format": FORMAT, "experiment_name": run["name"], "rank": None, "status": run["status"],
+        "start_time": _iso(run["start"]), "end_time": _iso(run["start"] + run["duration"]),
+        "duration_seconds": run["duration"], "session": f"bench-{run['name']}",
+        "params": run["params"], "tags": {"host": "bench-host"},
+        "final_metrics": run["metrics"],
+        "heartbeat_time": _iso(run["start"] + run["duration"]), "heartbeat_seconds": 60.0,
+    }
+    return (json.dumps(doc) + "\n").encode()
+
+
+def write_root(root: Path, runs: int) -> None:
+    """Write the summary object of each run under `root` (plain file writes: setup, not timed)."""
+    for i in range(runs):
+        run = make_run(i)
+        folder = root / run["name"] / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{run['name']}_run.json").write_bytes(summary_bytes(run))
+
+
+def timed(fn: Any, repeat: int = 1) -> tuple[float, Any]:
+    """(median seconds over `repeat` calls, last result)."""
+    times, result = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), result
+
+
+# ---- MLflow side: runs in MLflow's own virtualenv, imports nothing of expstore ------------------------
+
+
+def mlflow_side(runs: int, workdir: Path, repeat: int) -> dict[str, Any]:
+    """Log the runs into MLflow's SQLite backend with its client (or reuse that database), then time the search."""
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    import mlflow
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    db = workdir / f"mlflow-{runs}-v{GENERATOR_VERSION}.db"
+    done = db.with_suffix(".done")
+    if not done.exists():
+        db.unlink(missing_ok=True)
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    client = MlflowClient()
+    log_seconds = None
+    if not done.exists():
+        t0 = time.perf_counter()
+        experiment = client.create_experiment("catalog-bench")
+        for i in range(runs):
+            run = make_run(i)
+            info = client.create_run(experiment, start_time=int(run["start"] * 1000), tags={"mlflow.runName": run["name"]}).info
+            ms = int((run["start"] + run["duration"]) * 1000)
+            client.log_batch(info.run_id, metrics=[Metric(k, v, ms, 0) for k, v in run["metrics"].items()],
+                             params=[Param(k, str(v)) for k, v in run["params"].items()])
+            client.set_terminated(info.run_id, "FAILED" if run["status"] == "failed" else "FINISHED", end_time=ms)
+        log_seconds = time.perf_counter() - t0
+        done.write_text(experiment)
+    experiment = done.read_text()
+
+    def search() -> Any:
+        return mlflow.search_runs([experiment], FILTER, order_by=ORDER_BY, max_results=MAX_RESULTS)
+
+    search()  # warm-up: connection, metadata
+    seconds, frame = timed(search, repeat)
+    names = list(frame["tags.mlflow.runName"])
+    return {"log_seconds": log_seconds, "search_seconds": seconds, "names": names, "version": mlflow.__version__}
+
+
+def run_mlflow(python: str, runs: int, workdir: Path, repeat: int) -> dict[str, Any] | None:
+    """`mlflow_side` in MLflow's interpreter; None (and a note on stderr) when it is missing or fails."""
+    if not Path(python).exists():
+        print(f"MLflow rows skipped: no interpreter at {python} (create it: python3 -m venv ... && pip install mlflow)", file=sys.stderr)
+        return None
+    args = [python, str(Path(__file__).resolve()), "--mlflow-side", "--runs", str(runs), "--workdir", str(workdir), "--repeat", str(repeat)]
+    done = subprocess.run(args, capture_output=True, text=True, cwd=workdir)
+    if done.returncode != 0:
+        print(f"MLflow rows skipped: the MLflow side failed ({done.returncode}):\n{done.stderr[-3000:]}", file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,0 +1,183 @@
+"""Push a logger's run to a run catalog (`expstore.catalog`) in the background.
+
+A logger given ``catalog="postgresql://..."`` (or run with ``EXPSTORE_CATALOG`` set) starts one
+`CatalogPush`: the training thread only hands it values (the config, each metrics dict, the final
+status), and a daemon thread of its own upserts the run with `Catalog.record_run` at most once per
+`interval` when something changed, and once more at `finish`. The catalog package (SQLAlchemy, the
+database driver) is imported and connected in that thread, never in the caller's.
+
+A catalog that is down, slow or refuses the write never blocks or fails training: the failure
+warns once per logger (naming the URL, without its password), later pushes back off, and `finish`
+waits for the last push at most `FINISH_TIMEOUT` seconds. The run loses nothing: the store holds
+its summary, and the next search syncs the catalog from the store.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+ENV_VAR = "EXPSTORE_CATALOG"
+FINISH_TIMEOUT = 5.0  # seconds `finish` waits for the final push before leaving it to the next sync
+MAX_BACKOFF = 30.0
+_SCALARS = (int, float, str, bool)
+_PASSWORD = re.compile(r"(?<=://)([^:/@]*):[^@/]*@")
+
+__all__ = ["ENV_VAR", "FINISH_TIMEOUT", "CatalogPush", "catalog_url", "redact", "start_push"]
+
+
+def catalog_url(catalog: str | bool | None) -> str | None:
+    """The catalog a logger pushes to: `catalog` if a URL, else ``EXPSTORE_CATALOG``; None for none (or ``catalog=False``).
+
+    `TypeError` / `ValueError` naming the argument for anything but a non-empty str, None or False."""
+    if catalog is False:
+        return None
+    if catalog is None:
+        return os.environ.get(ENV_VAR) or None
+    if not isinstance(catalog, str):
+        raise TypeError(f"catalog must be a catalog URL (sqlite:///... or postgresql://...), None or False, got {type(catalog).__name__} {catalog!r:.80}")
+    if "://" not in catalog:
+        raise ValueError(f"catalog must be a catalog URL such as postgresql://user@host:5432/db, got {catalog!r:.200}")
+    return catalog
+
+
+def redact(url: str) -> str:
+    """`url` with any password replaced by ``***``, for messages."""
+    return _PASSWORD.sub(r"\1:***@", url)
+
+
+class CatalogPush:
+    """The background pusher of one logger's run (see the module docstring)."""
+
+    def __init__(self, url: str, identity: Mapping[str, Any], *, interval: float = 2.0):
+        self.url = url
+        self.interval = float(interval)
+        self._identity = dict(identity)  # root, run_id, name, url, start_time: what names the run
+        self._metrics_in: collections.deque[Mapping[str, Any]] = collections.deque()
+        self._metrics: dict[str, Any] = {}
+        self._config: Mapping[str, Any] | None = None
+        self._final: dict[str, Any] | None = None
+        self._dirty = True  # the run is not in the catalog yet
+        self._wake = threading.Event()
+        self._stopping = False
+        self._failures = 0
+        self._retry_at = 0.0
+        self._warned = False
+        self.pushes = 0
+        self.last_error: str | None = None
+        self._catalog: Any = None
+        self._thread = threading.Thread(target=self._run, name=f"expstore-catalog-{identity.get('name')}", daemon=True)
+        self._thread.start()
+
+    # ---- training thread: hand over values, never wait ------------------------------------------
+
+    def config(self, config: Mapping[str, Any]) -> None:
+        """The run's config (already a snapshot), pushed as its params."""
+        self._config = config
+        self._dirty = True
+
+    def metrics(self, metrics: Mapping[str, Any]) -> None:
+        """A metrics dict as logged (already a snapshot); the last scalar value of each key is pushed."""
+        self._metrics_in.append(metrics)
+
+    def finish(self, status: str, duration_seconds: float, timeout: float = FINISH_TIMEOUT) -> bool:
+        """Push the end of the run (status, end time, duration) and stop; False if it did not land within `timeout`."""
+        self._final = {"status": status, "end_time": time.time(), "duration_seconds": duration_seconds}
+        self._dirty = True
+        self.stop()
+        self._thread.join(timeout)
+        return not self._thread.is_alive() and not self._dirty
+
+    def stop(self) -> None:
+        """Let the thread make its last push and end, without waiting for it."""
+        self._stopping = True
+        self._wake.set()
+
+    # ---- pusher thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            stopping = self._stopping
+            self._fold_metrics()
+            if self._dirty and (stopping or time.monotonic() >= self._retry_at):
+                self._push()
+            if stopping:
+                self._close()
+                return
+
+    def _fold_metrics(self) -> None:
+        """Move the metrics handed over so far into the last-value map."""
+        queue, latest = self._metrics_in, self._metrics
+        while queue:
+            for key, value in queue.popleft().items():
+                if isinstance(value, _SCALARS) or (hasattr(value, "item") and getattr(value, "ndim", 1) == 0):
+                    latest[str(key)] = value.item() if hasattr(value, "item") else value
+                    self._dirty = True
+
+    def _push(self) -> None:
+        """One upsert of the run as known now; a failure is counted, warned about once, and retried later."""
+        self._dirty = False
+        try:
+            if self._catalog is None:
+                from ..catalog import open_catalog
+
+                self._catalog = open_catalog(self.url)
+            self._catalog.record_run(self._record())
+        except Exception as exc:  # noqa: BLE001 - a catalog failure must never reach training
+            self._dirty = True
+            self._failed(exc)
+            return
+        self.pushes += 1
+        self._failures = 0
+
+    def _record(self) -> Any:
+        """The `RunRecord` of the run as known now."""
+        from ..catalog import RunRecord
+
+        return RunRecord(**self._identity, params=self._config, metrics=dict(self._metrics), final=self._final)
+
+    def _failed(self, exc: BaseException) -> None:
+        """Remember the error, warn on the first failure of this logger, back off before the next try."""
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"expstore logger {self._identity.get('name')!r}: pushing the run to the catalog {redact(self.url)} failed "
+                f"({type(exc).__name__}: {exc}); training goes on, and the next search syncs the run from the store",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self._failures += 1
+        self._retry_at = time.monotonic() + min(self.interval * 2 ** (self._failures - 1), MAX_BACKOFF)
+
+    def _close(self) -> None:
+        """Release the catalog's connections."""
+        try:
+            if self._catalog is not None and hasattr(self._catalog, "close"):
+                self._catalog.close()
+        except Exception:  # noqa: BLE001 - nobody is left to tell
+            pass
+
+
+def start_push(catalog: str | bool | None, logger: Any, interval: float) -> CatalogPush | None:
+    """The pusher of `logger`'s run when a catalog is configured (`catalog`, else ``EXPSTORE_CATALOG``) and the
+    logger writes files; None otherwise."""
+    url = catalog_url(catalog)
+    if url is None or logger.store is None:
+        return None
+    identity = {
+        "name": logger.experiment_name,
+        "url": logger.store.url,
+        "rank": logger.rank,
+        "session": logger.sink.session,
+        "start_time": logger.start_time,
+    }
+    return CatalogPush(url, identity, interval=interval)
