@@ -20,15 +20,10 @@ their segments sort in the order they were written.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import time
 
-STRUCTURED_SUFFIX = "_structured.jsonl"
-TEXT_SUFFIX = ".log"
-SEGMENTS_SUFFIX = ".segments"
-SUMMARY_SUFFIX = "_run.json"
-_RANKED = re.compile(r"^(?P<name>.+)\.rank(?P<rank>0|[1-9]\d*)$")
+from ..format.run_summary import SEGMENTS_SUFFIX, STRUCTURED_SUFFIX, SUMMARY_SUFFIX, TEXT_SUFFIX, split_stem
 
 __all__ = [
     "SEGMENTS_SUFFIX",
@@ -52,12 +47,6 @@ __all__ = [
 def rank_stem(name: str, rank: int | None) -> str:
     """The stem of the log keys of experiment `name` written by `rank` (`name` itself without a rank)."""
     return name if rank is None else f"{name}.rank{rank}"
-
-
-def split_stem(stem: str) -> tuple[str, int | None]:
-    """(experiment name, rank or None) of a stem: ``exp.rank3`` -> ``("exp", 3)``."""
-    m = _RANKED.match(stem)
-    return (m["name"], int(m["rank"])) if m else (stem, None)
 
 
 def stem_of(key: str) -> str | None:

@@ -4,7 +4,9 @@ Every `ExperimentLogger` that writes files also writes ``<stem>_run.json`` next 
 (``<name>_run.json``, or ``<name>.rank<r>_run.json`` per rank): when it starts, every
 `HEARTBEAT_SECONDS` while it runs, and at `finalize`; never per event. It holds the status
 (``running`` until `finalize`), start and end time, duration, the last scalar metrics and the
-time of writing (``heartbeat_time``). A ``running`` summary whose heartbeat is more than
+time of writing (``heartbeat_time``); after `log_config` also ``params`` (the config flattened
+with ``.`` joins, written at the next flush) and ``tags`` (``host``, ``git_commit``, ``git_dirty``).
+The document format itself lives in `expstore.format.run_summary`. A ``running`` summary whose heartbeat is more than
 `STALE_AFTER_BEATS` beats old is listed as ``stale``: its process most likely died (preempted,
 killed) before `finalize`. `logged_runs` turns one key listing of a root plus
 one GET per summary into one entry per run (experiment name in a logs folder), so a root of
@@ -14,24 +16,32 @@ no summary: it is still listed, from its log keys, with ``summary: False`` and n
 
 from __future__ import annotations
 
-import json
 import time
-from datetime import datetime
 from typing import Any
 
 from ..errors import StoreError
+from ..format.run_summary import (
+    FORMAT,
+    RUNNING,
+    STALE,
+    STALE_AFTER_BEATS,
+    flatten_params,
+    instant,
+    iso_seconds,
+    iso_time,
+    log_key,
+    overall_status,
+    parse_summary,
+    run_folder,
+    split_stem,
+    summary_status,
+)
 from ..store.base import Store
 from .json_lines import to_json
-from .layout import SEGMENTS_SUFFIX, STRUCTURED_SUFFIX, SUMMARY_SUFFIX, split_stem
 from .line_format import Item
 
-FORMAT = "expstore-run-summary/1"
-RUNNING = "running"
-STALE = "stale"  # running, says the summary, but its heartbeat stopped
 HEARTBEAT_SECONDS = 60.0  # one small PUT a minute per running logger
-STALE_AFTER_BEATS = 5  # missed beats (by the writer's own interval) before a running run is stale
 _SCALARS = (int, float, str, bool, type(None))
-_LOGS_FOLDER = "logs"  # the demo layout's <run>/logs: the run is the folder above it
 
 __all__ = [
     "FORMAT",
@@ -49,28 +59,20 @@ __all__ = [
 ]
 
 
-def iso_time(seconds: float) -> str:
-    """A unix time as local ISO time with its UTC offset, as the logs and summaries write times."""
-    return datetime.fromtimestamp(seconds).astimezone().isoformat()
-
-
-def iso_seconds(stamp: Any) -> float | None:
-    """An ISO timestamp as an instant, so that ranks in different time zones compare right; None when unreadable."""
-    try:
-        return datetime.fromisoformat(stamp).timestamp()
-    except (TypeError, ValueError):
-        return None
-
-
-def _instant(stamp: Any) -> float:
-    """`iso_seconds` as a sort key: an unreadable timestamp counts as 0 (before any run)."""
-    seconds = iso_seconds(stamp)
-    return 0.0 if seconds is None else seconds
-
-
 def _scalar(value: Any) -> bool:
     """Whether a metric value is small enough for a summary (numbers, strings, numpy scalars)."""
     return isinstance(value, _SCALARS) or (hasattr(value, "item") and getattr(value, "ndim", 1) == 0)
+
+
+def _environment_tags(environment: Any) -> dict[str, str]:
+    """The tags a config event's environment gives a run: ``host``, ``git_commit`` and ``git_dirty`` where known."""
+    if not isinstance(environment, dict):
+        return {}
+    tags = {"host": environment.get("hostname")}
+    git = environment.get("git")
+    if isinstance(git, dict):
+        tags.update(git_commit=git.get("commit"), git_dirty=None if git.get("dirty") is None else str(bool(git["dirty"])).lower())
+    return {k: str(v) for k, v in tags.items() if v is not None}
 
 
 class SummaryTracker:
@@ -80,7 +82,7 @@ class SummaryTracker:
         self.doc: dict[str, Any] = {"format": FORMAT, "experiment_name": name, "rank": rank, "status": RUNNING,
                                     "start_time": None, "end_time": None, "duration_seconds": None}
         self.metrics: dict[str, Any] = {}
-        self.start_due = False  # a start summary is waiting to be written
+        self.start_due = False  # a summary is waiting to be written (after the start or a config)
 
     def see_many(self, items: list[Item]) -> None:
         """Take note of a batch of queued items (metrics, start, end), in order."""
@@ -93,6 +95,10 @@ class SummaryTracker:
                 self.doc.update(status=RUNNING, start_time=data.get("start_time"), end_time=None, duration_seconds=None,
                                 session=data.get("session"))
                 self.start_due = True
+            elif event_type == "config" and type(data) is dict and isinstance(data.get("config"), dict):
+                self.doc["params"] = flatten_params(data["config"])
+                self.doc["tags"] = {**self.doc.get("tags", {}), **_environment_tags(data.get("environment"))}
+                self.start_due = True  # the params reach the catalog at the next flush, not the next heartbeat
             elif event_type == "experiment_end":
                 self.doc.update(status=data.get("final_status"), end_time=iso_time(ts), duration_seconds=data.get("duration_seconds"))
 
@@ -106,41 +112,6 @@ class SummaryTracker:
 # ---- reading: the catalog of a root -------------------------------------------------------------
 
 
-def _log_key(key: str) -> tuple[str, str, bool] | None:
-    """(folder, stem, is a summary) of a summary, structured log or segment key; None for other keys."""
-    parts = key.split("/")
-    for i, part in enumerate(parts[:-1]):
-        if part.endswith(SEGMENTS_SUFFIX) and len(part) > len(SEGMENTS_SUFFIX):
-            return "/".join(parts[:i]), part[: -len(SEGMENTS_SUFFIX)], False
-    folder, last = "/".join(parts[:-1]), parts[-1]
-    for suffix, is_summary in ((SUMMARY_SUFFIX, True), (STRUCTURED_SUFFIX, False)):
-        if last.endswith(suffix) and len(last) > len(suffix):
-            return folder, last[: -len(suffix)], is_summary
-    return None
-
-
-def summary_status(doc: dict[str, Any], now: float) -> Any:
-    """The status a summary says, or `STALE` for a running one whose heartbeat is `STALE_AFTER_BEATS` beats
-    old at `now` (a summary without a heartbeat, from an older logger, stays as it says)."""
-    status, beat, every = doc.get("status"), _instant(doc.get("heartbeat_time")), doc.get("heartbeat_seconds")
-    if status == RUNNING and beat > 0 and isinstance(every, (int, float)) and now - beat > STALE_AFTER_BEATS * every:
-        return STALE
-    return status
-
-
-def overall_status(statuses: list[Any], running: Any = RUNNING) -> Any:
-    """The status of a run of several ranks: `running` while any rank is, else the first that is not "completed"."""
-    if any(s == running for s in statuses):
-        return running
-    return next((s for s in statuses if s != "completed"), "completed")
-
-
-def run_folder(folder: str) -> str:
-    """The run a logs folder belongs to: the folder above ``<run>/logs``, else the folder itself."""
-    parent, _, last = folder.rpartition("/")
-    return parent if last == _LOGS_FOLDER else folder
-
-
 def logged_runs(store: Store, keys: list[str]) -> list[dict[str, Any]]:
     """One entry per (logs folder, experiment) in `keys` (a listing of `store`), from its summaries; sorted by folder, name.
 
@@ -152,7 +123,7 @@ def logged_runs(store: Store, keys: list[str]) -> list[dict[str, Any]]:
     """
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for key in keys:
-        found = _log_key(key)
+        found = log_key(key)
         if found is None:
             continue
         folder, stem, is_summary = found
@@ -169,10 +140,10 @@ def _entry(store: Store, folder: str, name: str, group: dict[str, Any]) -> dict[
     docs = []
     for rank in sorted(group["summaries"], key=lambda r: -1 if r is None else r):
         try:
-            doc = json.loads(store.read(group["summaries"][rank]))
-        except (StoreError, ValueError):
-            continue  # deleted meanwhile, or not a summary: the run is still listed, from its keys
-        if isinstance(doc, dict) and doc.get("format") == FORMAT:
+            doc = parse_summary(store.read(group["summaries"][rank]))
+        except StoreError:
+            continue  # deleted meanwhile: the run is still listed, from its keys
+        if doc is not None:
             docs.append(doc)
     entry: dict[str, Any] = {"name": name, "folder": folder, "run_folder": run_folder(folder), "summary": bool(docs),
                              "status": None, "start_time": None, "end_time": None, "duration_seconds": None,
@@ -184,8 +155,8 @@ def _entry(store: Store, folder: str, name: str, group: dict[str, Any]) -> dict[
         beats = [d["heartbeat_time"] for d in docs if d.get("heartbeat_time")]
         durations = [d["duration_seconds"] for d in docs if isinstance(d.get("duration_seconds"), (int, float))]
         entry.update(status=overall_status([summary_status(d, now) for d in docs]),
-                     heartbeat_time=max(beats, key=_instant, default=None), start_time=min(starts, key=_instant, default=None),
-                     end_time=max(ends, key=_instant, default=None) if len(ends) == len(docs) else None,
+                     heartbeat_time=max(beats, key=instant, default=None), start_time=min(starts, key=instant, default=None),
+                     end_time=max(ends, key=instant, default=None) if len(ends) == len(docs) else None,
                      duration_seconds=max(durations, default=None) if len(durations) == len(docs) else None,
                      final_metrics=docs[0].get("final_metrics") or {})
     return entry
