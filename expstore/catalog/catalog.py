@@ -1,0 +1,94 @@
+"""`Catalog` (one SQL database of runs), `open_catalog` and `search_runs`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+
+from ..errors import BackendUnavailable
+from ..store.locate import opened_store
+from ..store.registry import open_store
+from .engine import connect, shown_url, writing
+from .filters import parse_filter, parse_order_by
+from .query import check_max_results, search
+from .records import RunRecord
+from .sync import root_prefix, sync_store
+from .writing import upsert_runs
+
+__all__ = ["Catalog", "open_catalog", "search_runs"]
+
+
+class Catalog:
+    """An index of runs in SQLite or PostgreSQL, filled from stores (`sync`) and by loggers (`record_run`)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.url = shown_url(engine.url)
+
+    @contextlib.contextmanager
+    def _guarded(self, what: str) -> Iterator[None]:
+        """A block in which a database that stops answering raises `BackendUnavailable` naming this catalog."""
+        try:
+            yield
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            raise BackendUnavailable(f"the catalog database stopped answering during {what}: {exc.orig}", url=self.url) from exc
+
+    def sync(self, root: str, **storage_options: Any) -> None:
+        """Bring the runs under `root` (any store URL) up to date: one listing, reading only summaries that changed."""
+        with opened_store(root, **storage_options) as store, self._guarded("sync"):
+            sync_store(self.engine, store)
+
+    def record_run(self, run: RunRecord) -> None:
+        """Insert or replace one run (idempotent; safe from many processes at once)."""
+        if not isinstance(run, RunRecord):
+            raise TypeError(f"record_run takes a RunRecord, got {type(run).__name__}")
+        with self._guarded("record_run"), writing(self.engine) as conn:
+            upsert_runs(conn, [run])
+
+    def search(self, root: str, filter: str | None = None, order_by: list[str] | str | None = None,
+               max_results: int | None = None, **storage_options: Any) -> pd.DataFrame:
+        """The runs under `root` that `filter` selects, ordered by `order_by`, at most `max_results` (no sync)."""
+        where, order, limit = parse_filter(filter), parse_order_by(order_by), check_max_results(max_results)
+        with open_store(root, **storage_options) as store:
+            prefix = root_prefix(store.url)
+        with self._guarded("search"), self.engine.connect() as conn:
+            return search(conn, prefix, where, order, limit)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.url!r})"
+
+
+def open_catalog(url: str | None = None) -> Catalog:
+    """The catalog at `url` (``sqlite:///path.db``, ``postgresql://user@host:port/db``); None: the URL in
+    ``EXPSTORE_CATALOG``, else the embedded per-user SQLite file. Tables are created when missing."""
+    return Catalog(connect(url))
+
+
+def search_runs(root: str, filter: str | None = None, order_by: list[str] | str | None = None,
+                max_results: int | None = None, *, catalog: str | Catalog | None = None, **storage_options: Any) -> pd.DataFrame:
+    """Sync the catalog from `root`, then search it: one row per logged run under `root` (DESIGN §8 columns)."""
+    parse_filter(filter), parse_order_by(order_by), check_max_results(max_results)  # bad input fails before any I/O
+    opened = catalog if isinstance(catalog, Catalog) else open_catalog(catalog)
+    try:
+        opened.sync(root, **storage_options)
+        return opened.search(root, filter, order_by, max_results, **storage_options)
+    finally:
+        if opened is not catalog:
+            opened.close()

@@ -1,0 +1,67 @@
+"""The catalog's tables (SQLAlchemy Core), one definition for SQLite and PostgreSQL.
+
+A run is keyed by ``uid``, the URL of its logs folder joined with its experiment name, so a run
+pushed by its logger and the same run found by a sync of any root above it are one row.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
+
+__all__ = ["metadata", "metric_history", "metrics", "params", "runs", "summaries", "tags"]
+
+metadata = MetaData()
+
+runs = Table(
+    "expstore_runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uid", Text, nullable=False, unique=True),  # join_url(logs folder URL, experiment name)
+    Column("name", Text, nullable=False),
+    Column("url", Text, nullable=False),  # the run folder (above <run>/logs)
+    Column("status", String(64)),  # as recorded; the stale rule is applied when searching
+    Column("start_time", Float),  # unix seconds
+    Column("end_time", Float),
+    Column("duration_seconds", Float),
+    Column("heartbeat_time", Float),
+    Column("heartbeat_seconds", Float),
+)
+
+
+def _run_column() -> Column:
+    return Column("run", Integer, ForeignKey("expstore_runs.id", ondelete="CASCADE"), primary_key=True)
+
+
+params = Table(
+    "expstore_params", metadata, _run_column(),
+    Column("key", Text, primary_key=True),
+    Column("value", Text),  # the logged value as text
+    Column("num", Float),  # the value as a number, when it is one
+)
+metrics = Table(
+    "expstore_metrics", metadata, _run_column(),
+    Column("key", Text, primary_key=True),
+    Column("value", Float),  # the last value
+)
+tags = Table(
+    "expstore_tags", metadata, _run_column(),
+    Column("key", Text, primary_key=True),
+    Column("value", Text),
+)
+metric_history = Table(
+    "expstore_metric_history", metadata,
+    Column("run", Integer, ForeignKey("expstore_runs.id", ondelete="CASCADE"), nullable=False),
+    Column("key", Text, nullable=False),
+    Column("step", Integer),
+    Column("timestamp", Float, nullable=False),
+    Column("value", Float),
+    Index("expstore_metric_history_run_key", "run", "key", "step"),
+)
+summaries = Table(
+    "expstore_summaries", metadata,
+    Column("url", Text, primary_key=True),  # the summary object's URL
+    Column("run", Integer, ForeignKey("expstore_runs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("version", Text, nullable=False),  # the store's version token when it was read
+    Column("doc", Text, nullable=False),  # the summary document, for rebuilding a run of several ranks
+)
+Index("expstore_params_key_num", params.c.key, params.c.num)
+Index("expstore_metrics_key_value", metrics.c.key, metrics.c.value)

@@ -1,0 +1,87 @@
+"""Upserting runs into the catalog's tables: one code path, with each dialect's INSERT ... ON CONFLICT."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import delete
+from sqlalchemy.engine import Connection
+
+from .records import RunRecord, param_text
+from .schema import metric_history, metrics, params, runs, summaries, tags
+
+__all__ = ["CHUNK", "chunks", "delete_runs", "replace_summaries", "upsert_runs"]
+
+CHUNK = 500  # ids per IN (...) list, well under every driver's limit of bound parameters
+_RUN_FIELDS = ("name", "url", "status", "start_time", "end_time", "duration_seconds", "heartbeat_time", "heartbeat_seconds")
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    """`items` in slices of at most `size`."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _insert(conn: Connection) -> Any:
+    """The dialect's `insert` that knows ON CONFLICT (SQLite and PostgreSQL spell it the same in SQLAlchemy)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+def _float(value: Any) -> float | None:
+    """A finite float or None (SQLite keeps no NaN, so neither database is given one)."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if number == number else None
+
+
+def upsert_runs(conn: Connection, records: Sequence[RunRecord]) -> dict[str, int]:
+    """Insert or replace `records` (their params, metrics and tags replaced as a whole); uid -> row id."""
+    insert = _insert(conn)
+    ids: dict[str, int] = {}
+    for record in records:
+        row = {"uid": record.uid, **{f: getattr(record, f) for f in _RUN_FIELDS}}
+        for f in ("start_time", "end_time", "duration_seconds", "heartbeat_time", "heartbeat_seconds"):
+            row[f] = _float(row[f])
+        stmt = insert(runs).values(**row)
+        stmt = stmt.on_conflict_do_update(index_elements=[runs.c.uid], set_={f: stmt.excluded[f] for f in _RUN_FIELDS})
+        ids[record.uid] = conn.execute(stmt.returning(runs.c.id)).scalar_one()
+    all_ids = list(ids.values())
+    for table in (params, metrics, tags):
+        for part in chunks(all_ids):
+            conn.execute(delete(table).where(table.c.run.in_(part)))
+    param_rows, metric_rows, tag_rows = [], [], []
+    for record in records:
+        run = ids[record.uid]
+        for key, value in record.params.items():
+            text, number = param_text(value)
+            param_rows.append({"run": run, "key": str(key), "value": text, "num": number})
+        metric_rows += [{"run": run, "key": str(k), "value": _float(v)} for k, v in record.metrics.items()]
+        tag_rows += [{"run": run, "key": str(k), "value": str(v)} for k, v in record.tags.items()]
+    for table, rows in ((params, param_rows), (metrics, metric_rows), (tags, tag_rows)):
+        if rows:
+            conn.execute(table.insert(), rows)
+    return ids
+
+
+def delete_runs(conn: Connection, run_ids: Sequence[int]) -> None:
+    """Remove these runs and everything the catalog holds about them."""
+    for part in chunks(list(run_ids)):
+        for table in (params, metrics, tags, metric_history, summaries):
+            conn.execute(delete(table).where(table.c.run.in_(part)))
+        conn.execute(delete(runs).where(runs.c.id.in_(part)))
+
+
+def replace_summaries(conn: Connection, run_ids: Sequence[int], rows: list[dict[str, Any]]) -> None:
+    """Make `rows` (url, run, version, doc) the summaries of these runs; a row another sync wrote meanwhile is updated."""
+    for part in chunks(list(run_ids)):
+        conn.execute(delete(summaries).where(summaries.c.run.in_(part)))
+    if rows:
+        stmt = _insert(conn)(summaries)
+        cols = ("run", "version", "doc")
+        conn.execute(stmt.on_conflict_do_update(index_elements=[summaries.c.url], set_={c: stmt.excluded[c] for c in cols}), rows)
