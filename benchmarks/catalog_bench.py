@@ -164,3 +164,26 @@ def run_mlflow(python: str, runs: int, workdir: Path, repeat: int) -> dict[str, 
         print(f"MLflow rows skipped: the MLflow side failed ({done.returncode}):\n{done.stderr[-3000:]}", file=sys.stderr)
         return None
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="500 runs instead of 10,000")
+    parser.add_argument("--runs", type=int, default=None, help="how many runs (default 10,000; 500 with --quick)")
+    parser.add_argument("--repeat", type=int, default=7, help="searches timed per figure (the median is shown)")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "expstore-catalog-bench",
+                        help="where the root, the catalogs and the cached MLflow database live")
+    parser.add_argument("--postgres", default=None, help="a PostgreSQL catalog URL (default: start a throwaway server)")
+    parser.add_argument("--mlflow-python", default="/work/venv-mlflow/bin/python", help="an interpreter that has mlflow")
+    parser.add_argument("--mlflow-side", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    runs = args.runs or (500 if args.quick else 10_000)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.mlflow_side:
+        print(json.dumps(mlflow_side(runs, args.workdir, args.repeat)))
+        return
+    report(expstore_side(runs, args), run_mlflow(args.mlflow_python, runs, args.workdir, args.repeat), runs)
+
+
+if __name__ == "__main__":
+    main()

@@ -23,10 +23,13 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from ..format.run_summary import flatten_params, run_folder
+from . import summaries
+
 ENV_VAR = "EXPSTORE_CATALOG"
 FINISH_TIMEOUT = 5.0  # seconds `finish` waits for the final push before leaving it to the next sync
 MAX_BACKOFF = 30.0
-_SCALARS = (int, float, str, bool)
+_NUMBERS = (int, float, bool)
 _PASSWORD = re.compile(r"(?<=://)([^:/@]*):[^@/]*@")
 
 __all__ = ["ENV_VAR", "FINISH_TIMEOUT", "CatalogPush", "catalog_url", "redact", "start_push"]
@@ -58,11 +61,12 @@ class CatalogPush:
     def __init__(self, url: str, identity: Mapping[str, Any], *, interval: float = 2.0):
         self.url = url
         self.interval = float(interval)
-        self._identity = dict(identity)  # root, run_id, name, url, start_time: what names the run
+        self._identity = dict(identity)  # root, run_id, name, url, start_time: the `RunRecord` fields that never change
         self._metrics_in: collections.deque[Mapping[str, Any]] = collections.deque()
-        self._metrics: dict[str, Any] = {}
+        self._metrics: dict[str, float] = {}
         self._config: Mapping[str, Any] | None = None
-        self._final: dict[str, Any] | None = None
+        self._tags: dict[str, str] = {}
+        self._final: dict[str, Any] = {"status": summaries.RUNNING}
         self._dirty = True  # the run is not in the catalog yet
         self._wake = threading.Event()
         self._stopping = False
@@ -77,9 +81,10 @@ class CatalogPush:
 
     # ---- training thread: hand over values, never wait ------------------------------------------
 
-    def config(self, config: Mapping[str, Any]) -> None:
-        """The run's config (already a snapshot), pushed as its params."""
+    def config(self, config: Mapping[str, Any], environment: Any) -> None:
+        """The run's config (already a snapshot), pushed as its params, and the environment that gives its tags."""
         self._config = config
+        self._tags.update(_environment_tags(environment))
         self._dirty = True
 
     def metrics(self, metrics: Mapping[str, Any]) -> None:
@@ -88,7 +93,8 @@ class CatalogPush:
 
     def finish(self, status: str, duration_seconds: float, timeout: float = FINISH_TIMEOUT) -> bool:
         """Push the end of the run (status, end time, duration) and stop; False if it did not land within `timeout`."""
-        self._final = {"status": status, "end_time": time.time(), "duration_seconds": duration_seconds}
+        end = self._identity["start_time"] + duration_seconds
+        self._final = {"status": status, "end_time": end, "duration_seconds": float(duration_seconds)}
         self._dirty = True
         self.stop()
         self._thread.join(timeout)
@@ -114,12 +120,14 @@ class CatalogPush:
                 return
 
     def _fold_metrics(self) -> None:
-        """Move the metrics handed over so far into the last-value map."""
+        """Move the metrics handed over so far into the last-value map (numbers only, as the catalog keeps them)."""
         queue, latest = self._metrics_in, self._metrics
         while queue:
             for key, value in queue.popleft().items():
-                if isinstance(value, _SCALARS) or (hasattr(value, "item") and getattr(value, "ndim", 1) == 0):
-                    latest[str(key)] = value.item() if hasattr(value, "item") else value
+                if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+                    value = value.item()  # a numpy or torch scalar
+                if isinstance(value, _NUMBERS):
+                    latest[str(key)] = float(value)
                     self._dirty = True
 
     def _push(self) -> None:
@@ -139,10 +147,15 @@ class CatalogPush:
         self._failures = 0
 
     def _record(self) -> Any:
-        """The `RunRecord` of the run as known now."""
+        """The `RunRecord` of the run as known now: what its summary object says, or newer."""
         from ..catalog import RunRecord
 
-        return RunRecord(**self._identity, params=self._config, metrics=dict(self._metrics), final=self._final)
+        return RunRecord(
+            **self._identity, **self._final,
+            params=flatten_params(self._config) if self._config is not None else {},
+            metrics=dict(self._metrics), tags=dict(self._tags),
+            heartbeat_time=time.time(), heartbeat_seconds=summaries.HEARTBEAT_SECONDS,
+        )
 
     def _failed(self, exc: BaseException) -> None:
         """Remember the error, warn on the first failure of this logger, back off before the next try."""
@@ -171,13 +184,22 @@ def start_push(catalog: str | bool | None, logger: Any, interval: float) -> Cata
     """The pusher of `logger`'s run when a catalog is configured (`catalog`, else ``EXPSTORE_CATALOG``) and the
     logger writes files; None otherwise."""
     url = catalog_url(catalog)
-    if url is None or logger.store is None:
-        return None
-    identity = {
-        "name": logger.experiment_name,
-        "url": logger.store.url,
-        "rank": logger.rank,
-        "session": logger.sink.session,
-        "start_time": logger.start_time,
-    }
+    if url is None or logger.store is None or logger.rank is not None:
+        return None  # a run of several ranks reaches the catalog from its summaries, at the next sync
+    logs = logger.store.url
+    identity = {"root": logs, "run_id": logger.experiment_name, "name": logger.experiment_name,
+                "url": run_folder(logs), "start_time": logger.start_time}
     return CatalogPush(url, identity, interval=interval)
+
+
+def _environment_tags(environment: Any) -> dict[str, str]:
+    """The tags the run summary derives from a config event's environment (``host``, ``git_commit``, ``git_dirty``).
+
+    Mirrors `summaries` (its helper is private there): a push must not drop the tags a sync recorded."""
+    if not isinstance(environment, dict):
+        return {}
+    tags = {"host": environment.get("hostname")}
+    git = environment.get("git")
+    if isinstance(git, dict):
+        tags.update(git_commit=git.get("commit"), git_dirty=None if git.get("dirty") is None else str(bool(git["dirty"])).lower())
+    return {k: str(v) for k, v in tags.items() if v is not None}

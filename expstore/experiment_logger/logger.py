@@ -265,7 +265,7 @@ class ExperimentLogger:
         environment = describe_environment()
         self._event(INFO, "config", {"config": config, "environment": environment}, "Configuration:")
         if self._push is not None:
-            self._push.config(config)
+            self._push.config(config, environment)
         for key, value in config.items():
             self._event(INFO, None, None, f"  {key}: {value}")
         self._event(INFO, None, None, environment_line(environment))
