@@ -11,8 +11,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from ..errors import BackendUnavailable
+from ..store.base import Store
 from ..store.locate import opened_store
-from ..store.registry import open_store
 from .engine import connect, shown_url, writing
 from .filters import parse_filter, parse_order_by
 from .query import check_max_results, search
@@ -40,7 +40,7 @@ class Catalog:
                 raise
             raise BackendUnavailable(f"the catalog database stopped answering during {what}: {exc.orig}", url=self.url) from exc
 
-    def sync(self, root: str, **storage_options: Any) -> None:
+    def sync(self, root: str | Store, **storage_options: Any) -> None:
         """Bring the runs under `root` (any store URL) up to date: one listing, reading only summaries that changed."""
         with opened_store(root, **storage_options) as store, self._guarded("sync"):
             sync_store(self.engine, store)
@@ -52,11 +52,11 @@ class Catalog:
         with self._guarded("record_run"), writing(self.engine) as conn:
             upsert_runs(conn, [run])
 
-    def search(self, root: str, filter: str | None = None, order_by: list[str] | str | None = None,
+    def search(self, root: str | Store, filter: str | None = None, order_by: list[str] | str | None = None,
                max_results: int | None = None, **storage_options: Any) -> pd.DataFrame:
         """The runs under `root` that `filter` selects, ordered by `order_by`, at most `max_results` (no sync)."""
         where, order, limit = parse_filter(filter), parse_order_by(order_by), check_max_results(max_results)
-        with open_store(root, **storage_options) as store:
+        with opened_store(root, **storage_options) as store:
             prefix = root_prefix(store.url)
         with self._guarded("search"), self.engine.connect() as conn:
             return search(conn, prefix, where, order, limit)
@@ -81,7 +81,7 @@ def open_catalog(url: str | None = None) -> Catalog:
     return Catalog(connect(url))
 
 
-def search_runs(root: str, filter: str | None = None, order_by: list[str] | str | None = None,
+def search_runs(root: str | Store, filter: str | None = None, order_by: list[str] | str | None = None,
                 max_results: int | None = None, *, catalog: str | Catalog | None = None, **storage_options: Any) -> pd.DataFrame:
     """Sync the catalog from `root`, then search it: one row per logged run under `root` (DESIGN §8 columns)."""
     parse_filter(filter), parse_order_by(order_by), check_max_results(max_results)  # bad input fails before any I/O

@@ -107,7 +107,8 @@ def _create_tables(engine: Engine, parsed: URL) -> None:
         except DBAPIError as exc:
             if exc.connection_invalidated or _unreachable(exc) or attempt == 2:
                 engine.dispose()
-                raise BackendUnavailable(f"cannot reach the catalog database: {exc.orig}".strip(), url=shown_url(parsed)) from None
+                message = f"cannot reach the catalog database: {exc.orig}".strip()
+                raise BackendUnavailable(message, url=shown_url(parsed)) from None
             time.sleep(0.05 * (attempt + 1))  # another process created them meanwhile: check again
 
 

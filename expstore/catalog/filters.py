@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Union
 
-__all__ = ["ATTRIBUTES", "And", "Condition", "Field", "Or", "OrderItem", "parse_filter", "parse_order_by"]
+__all__ = ["ATTRIBUTES", "And", "Condition", "Field", "Node", "Or", "OrderItem", "parse_filter", "parse_order_by"]
 
 ATTRIBUTES = ("run_id", "name", "url", "status", "start_time", "end_time", "duration_seconds")
 _ENTITIES = {

@@ -16,12 +16,13 @@ from .filters import And, Condition, Field, Node, Or, OrderItem
 from .schema import metrics, params, runs, tags
 from .writing import chunks
 
-__all__ = ["BASE_COLUMNS", "check_max_results", "search"]
+__all__ = ["BASE_COLUMNS", "LIKE_ESCAPE", "check_max_results", "search"]
 
 BASE_COLUMNS = ("run_id", "name", "url", "status", "start_time", "end_time", "duration_seconds")
 _TEXT_ATTRIBUTES = ("run_id", "name", "url", "status")
 _TIME_ATTRIBUTES = ("start_time", "end_time")
 _MLFLOW_STATUS = {"finished": "completed", "killed": "interrupted"}  # MLflow's names for the logger's statuses
+LIKE_ESCAPE = "\\"  # in LIKE patterns \% and \_ stand for % and _ themselves, on every database
 _COMPARE = {"=": "__eq__", "!=": "__ne__", "<": "__lt__", "<=": "__le__", ">": "__gt__", ">=": "__ge__"}
 
 
@@ -44,9 +45,9 @@ def _compare(column: Any, cond: Condition, value: Any) -> Any:
     if op in _COMPARE:
         return getattr(column, _COMPARE[op])(value)
     if op in ("LIKE", "NOT LIKE"):
-        clause = column.like(value)
+        clause = column.like(value, escape=LIKE_ESCAPE)
     elif op in ("ILIKE", "NOT ILIKE"):
-        clause = column.ilike(value)
+        clause = column.ilike(value, escape=LIKE_ESCAPE)
     else:  # IN, NOT IN
         clause = column.in_(value)
     return not_(clause) if op.startswith("NOT") else clause
@@ -87,7 +88,8 @@ class _Compiler:
             raise _fail(cond, f"the IN list of {_name(f)} mixes numbers and strings")
         if f.kind == "metrics":
             if not numeric or cond.op.endswith("LIKE"):
-                raise _fail(cond, f"{_name(f)} is a metric: compare it with a number (=, !=, <, <=, >, >=, IN), got {cond.value!r:.80}")
+                raise _fail(cond, f"{_name(f)} is a metric: compare it with a number (=, !=, <, <=, >, >=, IN), "
+                                  f"got {cond.value!r:.80}")
             column = table.c.value
         elif f.kind == "params":
             if numeric and cond.op.endswith("LIKE"):
@@ -189,6 +191,12 @@ def search(conn: Connection, prefix: str, where: Node | None, order_by: list[Ord
     return _frame(rows, ids, extra, numeric_params)
 
 
+def _times(seconds: list[float | None]) -> pd.Series:
+    """Unix seconds as UTC datetimes, to the microsecond the logs write (no float noise in the nanoseconds)."""
+    micros = pd.Series(seconds, dtype="float64").mul(1e6).round()
+    return pd.to_datetime(micros, unit="us", utc=True).astype("datetime64[ns, UTC]")
+
+
 def _frame(rows: list[Any], ids: list[int], extra: dict[str, dict[int, Any]], numeric_params: dict[str, bool]) -> pd.DataFrame:
     """The result DataFrame: the base columns, then params.*, metrics.*, tags.* (each sorted), with their dtypes."""
     data: dict[str, Any] = {
@@ -196,8 +204,8 @@ def _frame(rows: list[Any], ids: list[int], extra: dict[str, dict[int, Any]], nu
         "name": pd.array([r.name for r in rows], dtype="string"),
         "url": pd.array([r.url for r in rows], dtype="string"),
         "status": pd.array([r.status for r in rows], dtype="string"),
-        "start_time": pd.to_datetime(pd.Series([r.start_time for r in rows], dtype="float64"), unit="s", utc=True),
-        "end_time": pd.to_datetime(pd.Series([r.end_time for r in rows], dtype="float64"), unit="s", utc=True),
+        "start_time": _times([r.start_time for r in rows]),
+        "end_time": _times([r.end_time for r in rows]),
         "duration_seconds": pd.Series([r.duration_seconds for r in rows], dtype="float64"),
     }
     for column in sorted(extra, key=lambda c: (("params.", "metrics.", "tags.").index(c[: c.index(".") + 1]), c)):

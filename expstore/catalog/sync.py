@@ -74,14 +74,14 @@ def sync_store(engine: Engine, store: Store) -> dict[str, int]:
     prefix = root_prefix(root)
     groups = _summary_keys(store.list(""))
     keys = [key for ranks in groups.values() for key in ranks.values()]
-    versions = dict(zip(keys, _map(store, lambda k: _version(store, k), keys)))
+    versions = dict(zip(keys, _map(store, lambda k: _version(store, k), keys), strict=True))
     with engine.connect() as conn:
         known = {row.url: (row.version, row.doc, row.uid) for row in conn.execute(
             select(summaries.c.url, summaries.c.version, summaries.c.doc, runs.c.uid)
             .join(runs, runs.c.id == summaries.c.run).where(_under(summaries.c.url, prefix)))}
         catalogued = dict(conn.execute(select(runs.c.uid, runs.c.id).where(_under(runs.c.uid, prefix))).all())
     changed = [k for k in keys if versions[k] is not None and known.get(join_url(root, k), (None,))[0] != versions[k]]
-    fresh = dict(zip(changed, _map(store, lambda k: _read(store, k), changed)))
+    fresh = dict(zip(changed, _map(store, lambda k: _read(store, k), changed), strict=True))
     records, summary_rows, present = [], [], set()
     for (folder, name), ranks in groups.items():
         docs: list[tuple[str, Mapping[str, Any]]] = []

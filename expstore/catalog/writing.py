@@ -44,6 +44,7 @@ def upsert_runs(conn: Connection, records: Sequence[RunRecord]) -> dict[str, int
     """Insert or replace `records` (their params, metrics and tags replaced as a whole); uid -> row id."""
     insert = _insert(conn)
     ids: dict[str, int] = {}
+    records = sorted(records, key=lambda r: r.uid)  # one lock order for every writer (no deadlock on PostgreSQL)
     for record in records:
         row = {"uid": record.uid, **{f: getattr(record, f) for f in _RUN_FIELDS}}
         for f in ("start_time", "end_time", "duration_seconds", "heartbeat_time", "heartbeat_seconds"):

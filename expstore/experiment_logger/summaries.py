@@ -100,7 +100,8 @@ class SummaryTracker:
                 self.doc["tags"] = {**self.doc.get("tags", {}), **_environment_tags(data.get("environment"))}
                 self.start_due = True  # the params reach the catalog at the next flush, not the next heartbeat
             elif event_type == "experiment_end":
-                self.doc.update(status=data.get("final_status"), end_time=iso_time(ts), duration_seconds=data.get("duration_seconds"))
+                self.doc.update(status=data.get("final_status"), end_time=iso_time(ts),
+                                duration_seconds=data.get("duration_seconds"))
 
     def to_bytes(self) -> bytes:
         """The summary object: the document, the last scalar value of each metric, and the heartbeat."""

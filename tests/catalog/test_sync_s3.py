@@ -1,0 +1,69 @@
+"""Incremental sync on S3 (moto over HTTP): a second sync with nothing changed lists once and reads
+no summary; a changed, a new and a deleted run cost only their own requests."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from expstore import open_store
+from expstore.catalog import open_catalog
+from expstore.experiment_logger import ExperimentLogger
+
+from ..conftest import unique
+from ..s3servers import S3Server
+from ..wrapping import DelegatingStore
+
+
+class CountingStore(DelegatingStore):
+    """Counts the store calls a sync makes, by operation."""
+
+    def __init__(self, inner: Any):
+        super().__init__(inner)
+        self.calls: Counter[str] = Counter()
+
+    def forward(self, operation: str, *args: Any, **kwargs: Any) -> Any:
+        self.calls[operation] += 1
+        return super().forward(operation, *args, **kwargs)
+
+
+def log_run(url: str, options: dict, name: str, loss: float, finalize: bool = True) -> ExperimentLogger:
+    logger = ExperimentLogger(name, f"{url}/{name}/logs", log_to_console=False, **options)
+    logger.log_config({"lr": loss / 10})
+    logger.log_metrics({"loss": loss})
+    if finalize:
+        logger.finalize()
+    else:
+        assert logger.flush()
+    return logger
+
+
+def test_sync_reads_only_what_changed(moto_server: S3Server, tmp_path: Path) -> None:
+    url, options = f"s3://expstore-test/catalog-{unique()}", moto_server.storage_options
+    for i in range(3):
+        log_run(url, options, f"run{i}", loss=float(i))
+    running = log_run(url, options, "live", loss=9.0, finalize=False)
+    store = CountingStore(open_store(url, **options))
+    with open_catalog(f"sqlite:///{tmp_path / 'c.db'}") as catalog:
+        catalog.sync(store)  # type: ignore[arg-type]
+        assert store.calls == {"list": 1, "version": 4, "read": 4}
+        assert sorted(catalog.search(store)["name"]) == ["live", "run0", "run1", "run2"]  # type: ignore[arg-type]
+
+        store.calls.clear()
+        catalog.sync(store)  # type: ignore[arg-type]
+        assert store.calls == {"list": 1, "version": 4}  # one listing, no summary read again
+
+        running.log_metrics({"loss": 4.5})
+        running.finalize()
+        log_run(url, options, "new", loss=7.0)
+        store.inner.delete("run0/logs/run0_run.json")
+        store.calls.clear()
+        catalog.sync(store)  # type: ignore[arg-type]
+        assert store.calls == {"list": 1, "version": 4, "read": 2}  # the finished run and the new one
+        frame = catalog.search(store, order_by=["name"])  # type: ignore[arg-type]
+        assert list(frame["name"]) == ["live", "new", "run1", "run2"]
+        assert frame.set_index("name").loc["live", "status"] == "completed"
+        assert frame.set_index("name").loc["live", "metrics.loss"] == 4.5
+    store.close()
+    store.inner.close()
