@@ -98,7 +98,13 @@ class CatalogPush:
         self._dirty = True
         self.stop()
         self._thread.join(timeout)
-        return not self._thread.is_alive() and not self._dirty
+        landed = not self._thread.is_alive() and not self._dirty
+        if not landed and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"expstore logger {self._identity['name']!r}: the end of the run did not reach the catalog {redact(self.url)} "
+                f"within {timeout:g} s; the next search syncs it from the store", RuntimeWarning, stacklevel=3)
+        return landed
 
     def stop(self) -> None:
         """Let the thread make its last push and end, without waiting for it."""

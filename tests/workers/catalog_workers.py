@@ -2,7 +2,7 @@
 
 Logs one run named NAME under ``ROOT/NAME/logs`` with a logger that pushes to CATALOG: its config
 (``worker`` = NAME, ``lr``), a few metrics (the last ``loss`` is ``1 / (1 + index)`` where index is
-the number at the end of NAME), prints ``ready``, waits until GO_FILE exists (so that every worker
+the number at the end of NAME), waits until its first push is in the catalog, prints ``ready``, waits until GO_FILE exists (so that every worker
 finalizes at the same moment), then finalizes with status ``completed`` and prints ``done``.
 """
 
@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from expstore.catalog import open_catalog
 from expstore.experiment_logger import create_experiment_logger
 
 
@@ -27,6 +28,9 @@ def main() -> None:
     logger.log_config({"worker": name, "lr": 0.001 * (index + 1), "model": {"layers": index}})
     for step in range(5):
         logger.log_metrics({"loss": final_loss(index) + (4 - step), "step_seen": step}, step=step)
+    with open_catalog(catalog) as view:  # ready once the first push landed: what is tested is finishing at once
+        while view.search(root, f"name = '{name}'").empty:
+            time.sleep(0.05)
     print("ready", flush=True)
     while not Path(go_file).exists():
         time.sleep(0.01)
