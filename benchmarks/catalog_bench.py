@@ -166,6 +166,113 @@ def run_mlflow(python: str, runs: int, workdir: Path, repeat: int) -> dict[str, 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# ---- expstore side ------------------------------------------------------------------------------------
+
+
+def _counting_store(root: Path) -> Any:
+    """The root as a store that counts the summary objects read through it."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from expstore import open_store
+    from tests.wrapping import DelegatingStore
+
+    class Counting(DelegatingStore):
+        reads = 0
+
+        def forward(self, operation: str, *args: Any, **kwargs: Any) -> Any:
+            if operation in ("read", "read_range"):
+                Counting.reads += 1
+            return super().forward(operation, *args, **kwargs)
+
+    return Counting(open_store(str(root)))
+
+
+def measure(catalog_url: str, root: Path, runs: int, repeat: int) -> dict[str, Any]:
+    """First sync, no-change sync (time and summaries read), search alone and `search_runs` on one catalog."""
+    from expstore.catalog import open_catalog, search_runs
+
+    with open_catalog(catalog_url) as catalog:
+        first, _ = timed(lambda: catalog.sync(str(root)))
+        again, _ = timed(lambda: catalog.sync(str(root)), repeat)
+        counting = _counting_store(root)
+        catalog.sync(counting)
+        catalog.search(str(root), FILTER, ORDER_BY, MAX_RESULTS)  # warm-up
+        search, frame = timed(lambda: catalog.search(str(root), FILTER, ORDER_BY, MAX_RESULTS), repeat)
+        full, _ = timed(lambda: search_runs(str(root), FILTER, ORDER_BY, MAX_RESULTS, catalog=catalog), repeat)
+        total = len(catalog.search(str(root)))
+    if list(frame["name"]) != expected_hits(runs) or total != runs:
+        raise SystemExit(f"{catalog_url}: the search did not select the expected runs ({total} runs catalogued)")
+    return {"first_sync": first, "nochange_sync": again, "nochange_reads": counting.reads, "search": search, "search_runs": full}
+
+
+def _fresh_sqlite(workdir: Path, runs: int) -> str:
+    path = workdir / f"catalog-{runs}.sqlite"
+    for leftover in workdir.glob(f"{path.name}*"):
+        leftover.unlink()
+    return f"sqlite:///{path}"
+
+
+def expstore_side(runs: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Write the root once (kept for later runs of the same size), then measure SQLite and PostgreSQL."""
+    root = args.workdir / f"root-{runs}-v{GENERATOR_VERSION}"
+    marker = root.with_suffix(".done")
+    written = None
+    if not marker.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        written, _ = timed(lambda: write_root(root, runs))
+        marker.touch()
+    results: dict[str, Any] = {"written": written, "sqlite": measure(_fresh_sqlite(args.workdir, runs), root, runs, args.repeat)}
+    server = None
+    try:
+        url = args.postgres
+        if url is None:
+            sys.path.insert(0, str(REPO_ROOT))
+            from tests.pgserver import start_postgres
+
+            server = start_postgres()
+            url = server.create_database("bench")
+        results["postgresql"] = measure(url, root, runs, args.repeat)
+    finally:
+        if server is not None:
+            server.stop()
+    return results
+
+
+def report(ours: dict[str, Any], mlflow: dict[str, Any] | None, runs: int) -> None:
+    """Print the table: each figure on SQLite and PostgreSQL, and its target."""
+    sq, pg = ours["sqlite"], ours["postgresql"]
+
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+    rows = [
+        (f"first sync of {runs:,} runs", ms(sq["first_sync"]), ms(pg["first_sync"]), "<= 10 s"),
+        ("sync with nothing changed", ms(sq["nochange_sync"]), ms(pg["nochange_sync"]), "<= 0.2 s"),
+        ("  summaries read by it", str(sq["nochange_reads"]), str(pg["nochange_reads"]), "0"),
+        ("3-clause search, order by a metric, 100 results (query)", ms(sq["search"]), ms(pg["search"]), "<= 50 ms"),
+        ("  the same through search_runs (sync + query)", ms(sq["search_runs"]), ms(pg["search_runs"]), ""),
+    ]
+    if mlflow is not None:
+        if mlflow["names"] != expected_hits(runs):
+            print("note: mlflow.search_runs selected other runs than expected", file=sys.stderr)
+        theirs = mlflow["search_seconds"]
+        rows += [
+            (f"mlflow.search_runs (MLflow {mlflow['version']}, SQLite)", ms(theirs), "", ""),
+            ("  our query / mlflow.search_runs", f"{sq['search'] / theirs:.3f}", f"{pg['search'] / theirs:.3f}", "<= 0.1"),
+            ("  our search_runs / mlflow.search_runs", f"{sq['search_runs'] / theirs:.3f}", f"{pg['search_runs'] / theirs:.3f}", ""),
+        ]
+        if mlflow["log_seconds"] is not None:
+            rows.append((f"  (logging the {runs:,} runs into MLflow with its client)", ms(mlflow["log_seconds"]), "", ""))
+    else:
+        rows.append(("mlflow.search_runs", "skipped (see stderr)", "", "<= 0.1"))
+    if ours["written"] is not None:
+        rows.append((f"  (writing the {runs:,} summary objects, setup)", ms(ours["written"]), "", ""))
+    print(f"filter: {FILTER!r}  order_by={ORDER_BY}  max_results={MAX_RESULTS}  (median of the repeated calls)")
+    print("| figure | SQLite | PostgreSQL | target |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="500 runs instead of 10,000")
