@@ -76,7 +76,7 @@ class PostgresServer:
 
 def _run(args: list[str], what: str, log: Path | None = None) -> None:
     """Run a server tool; RuntimeError with its output (and the server log) when it fails."""
-    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(args, check=False, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         tail = log.read_text(errors="replace")[-4000:] if log is not None and log.exists() else ""
         raise RuntimeError(f"{what} failed ({done.returncode}): {' '.join(args)}\n{done.stdout}\n{done.stderr}\n{tail}")
@@ -105,7 +105,7 @@ def start_postgres() -> PostgresServer:
 
     def stop() -> None:
         if (data / "postmaster.pid").exists():
-            subprocess.run([*pg_ctl, "stop", "-m", "fast", "-w", "-t", "60"], capture_output=True, timeout=90)
+            subprocess.run([*pg_ctl, "stop", "-m", "fast", "-w", "-t", "60"], check=False, capture_output=True, timeout=90)
         shutil.rmtree(folder, ignore_errors=True)
 
     try:

@@ -15,6 +15,7 @@ its summary, and the next search syncs the catalog from the store.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
 import threading
@@ -179,11 +180,9 @@ class CatalogPush:
 
     def _close(self) -> None:
         """Release the catalog's connections."""
-        try:
-            if self._catalog is not None and hasattr(self._catalog, "close"):
+        if self._catalog is not None:
+            with contextlib.suppress(Exception):  # nobody is left to tell
                 self._catalog.close()
-        except Exception:  # noqa: BLE001 - nobody is left to tell
-            pass
 
 
 def start_push(catalog: str | bool | None, logger: Any, interval: float) -> CatalogPush | None:
