@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import and_, case, exists, false, func, literal, not_, or_, select
+from sqlalchemy import Float, and_, case, exists, false, func, literal, not_, or_, select
 from sqlalchemy.engine import Connection
 
 from ..format.run_summary import RUNNING, STALE, STALE_AFTER_BEATS
@@ -59,7 +59,7 @@ class _Compiler:
     def __init__(self, prefix: str, now: float):
         self.prefix = prefix
         stale = and_(runs.c.status == RUNNING, runs.c.heartbeat_time.is_not(None), runs.c.heartbeat_seconds.is_not(None),
-                     literal(now) - runs.c.heartbeat_time > STALE_AFTER_BEATS * runs.c.heartbeat_seconds)
+                     literal(now, Float) - runs.c.heartbeat_time > STALE_AFTER_BEATS * runs.c.heartbeat_seconds)
         self.attributes = {
             "run_id": func.substr(runs.c.uid, len(prefix) + 1), "name": runs.c.name, "url": runs.c.url,
             "status": case((stale, STALE), else_=runs.c.status),
@@ -184,10 +184,13 @@ def search(conn: Connection, prefix: str, where: Node | None, order_by: list[Ord
     for kind, table in (("params", params), ("metrics", metrics), ("tags", tags)):
         cols = [table.c.run, table.c.key, table.c.value] + ([table.c.num] if kind == "params" else [])
         for part in chunks(ids):
-            for row in conn.execute(select(*cols).where(table.c.run.in_(part))):
-                extra.setdefault(f"{kind}.{row.key}", {})[row.run] = row.value
-                if kind == "params":
-                    numeric_params[row.key] = numeric_params.get(row.key, True) and row.num is not None
+            for run, key, value, *num in conn.execute(select(*cols).where(table.c.run.in_(part))).all():
+                column = extra.get(f"{kind}.{key}")
+                if column is None:
+                    column = extra[f"{kind}.{key}"] = {}
+                column[run] = value
+                if num and num[0] is None:
+                    numeric_params[key] = False
     return _frame(rows, ids, extra, numeric_params)
 
 
@@ -210,7 +213,7 @@ def _frame(rows: list[Any], ids: list[int], extra: dict[str, dict[int, Any]], nu
     }
     for column in sorted(extra, key=lambda c: (("params.", "metrics.", "tags.").index(c[: c.index(".") + 1]), c)):
         values = [extra[column].get(i) for i in ids]
-        if column.startswith("metrics.") or (column.startswith("params.") and numeric_params[column[7:]]):
+        if column.startswith("metrics.") or (column.startswith("params.") and numeric_params.get(column[7:], True)):
             data[column] = pd.Series([None if v is None else float(v) for v in values], dtype="float64")
         else:
             data[column] = pd.array(values, dtype="string")

@@ -80,10 +80,18 @@ def sync_store(engine: Engine, store: Store) -> dict[str, int]:
             select(summaries.c.url, summaries.c.version, summaries.c.doc, runs.c.uid)
             .join(runs, runs.c.id == summaries.c.run).where(_under(summaries.c.url, prefix)))}
         catalogued = dict(conn.execute(select(runs.c.uid, runs.c.id).where(_under(runs.c.uid, prefix))).all())
+    known_urls: dict[str, set[str]] = {}
+    for url, (_, _, uid) in known.items():
+        known_urls.setdefault(uid, set()).add(url)
     changed = [k for k in keys if versions[k] is not None and known.get(join_url(root, k), (None,))[0] != versions[k]]
     fresh = dict(zip(changed, _map(store, lambda k: _read(store, k), changed), strict=True))
     records, summary_rows, present = [], [], set()
     for (folder, name), ranks in groups.items():
+        uid = join_url(root, f"{folder}/{name}" if folder else name)
+        urls = {join_url(root, key) for key in ranks.values()}
+        if uid in catalogued and urls == known_urls.get(uid) and not any(key in fresh for key in ranks.values()):
+            present.add(uid)  # nothing changed: no summary parsed, nothing written
+            continue
         docs: list[tuple[str, Mapping[str, Any]]] = []
         dirty = False
         for rank in sorted(ranks, key=lambda r: -1 if r is None else r):
@@ -99,7 +107,7 @@ def sync_store(engine: Engine, store: Store) -> dict[str, int]:
             continue
         record = record_from_summaries(root, folder, name, [doc for _, doc in docs])
         present.add(record.uid)
-        dirty = dirty or {join_url(root, k) for k, _ in docs} != {u for u, v in known.items() if v[2] == record.uid}
+        dirty = dirty or {join_url(root, k) for k, _ in docs} != known_urls.get(record.uid, set())
         if dirty or record.uid not in catalogued:
             records.append(record)
             summary_rows.append((record.uid, [(join_url(root, k), versions[k], json.dumps(doc)) for k, doc in docs]))
