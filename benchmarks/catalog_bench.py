@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -284,6 +285,7 @@ def main() -> None:
     parser.add_argument("--mlflow-side", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     runs = args.runs or (500 if args.quick else 10_000)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # `finally` stops the PostgreSQL server
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.mlflow_side:
         print(json.dumps(mlflow_side(runs, args.workdir, args.repeat)))
