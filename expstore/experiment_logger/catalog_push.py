@@ -185,10 +185,9 @@ class CatalogPush:
                 self._catalog.close()
 
 
-def start_push(catalog: str | bool | None, logger: Any, interval: float) -> CatalogPush | None:
-    """The pusher of `logger`'s run when a catalog is configured (`catalog`, else ``EXPSTORE_CATALOG``) and the
-    logger writes files; None otherwise."""
-    url = catalog_url(catalog)
+def start_push(url: str | None, logger: Any, interval: float) -> CatalogPush | None:
+    """The pusher of `logger`'s run to the catalog at `url` (from `catalog_url`) when there is one and the logger
+    writes files; None otherwise."""
     if url is None or logger.store is None or logger.rank is not None:
         return None  # a run of several ranks reaches the catalog from its summaries, at the next sync
     logs = logger.store.url

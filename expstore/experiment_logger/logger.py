@@ -32,7 +32,7 @@ from ..store.base import Store
 from ..store.keys import validate_experiment_name, validate_key
 from ..store.locate import join_url
 from ..store.registry import open_store
-from .catalog_push import CatalogPush, start_push
+from .catalog_push import CatalogPush, catalog_url, start_push
 from .environment import describe_environment, environment_line
 from .layout import rank_stem, structured_key, text_key
 from .line_format import LOG_DATE_FORMAT, LOG_FORMAT, format_pairs
@@ -195,6 +195,7 @@ class ExperimentLogger:
     ):
         self.experiment_name = validate_experiment_name(experiment_name)
         check_flush_policy(flush_interval, flush_bytes, max_buffer_bytes)  # before anything changes
+        pushed_to = catalog_url(catalog)
         self.rank = _check_rank(rank)
         self._stem = rank_stem(experiment_name, self.rank)
         validate_key(structured_key(self._stem))
@@ -232,8 +233,6 @@ class ExperimentLogger:
         for handler in self._handlers:
             self.logger.addHandler(handler)
         self._quiet = [h for h in self._handlers if isinstance(h, _StoreHandler)]  # handlers that need no record
-        # Dropped without finalize: detach the handlers and let the flusher write what is queued and
-        # stop (no thread per forgotten logger). At interpreter exit `flush_all` does the flushing.
         self._summary: dict[str, Any] | None = None
         self._event(INFO, "experiment_start", {
             "experiment_name": experiment_name,
@@ -241,7 +240,9 @@ class ExperimentLogger:
             "session": self.sink.session if self.sink else None,
             "output_dir": self.store.url if self.store else None,
         }, f"Experiment '{experiment_name}' started")
-        self._push = start_push(catalog, self, flush_interval)  # None unless a catalog is configured
+        self._push = start_push(pushed_to, self, flush_interval)  # None unless a catalog is configured
+        # Dropped without finalize: detach the handlers and let the flusher (and pusher) write what is
+        # queued and stop (no thread per forgotten logger). At interpreter exit `flush_all` does the flushing.
         self._release = weakref.finalize(self, _release, self.logger, list(self._handlers), self.sink, self._push)
         self._release.atexit = False
 

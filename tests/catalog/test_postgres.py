@@ -144,6 +144,19 @@ def test_sync_is_incremental_picks_up_new_runs_and_drops_deleted_ones(tmp_path: 
         assert sorted(names(catalog.search(root))) == ["three", "two"]
 
 
+def test_a_dropped_postgresql_catalog_is_rebuilt_by_the_next_search(root: str, postgres_url: str) -> None:
+    import psycopg
+
+    before = search_runs(root, order_by="name", catalog=postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        tables = [t for (t,) in conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'expstore%'")]
+        assert tables
+        conn.execute("DROP TABLE " + ", ".join(tables) + " CASCADE")
+    after = search_runs(root, order_by="name", catalog=postgres_url)
+    assert names(after) == names(before) and len(after) == len(RUNS) + 1
+    assert after.equals(before)
+
+
 def test_roots_sharing_one_catalog_see_only_their_runs(tmp_path: Path, catalog_url: str) -> None:
     first, second = str(tmp_path / "team-a"), str(tmp_path / "team-a-b")  # one is a string prefix of the other
     log_run(first, "mine", {"lr": 1}, {"loss": 1.0}, "completed")

@@ -93,11 +93,12 @@ def test_a_dead_catalog_never_fails_training_and_warns_once_naming_it(tmp_path: 
     assert list(found["status"]) == ["completed"] and found["metrics.loss"].iloc[0] == pytest.approx(1 / 200)
 
 
-def test_bad_catalog_argument_names_it(tmp_path: Path) -> None:
+def test_bad_catalog_argument_names_it_before_anything_is_written(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="catalog must be a catalog URL"):
-        create_experiment_logger("bad", str(tmp_path), verbose=False, catalog=5432)
+        create_experiment_logger("bad", str(tmp_path / "logs"), verbose=False, catalog=5432)
     with pytest.raises(ValueError, match="'localhost:5432'"):
-        create_experiment_logger("bad", str(tmp_path), verbose=False, catalog="localhost:5432")
+        create_experiment_logger("bad", str(tmp_path / "logs"), verbose=False, catalog="localhost:5432")
+    assert not (tmp_path / "logs").exists()
     assert catalog_url(False) is None
 
 
