@@ -4,6 +4,7 @@ training on a dead database, and without losing a run when 8 processes finish at
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import warnings
@@ -91,6 +92,25 @@ def test_a_dead_catalog_never_fails_training_and_warns_once_naming_it(tmp_path: 
     assert redact(DEAD) in message and "s3cret" not in message
     found = search_runs(root, catalog=f"sqlite:///{tmp_path / 'local.db'}")
     assert list(found["status"]) == ["completed"] and found["metrics.loss"].iloc[0] == pytest.approx(1 / 200)
+
+
+def test_a_catalog_that_never_answers_does_not_hold_finalize(tmp_path: Path) -> None:
+    """A server that takes the connection and never answers: finalize gives the push up after its timeout,
+    one warning names the URL, and the store has the run."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes handshakes; nobody ever reads or answers
+        url = f"postgresql://trainer@127.0.0.1:{silent.getsockname()[1]}/x"
+        root = str(tmp_path / "root")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            logger = create_experiment_logger("stalled", f"{root}/logs", verbose=False, catalog=url, flush_interval=0.05)
+            logger.log_metrics({"loss": 0.5})
+            summary = logger.finalize("completed")
+    assert summary["final_status"] == "completed"
+    messages = [str(w.message) for w in caught if "catalog" in str(w.message)]
+    assert len(messages) == 1 and url in messages[0], messages  # "failed" or "did not reach", whichever came first
+    assert list(search_runs(root, catalog=f"sqlite:///{tmp_path / 'local.db'}")["status"]) == ["completed"]
 
 
 def test_bad_catalog_argument_names_it_before_anything_is_written(tmp_path: Path) -> None:
