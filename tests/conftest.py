@@ -13,6 +13,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from expstore import Store, open_store
 
+from .pgserver import PostgresServer, start_postgres
 from .s3servers import S3Server, start_moto, start_s3rver, start_seaweedfs
 
 
@@ -67,6 +68,20 @@ def s3rver_server() -> Iterator[S3Server]:
         pytest.skip(f"s3rver unavailable: {exc}")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster on 127.0.0.1 for the whole session; fails (never skips) when its binaries are missing."""
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL (``postgresql://postgres@127.0.0.1:<port>/<db>``) of a fresh, empty database for one test."""
+    return postgres_server.create_database()
 
 
 S3_SERVERS = ["moto", "seaweedfs"]

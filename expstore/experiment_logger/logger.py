@@ -32,6 +32,7 @@ from ..store.base import Store
 from ..store.keys import validate_experiment_name, validate_key
 from ..store.locate import join_url
 from ..store.registry import open_store
+from .catalog_push import CatalogPush, catalog_url, start_push
 from .environment import describe_environment, environment_line
 from .layout import rank_stem, structured_key, text_key
 from .line_format import LOG_DATE_FORMAT, LOG_FORMAT, format_pairs
@@ -189,10 +190,12 @@ class ExperimentLogger:
         flush_bytes: int = MiB,
         max_buffer_bytes: int = 64 * MiB,
         rank: int | None = None,
+        catalog: str | bool | None = None,
         **storage_options: Any,
     ):
         self.experiment_name = validate_experiment_name(experiment_name)
         check_flush_policy(flush_interval, flush_bytes, max_buffer_bytes)  # before anything changes
+        pushed_to = catalog_url(catalog)
         self.rank = _check_rank(rank)
         self._stem = rank_stem(experiment_name, self.rank)
         validate_key(structured_key(self._stem))
@@ -230,10 +233,6 @@ class ExperimentLogger:
         for handler in self._handlers:
             self.logger.addHandler(handler)
         self._quiet = [h for h in self._handlers if isinstance(h, _StoreHandler)]  # handlers that need no record
-        # Dropped without finalize: detach the handlers and let the flusher write what is queued and
-        # stop (no thread per forgotten logger). At interpreter exit `flush_all` does the flushing.
-        self._release = weakref.finalize(self, _release, self.logger, list(self._handlers), self.sink)
-        self._release.atexit = False
         self._summary: dict[str, Any] | None = None
         self._event(INFO, "experiment_start", {
             "experiment_name": experiment_name,
@@ -241,6 +240,11 @@ class ExperimentLogger:
             "session": self.sink.session if self.sink else None,
             "output_dir": self.store.url if self.store else None,
         }, f"Experiment '{experiment_name}' started")
+        self._push = start_push(pushed_to, self, flush_interval)  # None unless a catalog is configured
+        # Dropped without finalize: detach the handlers and let the flusher (and pusher) write what is
+        # queued and stop (no thread per forgotten logger). At interpreter exit `flush_all` does the flushing.
+        self._release = weakref.finalize(self, _release, self.logger, list(self._handlers), self.sink, self._push)
+        self._release.atexit = False
 
     # ---- the one way in ---------------------------------------------------------------------------
 
@@ -261,6 +265,8 @@ class ExperimentLogger:
         config = _as_dict(config, "config")
         environment = describe_environment()
         self._event(INFO, "config", {"config": config, "environment": environment}, "Configuration:")
+        if self._push is not None:
+            self._push.config(config, environment)
         for key, value in config.items():
             self._event(INFO, None, None, f"  {key}: {value}")
         self._event(INFO, None, None, environment_line(environment))
@@ -269,12 +275,17 @@ class ExperimentLogger:
         """Record ``Progress: 100/1000 (10.0%) | loss=0.5000``; a total of 0 or None gives ``(n/a)``."""
         data = {"iteration": iteration, "total": total, "percent": _percent(iteration, total), "metrics": _as_dict(metrics, "metrics")}
         self._event(INFO, "progress", data, _progress_message)
+        if self._push is not None:
+            self._push.metrics(data["metrics"])
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Record metric values (a dict name -> value), optionally at a step."""
         if type(metrics) is not dict:
             metrics = _as_dict(metrics, "metrics")
-        self._event(INFO, "metrics", {"step": step, "metrics": _snapshot(metrics.copy())}, _metrics_message)
+        data = {"step": step, "metrics": _snapshot(metrics.copy())}
+        self._event(INFO, "metrics", data, _metrics_message)
+        if self._push is not None:
+            self._push.metrics(data["metrics"])
 
     def log_result(self, result: Mapping[str, Any]) -> None:
         """Record a result (a dict)."""
@@ -339,6 +350,8 @@ class ExperimentLogger:
         self._release.detach()
         stats = self.sink.close(finalize=True, timeout=timeout) if self.sink else {}
         self._summary = {"final_status": final_status, "duration_seconds": duration, **stats}
+        if self._push is not None:
+            self._push.finish(final_status, duration)
         lost = stats.get("events_lost", 0) + stats.get("lines_lost", 0)
         if lost or stats.get("pending"):
             warnings.warn(
@@ -384,12 +397,14 @@ class ExperimentLogger:
         return join_url(self.store.url, structured_key(self._stem)) if self.store else None
 
 
-def _release(logger: logging.Logger, handlers: list[logging.Handler], sink: LogSink | None) -> None:
-    """What a garbage-collected, unfinalized `ExperimentLogger` leaves: its handlers detached, its flusher stopping."""
+def _release(logger: logging.Logger, handlers: list[logging.Handler], sink: LogSink | None, push: CatalogPush | None) -> None:
+    """What a garbage-collected, unfinalized `ExperimentLogger` leaves: its handlers detached, its flusher and pusher stopping."""
     for handler in handlers:
         logger.removeHandler(handler)  # a no-op when a later logger of this name replaced them
     if sink is not None:
         sink.release()
+    if push is not None:
+        push.stop()
 
 
 def _check_rank(rank: object) -> int | None:

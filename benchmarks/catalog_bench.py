@@ -1,0 +1,297 @@
+"""Run-catalog benchmark (issue 18's table): sync and search over 10,000 runs, SQLite and PostgreSQL, and
+the same search on MLflow's SQLite backend.
+
+    python benchmarks/catalog_bench.py            # 10,000 runs x 30 params x 10 metrics
+    python benchmarks/catalog_bench.py --quick    # 500 runs: a smoke run
+
+The runs are written as the run-summary objects a logger writes (``<run>/logs/<run>_run.json``, the
+same document `ExperimentLogger` produces), straight to files under a local root: going through
+10,000 loggers would only time the logger. Figures:
+
+* first sync of every run into an empty catalog, and a second sync with nothing changed (with the
+  number of summary objects that second sync read, which must be 0);
+* a 3-clause filter (``params.optimizer = 'adam' and metrics.loss < 0.5 and metrics.acc > 0.65``)
+  ordered by ``metrics.loss``, 100 results: `Catalog.search` (the query alone) and `search_runs`
+  (incremental sync + query, what a user calls), median of repeated calls after one warm-up;
+* MLflow: the same runs logged with `MlflowClient` into its SQLite backend, then the same
+  `mlflow.search_runs`. MLflow runs in its own virtualenv (``--mlflow-python``, default
+  /work/venv-mlflow/bin/python) as a child process of this script (``--mlflow-side``); its database
+  is kept in the work folder and reused by later runs of the same size, since logging 10,000 runs
+  through its client takes many minutes. Without that interpreter the MLflow rows are skipped.
+
+PostgreSQL: ``--postgres URL``, else a throwaway server started like the tests do (tests/pgserver.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FILTER = "params.optimizer = 'adam' and metrics.loss < 0.5 and metrics.acc > 0.65"
+ORDER_BY = ["metrics.loss ASC"]
+MAX_RESULTS = 100
+N_PARAMS, N_METRICS = 30, 10
+GENERATOR_VERSION = 1  # bump when `make_run` changes: cached MLflow databases are keyed by it
+START = 1_767_225_600  # 2026-01-01T00:00:00Z, the first run's start time
+
+
+def make_run(i: int) -> dict[str, Any]:
+    """Run number `i`: its name, 30 params (3 named, 27 mixed ints / strings), 10 metrics, status and times."""
+    params: dict[str, Any] = {
+        "optimizer": ("adam", "sgd", "rmsprop")[i % 3],
+        "lr": round(10 ** -(1 + (i * 7) % 40 / 10), 8),
+        "batch_size": (16, 32, 64, 128)[i % 4],
+    }
+    for k in range(3, N_PARAMS):
+        params[f"p{k:02d}"] = (i * k) % 17 if k % 2 == 0 else f"value_{(i * k) % 11}"
+    metrics = {"loss": (i * 7919) % 10000 / 10000, "acc": (i * 104723) % 1000 / 1000}
+    for k in range(2, N_METRICS):
+        metrics[f"m{k:02d}"] = (i * (k + 13) * 104729) % 1000 / 1000
+    start = START + i
+    duration = 60.0 + i % 300
+    return {"name": f"run_{i:05d}", "params": params, "metrics": metrics,
+            "status": "failed" if i % 10 == 9 else "completed", "start": start, "duration": duration}
+
+
+def expected_hits(runs: int) -> list[str]:
+    """The names the benchmark's filter and order select, computed in Python (a check of both engines)."""
+    rows = [make_run(i) for i in range(runs)]
+    hits = [r for r in rows if r["params"]["optimizer"] == "adam" and r["metrics"]["loss"] < 0.5 and r["metrics"]["acc"] > 0.65]
+    return [r["name"] for r in sorted(hits, key=lambda r: (r["metrics"]["loss"], r["name"]))][:MAX_RESULTS]
+
+
+def _iso(seconds: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def summary_bytes(run: dict[str, Any]) -> bytes:
+    """The run-summary document an `ExperimentLogger` writes at `finalize`, for `run`."""
+    from expstore.format.run_summary import FORMAT
+
+    doc = {
+        "format": FORMAT, "experiment_name": run["name"], "rank": None, "status": run["status"],
+        "start_time": _iso(run["start"]), "end_time": _iso(run["start"] + run["duration"]),
+        "duration_seconds": run["duration"], "session": f"bench-{run['name']}",
+        "params": run["params"], "tags": {"host": "bench-host"},
+        "final_metrics": run["metrics"],
+        "heartbeat_time": _iso(run["start"] + run["duration"]), "heartbeat_seconds": 60.0,
+    }
+    return (json.dumps(doc) + "\n").encode()
+
+
+def write_root(root: Path, runs: int) -> None:
+    """Write the summary object of each run under `root` (plain file writes: setup, not timed)."""
+    for i in range(runs):
+        run = make_run(i)
+        folder = root / run["name"] / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{run['name']}_run.json").write_bytes(summary_bytes(run))
+
+
+def timed(fn: Any, repeat: int = 1) -> tuple[float, Any]:
+    """(median seconds over `repeat` calls, last result)."""
+    times, result = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), result
+
+
+# ---- MLflow side: runs in MLflow's own virtualenv, imports nothing of expstore ------------------------
+
+
+def mlflow_side(runs: int, workdir: Path, repeat: int) -> dict[str, Any]:
+    """Log the runs into MLflow's SQLite backend with its client (or reuse that database), then time the search."""
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    import mlflow
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    db = workdir / f"mlflow-{runs}-v{GENERATOR_VERSION}.db"
+    done = db.with_suffix(".done")
+    if not done.exists():
+        db.unlink(missing_ok=True)
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    client = MlflowClient()
+    log_seconds = None
+    if not done.exists():
+        t0 = time.perf_counter()
+        experiment = client.create_experiment("catalog-bench")
+        for i in range(runs):
+            run = make_run(i)
+            info = client.create_run(experiment, start_time=int(run["start"] * 1000), tags={"mlflow.runName": run["name"]}).info
+            ms = int((run["start"] + run["duration"]) * 1000)
+            client.log_batch(info.run_id, metrics=[Metric(k, v, ms, 0) for k, v in run["metrics"].items()],
+                             params=[Param(k, str(v)) for k, v in run["params"].items()])
+            client.set_terminated(info.run_id, "FAILED" if run["status"] == "failed" else "FINISHED", end_time=ms)
+        log_seconds = time.perf_counter() - t0
+        done.write_text(experiment)
+    experiment = done.read_text()
+
+    def search() -> Any:
+        return mlflow.search_runs([experiment], FILTER, order_by=ORDER_BY, max_results=MAX_RESULTS)
+
+    search()  # warm-up: connection, metadata
+    seconds, frame = timed(search, repeat)
+    names = list(frame["tags.mlflow.runName"])
+    return {"log_seconds": log_seconds, "search_seconds": seconds, "names": names, "version": mlflow.__version__}
+
+
+def run_mlflow(python: str, runs: int, workdir: Path, repeat: int) -> dict[str, Any] | None:
+    """`mlflow_side` in MLflow's interpreter; None (and a note on stderr) when it is missing or fails."""
+    if not Path(python).exists():
+        print(f"MLflow rows skipped: no interpreter at {python} (create it: python3 -m venv ... && pip install mlflow)", file=sys.stderr)
+        return None
+    args = [python, str(Path(__file__).resolve()), "--mlflow-side", "--runs", str(runs), "--workdir", str(workdir), "--repeat", str(repeat)]
+    done = subprocess.run(args, check=False, capture_output=True, text=True, cwd=workdir)
+    if done.returncode != 0:
+        print(f"MLflow rows skipped: the MLflow side failed ({done.returncode}):\n{done.stderr[-3000:]}", file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---- expstore side ------------------------------------------------------------------------------------
+
+
+def _counting_store(root: Path) -> Any:
+    """The root as a store that counts the summary objects read through it."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from expstore import open_store
+    from tests.wrapping import DelegatingStore
+
+    class Counting(DelegatingStore):
+        reads = 0
+
+        def forward(self, operation: str, *args: Any, **kwargs: Any) -> Any:
+            if operation in ("read", "read_range"):
+                Counting.reads += 1
+            return super().forward(operation, *args, **kwargs)
+
+    return Counting(open_store(str(root)))
+
+
+def measure(catalog_url: str, root: Path, runs: int, repeat: int) -> dict[str, Any]:
+    """First sync, no-change sync (time and summaries read), search alone and `search_runs` on one catalog."""
+    from expstore.catalog import open_catalog, search_runs
+
+    with open_catalog(catalog_url) as catalog:
+        first, _ = timed(lambda: catalog.sync(str(root)))
+        again, _ = timed(lambda: catalog.sync(str(root)), repeat)
+        counting = _counting_store(root)
+        catalog.sync(counting)
+        catalog.search(str(root), FILTER, ORDER_BY, MAX_RESULTS)  # warm-up
+        search, frame = timed(lambda: catalog.search(str(root), FILTER, ORDER_BY, MAX_RESULTS), repeat)
+        full, _ = timed(lambda: search_runs(str(root), FILTER, ORDER_BY, MAX_RESULTS, catalog=catalog), repeat)
+        total = len(catalog.search(str(root)))
+    if list(frame["name"]) != expected_hits(runs) or total != runs:
+        raise SystemExit(f"{catalog_url}: the search did not select the expected runs ({total} runs catalogued)")
+    return {"first_sync": first, "nochange_sync": again, "nochange_reads": counting.reads, "search": search, "search_runs": full}
+
+
+def _fresh_sqlite(workdir: Path, runs: int) -> str:
+    path = workdir / f"catalog-{runs}.sqlite"
+    for leftover in workdir.glob(f"{path.name}*"):
+        leftover.unlink()
+    return f"sqlite:///{path}"
+
+
+def expstore_side(runs: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Write the root once (kept for later runs of the same size), then measure SQLite and PostgreSQL."""
+    root = args.workdir / f"root-{runs}-v{GENERATOR_VERSION}"
+    marker = root.with_suffix(".done")
+    written = None
+    if not marker.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        written, _ = timed(lambda: write_root(root, runs))
+        marker.touch()
+    results: dict[str, Any] = {"written": written, "sqlite": measure(_fresh_sqlite(args.workdir, runs), root, runs, args.repeat)}
+    server = None
+    try:
+        url = args.postgres
+        if url is None:
+            sys.path.insert(0, str(REPO_ROOT))
+            from tests.pgserver import start_postgres
+
+            server = start_postgres()
+            url = server.create_database("bench")
+        results["postgresql"] = measure(url, root, runs, args.repeat)
+    finally:
+        if server is not None:
+            server.stop()
+    return results
+
+
+def report(ours: dict[str, Any], mlflow: dict[str, Any] | None, runs: int) -> None:
+    """Print the table: each figure on SQLite and PostgreSQL, and its target."""
+    sq, pg = ours["sqlite"], ours["postgresql"]
+
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+    rows = [
+        (f"first sync of {runs:,} runs", ms(sq["first_sync"]), ms(pg["first_sync"]), "<= 10 s"),
+        ("sync with nothing changed", ms(sq["nochange_sync"]), ms(pg["nochange_sync"]), "<= 0.2 s"),
+        ("  summaries read by it", str(sq["nochange_reads"]), str(pg["nochange_reads"]), "0"),
+        ("3-clause search, order by a metric, 100 results (query)", ms(sq["search"]), ms(pg["search"]), "<= 50 ms"),
+        ("  the same through search_runs (sync + query)", ms(sq["search_runs"]), ms(pg["search_runs"]), ""),
+    ]
+    if mlflow is not None:
+        if mlflow["names"] != expected_hits(runs):
+            print("note: mlflow.search_runs selected other runs than expected", file=sys.stderr)
+        theirs = mlflow["search_seconds"]
+        rows += [
+            (f"mlflow.search_runs (MLflow {mlflow['version']}, SQLite)", ms(theirs), "", ""),
+            ("  our query / mlflow.search_runs", f"{sq['search'] / theirs:.3f}", f"{pg['search'] / theirs:.3f}", "<= 0.1"),
+            ("  our search_runs / mlflow.search_runs", f"{sq['search_runs'] / theirs:.3f}", f"{pg['search_runs'] / theirs:.3f}", ""),
+        ]
+        if mlflow["log_seconds"] is not None:
+            rows.append((f"  (logging the {runs:,} runs into MLflow with its client)", ms(mlflow["log_seconds"]), "", ""))
+    else:
+        rows.append(("mlflow.search_runs", "skipped (see stderr)", "", "<= 0.1"))
+    if ours["written"] is not None:
+        rows.append((f"  (writing the {runs:,} summary objects, setup)", ms(ours["written"]), "", ""))
+    print(f"filter: {FILTER!r}  order_by={ORDER_BY}  max_results={MAX_RESULTS}  (median of the repeated calls)")
+    print("| figure | SQLite | PostgreSQL | target |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="500 runs instead of 10,000")
+    parser.add_argument("--runs", type=int, default=None, help="how many runs (default 10,000; 500 with --quick)")
+    parser.add_argument("--repeat", type=int, default=7, help="searches timed per figure (the median is shown)")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "expstore-catalog-bench",
+                        help="where the root, the catalogs and the cached MLflow database live")
+    parser.add_argument("--postgres", default=None, help="a PostgreSQL catalog URL (default: start a throwaway server)")
+    parser.add_argument("--mlflow-python", default="/work/venv-mlflow/bin/python", help="an interpreter that has mlflow")
+    parser.add_argument("--mlflow-side", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    runs = args.runs or (500 if args.quick else 10_000)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # `finally` stops the PostgreSQL server
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.mlflow_side:
+        print(json.dumps(mlflow_side(runs, args.workdir, args.repeat)))
+        return
+    report(expstore_side(runs, args), run_mlflow(args.mlflow_python, runs, args.workdir, args.repeat), runs)
+
+
+if __name__ == "__main__":
+    main()
