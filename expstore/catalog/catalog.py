@@ -18,7 +18,7 @@ from .filters import parse_filter, parse_order_by
 from .query import check_max_results, search
 from .records import RunRecord
 from .sync import root_prefix, sync_store
-from .writing import upsert_runs
+from .writing import forget_summaries, upsert_runs
 
 __all__ = ["Catalog", "open_catalog", "search_runs"]
 
@@ -46,11 +46,13 @@ class Catalog:
             sync_store(self.engine, store)
 
     def record_run(self, run: RunRecord) -> None:
-        """Insert or replace one run (idempotent; safe from many processes at once)."""
+        """Insert or replace one run (idempotent; safe from many processes at once). The sync's record of
+        the run's summary is dropped, so the next sync reads the summary again: a push that lands after a
+        sync of a newer summary can then not stay in the catalog."""
         if not isinstance(run, RunRecord):
             raise TypeError(f"record_run takes a RunRecord, got {type(run).__name__}")
         with self._guarded("record_run"), writing(self.engine) as conn:
-            upsert_runs(conn, [run])
+            forget_summaries(conn, list(upsert_runs(conn, [run]).values()))
 
     def search(self, root: str | Store, filter: str | None = None, order_by: list[str] | str | None = None,
                max_results: int | None = None, **storage_options: Any) -> pd.DataFrame:

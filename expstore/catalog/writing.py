@@ -11,9 +11,10 @@ from sqlalchemy.engine import Connection
 from .records import RunRecord, param_text
 from .schema import metric_history, metrics, params, runs, summaries, tags
 
-__all__ = ["CHUNK", "chunks", "delete_runs", "replace_summaries", "upsert_runs"]
+__all__ = ["CHUNK", "chunks", "delete_runs", "forget_summaries", "replace_summaries", "upsert_runs"]
 
 CHUNK = 500  # ids per IN (...) list, well under every driver's limit of bound parameters
+RUN_ROWS = 100  # runs per multi-row INSERT: 9 bound parameters each, under SQLite's oldest limit of 999
 _RUN_FIELDS = ("name", "url", "status", "start_time", "end_time", "duration_seconds", "heartbeat_time", "heartbeat_seconds")
 
 
@@ -45,13 +46,16 @@ def upsert_runs(conn: Connection, records: Sequence[RunRecord]) -> dict[str, int
     insert = _insert(conn)
     ids: dict[str, int] = {}
     records = sorted(records, key=lambda r: r.uid)  # one lock order for every writer (no deadlock on PostgreSQL)
+    rows = []
     for record in records:
         row = {"uid": record.uid, **{f: getattr(record, f) for f in _RUN_FIELDS}}
         for f in ("start_time", "end_time", "duration_seconds", "heartbeat_time", "heartbeat_seconds"):
             row[f] = _float(row[f])
-        stmt = insert(runs).values(**row)
+        rows.append(row)
+    for part in chunks(rows, RUN_ROWS):  # one round trip per part, not per run
+        stmt = insert(runs).values(list(part))
         stmt = stmt.on_conflict_do_update(index_elements=[runs.c.uid], set_={f: stmt.excluded[f] for f in _RUN_FIELDS})
-        ids[record.uid] = conn.execute(stmt.returning(runs.c.id)).scalar_one()
+        ids.update((uid, run_id) for uid, run_id in conn.execute(stmt.returning(runs.c.uid, runs.c.id)))
     all_ids = list(ids.values())
     for table in (params, metrics, tags):
         for part in chunks(all_ids):
@@ -78,10 +82,15 @@ def delete_runs(conn: Connection, run_ids: Sequence[int]) -> None:
         conn.execute(delete(runs).where(runs.c.id.in_(part)))
 
 
-def replace_summaries(conn: Connection, run_ids: Sequence[int], rows: list[dict[str, Any]]) -> None:
-    """Make `rows` (url, run, version, doc) the summaries of these runs; a row another sync wrote meanwhile is updated."""
+def forget_summaries(conn: Connection, run_ids: Sequence[int]) -> None:
+    """Drop the summary versions the sync recorded for these runs, so that the next sync reads their summaries."""
     for part in chunks(list(run_ids)):
         conn.execute(delete(summaries).where(summaries.c.run.in_(part)))
+
+
+def replace_summaries(conn: Connection, run_ids: Sequence[int], rows: list[dict[str, Any]]) -> None:
+    """Make `rows` (url, run, version, doc) the summaries of these runs; a row another sync wrote meanwhile is updated."""
+    forget_summaries(conn, run_ids)
     if rows:
         stmt = _insert(conn)(summaries)
         cols = ("run", "version", "doc")

@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from ..format.run_summary import flatten_params, run_folder
+from ..format.run_summary import environment_tags, flatten_params, run_folder
 from . import summaries
 
 ENV_VAR = "EXPSTORE_CATALOG"
@@ -85,7 +85,7 @@ class CatalogPush:
     def config(self, config: Mapping[str, Any], environment: Any) -> None:
         """The run's config (already a snapshot), pushed as its params, and the environment that gives its tags."""
         self._config = config
-        self._tags.update(_environment_tags(environment))
+        self._tags.update(environment_tags(environment))
         self._dirty = True
 
     def metrics(self, metrics: Mapping[str, Any]) -> None:
@@ -195,15 +195,3 @@ def start_push(url: str | None, logger: Any, interval: float) -> CatalogPush | N
                 "url": run_folder(logs), "start_time": logger.start_time}
     return CatalogPush(url, identity, interval=interval)
 
-
-def _environment_tags(environment: Any) -> dict[str, str]:
-    """The tags the run summary derives from a config event's environment (``host``, ``git_commit``, ``git_dirty``).
-
-    Mirrors `summaries` (its helper is private there): a push must not drop the tags a sync recorded."""
-    if not isinstance(environment, dict):
-        return {}
-    tags = {"host": environment.get("hostname")}
-    git = environment.get("git")
-    if isinstance(git, dict):
-        tags.update(git_commit=git.get("commit"), git_dirty=None if git.get("dirty") is None else str(bool(git["dirty"])).lower())
-    return {k: str(v) for k, v in tags.items() if v is not None}

@@ -25,6 +25,7 @@ from ..format.run_summary import (
     RUNNING,
     STALE,
     STALE_AFTER_BEATS,
+    environment_tags,
     flatten_params,
     instant,
     iso_seconds,
@@ -64,17 +65,6 @@ def _scalar(value: Any) -> bool:
     return isinstance(value, _SCALARS) or (hasattr(value, "item") and getattr(value, "ndim", 1) == 0)
 
 
-def _environment_tags(environment: Any) -> dict[str, str]:
-    """The tags a config event's environment gives a run: ``host``, ``git_commit`` and ``git_dirty`` where known."""
-    if not isinstance(environment, dict):
-        return {}
-    tags = {"host": environment.get("hostname")}
-    git = environment.get("git")
-    if isinstance(git, dict):
-        tags.update(git_commit=git.get("commit"), git_dirty=None if git.get("dirty") is None else str(bool(git["dirty"])).lower())
-    return {k: str(v) for k, v in tags.items() if v is not None}
-
-
 class SummaryTracker:
     """What a log sink knows about its run, kept up to date from the events it formats."""
 
@@ -97,7 +87,7 @@ class SummaryTracker:
                 self.start_due = True
             elif event_type == "config" and type(data) is dict and isinstance(data.get("config"), dict):
                 self.doc["params"] = flatten_params(data["config"])
-                self.doc["tags"] = {**self.doc.get("tags", {}), **_environment_tags(data.get("environment"))}
+                self.doc["tags"] = {**self.doc.get("tags", {}), **environment_tags(data.get("environment"))}
                 self.start_due = True  # the params reach the catalog at the next flush, not the next heartbeat
             elif event_type == "experiment_end":
                 self.doc.update(status=data.get("final_status"), end_time=iso_time(ts),

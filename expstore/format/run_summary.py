@@ -34,6 +34,7 @@ __all__ = [
     "STRUCTURED_SUFFIX",
     "SUMMARY_SUFFIX",
     "TEXT_SUFFIX",
+    "environment_tags",
     "flatten_params",
     "instant",
     "is_stale",
@@ -132,3 +133,14 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any
         else:
             flat[name] = value
     return flat
+
+
+def environment_tags(environment: Any) -> dict[str, str]:
+    """The tags a config event's environment gives a run: ``host``, ``git_commit`` and ``git_dirty`` where known."""
+    if not isinstance(environment, dict):
+        return {}
+    tags = {"host": environment.get("hostname")}
+    git = environment.get("git")
+    if isinstance(git, dict):
+        tags.update(git_commit=git.get("commit"), git_dirty=None if git.get("dirty") is None else str(bool(git["dirty"])).lower())
+    return {k: str(v) for k, v in tags.items() if v is not None}

@@ -251,3 +251,13 @@ def test_importing_the_logger_does_not_import_sqlalchemy() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert out.stdout.strip() == "False"
+
+
+def test_a_push_that_lands_after_a_sync_of_the_final_summary_is_corrected_by_the_next_sync(tmp_path: Path, catalog_url: str) -> None:
+    log_run(tmp_path, "late", {"lr": 0.1}, {"loss": 0.2}, "completed")
+    assert search_runs(tmp_path, catalog=catalog_url)["status"].tolist() == ["completed"]
+    logs = str(tmp_path / "late" / "logs")  # the pushing logger's root and run id: the same row as the sync's
+    open_catalog(catalog_url).record_run(RunRecord(root=logs, run_id="late", name="late", url=str(tmp_path / "late"),
+                                                   status="running", metrics={"loss": 0.9}))
+    found = search_runs(tmp_path, catalog=catalog_url)
+    assert found["status"].tolist() == ["completed"] and found["metrics.loss"].tolist() == [0.2]
