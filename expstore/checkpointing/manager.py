@@ -61,7 +61,7 @@ from .reading import load_object, objects_of, verify_object
 from .retention import select_retained
 from .snapshot import SnapshotPool
 
-__all__ = ["CheckpointManager", "create_checkpoint_manager", "resume_from_checkpoint"]
+__all__ = ["CheckpointManager", "create_checkpoint_manager"]
 
 PRUNED_WHILE_READING_RESTARTS = 10  # loads restarted from a re-read index after another writer pruned the one being read
 

@@ -225,12 +225,12 @@ def _numpy_description(description: Any) -> Any:
     if not isinstance(description, list):
         raise ValueError("a dtype description is a string or a list of fields")
     fields = []
-    for field in description:
-        if not isinstance(field, list) or not 2 <= len(field) <= 3:
-            raise ValueError(f"malformed field {field!r}")
-        name = tuple(field[0]) if isinstance(field[0], list) else field[0]  # (title, name)
-        fmt = _numpy_description(field[1]) if isinstance(field[1], list) else field[1]  # a nested structure
-        fields.append((name, fmt, tuple(field[2])) if len(field) == 3 else (name, fmt))
+    for entry in description:
+        if not isinstance(entry, list) or not 2 <= len(entry) <= 3:
+            raise ValueError(f"malformed field {entry!r}")
+        name = tuple(entry[0]) if isinstance(entry[0], list) else entry[0]  # (title, name)
+        fmt = _numpy_description(entry[1]) if isinstance(entry[1], list) else entry[1]  # a nested structure
+        fields.append((name, fmt, tuple(entry[2])) if len(entry) == 3 else (name, fmt))
     return fields
 
 

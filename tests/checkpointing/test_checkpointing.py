@@ -27,9 +27,9 @@ from expstore.format.checkpoint import PickleNotAllowed, write_checkpoint
 
 from ..conftest import FACADE_BACKENDS
 from ..trees import assert_same
-from ..wrapping import DelegatingStore
 from ..workers import REPO_ROOT
 from ..workers.checkpoint_workers import save_iterations
+from ..wrapping import DelegatingStore
 
 STORE_BACKENDS = FACADE_BACKENDS
 
