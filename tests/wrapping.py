@@ -54,3 +54,6 @@ class DelegatingStore(Store):
 
     def _list(self, prefix: str) -> list[str]:
         return self.forward("list", prefix)
+
+    def _list_versions(self, prefix: str) -> Any:
+        return self.forward("list_versions", prefix).items()

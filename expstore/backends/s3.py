@@ -252,6 +252,10 @@ class S3Store(Store):
         return self._head(key)["ETag"]
 
     def _list(self, prefix: str) -> Iterator[str]:
+        for key, _ in self._list_versions(prefix):
+            yield key
+
+    def _list_versions(self, prefix: str) -> Iterator[tuple[str, str]]:
         base = f"{self.prefix}/" if self.prefix else ""
         kwargs: dict[str, Any] = {"Prefix": base + prefix}
         while True:
@@ -261,7 +265,7 @@ class S3Store(Store):
                 return  # no bucket: nothing stored yet
             for item in page.get("Contents", []):
                 if not item["Key"].endswith("/"):  # folder markers made by consoles are not values
-                    yield item["Key"][len(base) :]
+                    yield item["Key"][len(base) :], item["ETag"]  # the ETag `version` (a HEAD) returns
             if not page.get("IsTruncated"):
                 return
             kwargs["ContinuationToken"] = page["NextContinuationToken"]

@@ -54,13 +54,6 @@ def _map(store: Store, fn: Any, items: list[str]) -> list[Any]:
         return list(pool.map(fn, items))
 
 
-def _version(store: Store, key: str) -> str | None:
-    try:
-        return store.version(key)
-    except KeyNotFound:
-        return None  # deleted since the listing
-
-
 def _read(store: Store, key: str) -> dict[str, Any] | None:
     try:
         return parse_summary(store.read(key))
@@ -72,9 +65,10 @@ def sync_store(engine: Engine, store: Store) -> dict[str, int]:
     """Bring the catalog's runs under `store`'s root up to date; counts of runs ``read``, ``kept`` and ``removed``."""
     root = store.url
     prefix = root_prefix(root)
-    groups = _summary_keys(store.list(""))
+    listed = store.list_versions("")  # one listing: no request per summary to see it is unchanged
+    groups = _summary_keys(listed)
     keys = [key for ranks in groups.values() for key in ranks.values()]
-    versions = dict(zip(keys, _map(store, lambda k: _version(store, k), keys), strict=True))
+    versions: dict[str, str | None] = {key: listed[key] for key in keys}
     with engine.connect() as conn:
         known = {row.url: (row.version, row.doc, row.uid) for row in conn.execute(
             select(summaries.c.url, summaries.c.version, summaries.c.doc, runs.c.uid)

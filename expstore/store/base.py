@@ -149,6 +149,14 @@ class Store:
         prefix = validate_prefix(prefix, self.url)
         return sorted(k for k in self._list(prefix) if k.startswith(prefix))
 
+    @_translated("list_versions")
+    def list_versions(self, prefix: str = "") -> dict[str, str]:
+        """{key: version token} of all keys that start with `prefix`, sorted by key: from the listing
+        itself where it carries them (local, S3), else one `version` per key. A key deleted between
+        the listing and its version is left out."""
+        prefix = validate_prefix(prefix, self.url)
+        return dict(sorted((k, v) for k, v in self._list_versions(prefix) if k.startswith(prefix)))
+
     @_translated("write_tree")
     def write_tree(self, key: str, tree: Any) -> str:
         """Atomically store a tree of numpy arrays and plain values at `key`; returns its version token.
@@ -230,6 +238,13 @@ class Store:
 
     def _list(self, prefix: str) -> Iterable[str]:
         raise NotImplementedError
+
+    def _list_versions(self, prefix: str) -> Iterable[tuple[str, str]]:
+        for key in self._list(prefix):
+            try:
+                yield key, self._version(key)
+            except KeyNotFound:
+                continue  # deleted since the listing
 
     def _close(self) -> None:
         pass

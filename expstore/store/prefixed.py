@@ -94,6 +94,11 @@ class PrefixedStore(Store):
         for key in self.inner.list(base + prefix):
             yield key[len(base):]
 
+    def _list_versions(self, prefix: str) -> Iterator[tuple[str, str]]:
+        base = f"{self.prefix}/"
+        for key, version in self.inner.list_versions(base + prefix).items():
+            yield key[len(base):], version
+
     @_outer_errors
     def _write_tree(self, key: str, skeleton: Any, arrays: dict[str, Any]) -> str:
         return self.inner._write_tree(self.inner._key(self._full(key)), skeleton, arrays)

@@ -249,3 +249,13 @@ def test_closed_store_refuses_work(store):
     store.close()
     with pytest.raises(StoreError, match="closed"):
         store.read("k")
+
+
+def test_list_versions_gives_each_key_the_version_that_version_gives(store):
+    for key in ("a/1", "a/2", "b"):
+        store.write(key, key.encode())
+    listed = store.list_versions("a/")
+    assert list(listed) == ["a/1", "a/2"] and listed == {k: store.version(k) for k in ("a/1", "a/2")}
+    token = store.write("a/1", b"changed")
+    assert store.list_versions("a/")["a/1"] == token != listed["a/1"]
+    assert store.list_versions("nothing/") == {}
