@@ -14,7 +14,6 @@ from .schema import metric_history, metrics, params, runs, summaries, tags
 __all__ = ["CHUNK", "chunks", "delete_runs", "forget_summaries", "replace_summaries", "upsert_runs"]
 
 CHUNK = 500  # ids per IN (...) list, well under every driver's limit of bound parameters
-RUN_ROWS = 100  # runs per multi-row INSERT: 9 bound parameters each, under SQLite's oldest limit of 999
 _RUN_FIELDS = ("name", "url", "status", "start_time", "end_time", "duration_seconds", "heartbeat_time", "heartbeat_seconds")
 
 
@@ -52,10 +51,10 @@ def upsert_runs(conn: Connection, records: Sequence[RunRecord]) -> dict[str, int
         for f in ("start_time", "end_time", "duration_seconds", "heartbeat_time", "heartbeat_seconds"):
             row[f] = _float(row[f])
         rows.append(row)
-    for part in chunks(rows, RUN_ROWS):  # one round trip per part, not per run
-        stmt = insert(runs).values(list(part))
+    if rows:  # executemany with RETURNING: SQLAlchemy sends the rows in batches ("insertmanyvalues"), not one per run
+        stmt = insert(runs)
         stmt = stmt.on_conflict_do_update(index_elements=[runs.c.uid], set_={f: stmt.excluded[f] for f in _RUN_FIELDS})
-        ids.update((uid, run_id) for uid, run_id in conn.execute(stmt.returning(runs.c.uid, runs.c.id)))
+        ids.update((uid, run_id) for uid, run_id in conn.execute(stmt.returning(runs.c.uid, runs.c.id), rows))
     all_ids = list(ids.values())
     for table in (params, metrics, tags):
         for part in chunks(all_ids):
