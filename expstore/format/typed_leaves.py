@@ -160,7 +160,7 @@ def decode_typed(node: Mapping[str, Any], arrays: Mapping[str, Any], decoding: D
         return decode_torch_value(node)
     held = arrays[node.get("storage", node["path"]) if kind == "tensor" else node["path"]]
     if hasattr(held, "with_local"):
-        return held.with_local(decode_typed(node, {**arrays, node["path"]: held.local}, decoding))
+        return held.with_local(decode_typed(node, {node["path"]: held.local}, decoding))  # rows never share a storage
     if kind == "ml_array":
         return _decode_ml_array(node, held)
     _import("torch", "expstore[torch]")
