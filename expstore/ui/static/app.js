@@ -27,9 +27,19 @@ function el(tag, attrs, ...children) {
 /** A value as the text shown in a cell. */
 function show(v) {
   if (v === null || v === undefined) return "—";
-  if (typeof v === "number") return Number.isInteger(v) ? String(v) : (Math.abs(v) >= 1e-3 && Math.abs(v) < 1e6 ? v.toPrecision(5).replace(/\.?0+$/, "") : v.toExponential(3).replace(/\.?0+e/, "e"));
+  if (typeof v === "number") return showNumber(v);
   if (typeof v === "object") return JSON.stringify(v);
   return String(v);
+}
+
+/** A number with at most 5 significant digits, trailing zeros dropped; integers as they are. */
+function showNumber(v) {
+  if (Number.isInteger(v)) return String(v);
+  const a = Math.abs(v);
+  const t = a >= 1e-3 && a < 1e5 ? v.toPrecision(5) : v.toExponential(3);
+  const [mant, exp] = t.split("e");
+  const m = mant.includes(".") ? mant.replace(/\.?0+$/, "") : mant;
+  return exp === undefined ? m : `${m}e${exp}`;
 }
 
 /** Unix seconds as local date and time. */
@@ -260,7 +270,7 @@ function chartControls(changed) {
 
 /** A titled chart box for `metric`; the chart itself is drawn into `.chart`. */
 function chartCard(metric) {
-  const box = el("div", { class: "chart", "data-testid": "chart", "data-metric": metric, "data-points": "0" });
+  const box = el("div", { class: "chart", "data-testid": "chart", "data-metric": metric });
   return { card: el("div", { class: "chart-card" }, el("h3", {}, metric), box), box };
 }
 
@@ -311,9 +321,7 @@ async function pageRun(runId) {
   function updateChart(metric) {
     const c = charts.get(metric);
     if (!c || !c.plot) return drawChart(metric);
-    const prepared = ExpCharts.prepare(series[metric], chartOpts);
-    c.plot.setData(prepared.data);
-    c.box.setAttribute("data-points", String(prepared.points));
+    ExpCharts.update(c.plot, c.box, ExpCharts.prepare(series[metric], chartOpts));
   }
 
   function drawAll() {

@@ -93,13 +93,21 @@ const ExpCharts = (() => {
     };
   }
 
-  /** A uPlot chart drawn into `box`; `data-points` on the box says how many points it draws. */
+  /** A uPlot chart drawn into `box`; once drawn, `data-points` on the box says how many points it shows. */
   function draw(box, labels, prepared, opts) {
     box.textContent = "";
-    box.setAttribute("data-points", String(prepared.points));
+    box.pendingPoints = prepared.points;
     const raw = labels.length === 1 && opts.smoothing > 0;
     const width = Math.max(300, box.clientWidth || 600);
-    return new uPlot(options(labels, opts, width, raw), prepared.data, box);
+    const o = options(labels, opts, width, raw);
+    o.hooks = { draw: [() => box.setAttribute("data-points", String(box.pendingPoints))] };
+    return new uPlot(o, prepared.data, box);
+  }
+
+  /** New data for a drawn chart (`data-points` follows when uPlot has redrawn it). */
+  function update(plot, box, prepared) {
+    box.pendingPoints = prepared.points;
+    plot.setData(prepared.data);
   }
 
   /** Give every chart of `charts` the width of its box (after a window resize). */
@@ -107,5 +115,5 @@ const ExpCharts = (() => {
     for (const c of charts) if (c && c.root && c.root.parentNode) c.setSize({ width: Math.max(300, c.root.parentNode.clientWidth), height: HEIGHT });
   }
 
-  return { color, prepare, overlay, draw, fit, smooth };
+  return { color, prepare, overlay, draw, update, fit, smooth };
 })();
