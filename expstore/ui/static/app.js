@@ -49,6 +49,13 @@ function showTime(sec) {
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
+/** An ISO timestamp as local date and time with milliseconds (the text itself when it does not parse). */
+function showIso(iso) {
+  const ms = Date.parse(iso);
+  if (!iso || Number.isNaN(ms)) return iso || "—";
+  return `${showTime(Math.floor(ms / 1000))}.${String(ms % 1000).padStart(3, "0")}`;
+}
+
 /** Seconds as "1h 02m", "3m 04s" or "5.2s". */
 function showDuration(sec) {
   if (sec === null || sec === undefined) return "—";
@@ -331,7 +338,7 @@ async function pageRun(runId) {
   }
 
   function addEvents(list) {
-    const rows = list.map((e) => el("tr", {}, el("td", { class: "num" }, e.timestamp || "—"), el("td", {}, e.event_type || "—"),
+    const rows = list.map((e) => el("tr", {}, el("td", { class: "num", title: e.timestamp || "" }, showIso(e.timestamp)), el("td", {}, e.event_type || "—"),
       el("td", { class: "num" }, e.rank === undefined ? "" : show(e.rank)), el("td", { class: "data" }, JSON.stringify(e.data))));
     eventsBody.prepend(...rows.reverse());
     while (eventsBody.rows.length > 200) eventsBody.deleteRow(-1);
@@ -369,7 +376,7 @@ async function pageRun(runId) {
     el("h2", {}, "Checkpoints"), run.checkpoints ? el("p", { class: "muted" }, el("code", {}, run.checkpoints)) : null,
     ckRows.length ? table("checkpoints-table", ["iteration", "size", "timestamp", "tags", "verify"], ckRows)
       : el("p", { class: "muted", "data-testid": "checkpoints-table" }, "no checkpoints"),
-    el("h2", {}, "Last events"), eventsBox));
+    el("h2", {}, "Last events"), el("div", { class: "scroll" }, eventsBox)));
   drawAll();
   addEvents(events.events);
   fitOnResize(() => [...charts.values()].map((c) => c.plot));

@@ -82,7 +82,7 @@ const ExpCharts = (() => {
     const series = [{ label: opts.x === "time" ? "time" : "step" }];
     labels.forEach((label, i) => {
       if (extraRaw) series.push({ label: label + " (raw)", stroke: color(i) + "55", width: 1, spanGaps: true });
-      series.push({ label, stroke: color(i), width: 1.5, spanGaps: true, points: { show: false } });
+      series.push({ label, stroke: color(i), width: 1.5, spanGaps: true });
     });
     return {
       width, height: HEIGHT, series,
