@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import AsyncIterator
 from importlib.metadata import version
 from importlib.resources import files
@@ -21,7 +22,7 @@ from ..store.base import Store
 from ..store.locate import opened_store
 from .access import ApiError, TokenGate, check_run_id, int_param
 from .run_detail import checkpoint_folder, list_checkpoints, read_run, verify_checkpoint
-from .run_logs import RunLog
+from .run_logs import MIN_CHECK_SECONDS, RunLog
 from .runs_view import RunsView, run_row
 
 __all__ = ["STATIC", "create_app"]
@@ -47,6 +48,7 @@ class Dashboard:
         self.store, self.catalog = store, catalog
         self.runs = RunsView(store, catalog, refresh_seconds)
         self._logs: dict[str, RunLog] = {}
+        self._summaries: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()
 
     def run_log(self, folder: str, name: str) -> RunLog:
@@ -59,11 +61,25 @@ class Dashboard:
                 self._logs.pop(next(iter(self._logs)))
             return log
 
+    def _summary(self, folder: str, name: str) -> Any:
+        """The run's summary record, read again at most every `MIN_CHECK_SECONDS` (many pages poll one run)."""
+        key, now = f"{folder}/{name}", time.monotonic()
+        with self._lock:
+            cached = self._summaries.get(key)
+        if cached is not None and now - cached[0] < MIN_CHECK_SECONDS:
+            return cached[1]
+        record = read_run(self.store, folder, name)
+        with self._lock:
+            self._summaries[key] = (now, record)
+            while len(self._summaries) > MAX_RUN_LOGS:
+                self._summaries.pop(next(iter(self._summaries)))
+        return record
+
     def known_run(self, request: Request) -> tuple[str, str, Any]:
         """(folder, name, summary record) of the run `?id=` names; `ApiError` 400 / 404 otherwise."""
         run_id = request.query_params.get("id")
         folder, name = check_run_id(run_id)
-        record = read_run(self.store, folder, name)
+        record = self._summary(folder, name)
         if record is None:
             raise ApiError(404, f"no run {run_id!r} under {self.store.url}")
         return folder, name, record
