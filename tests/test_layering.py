@@ -25,9 +25,10 @@ MAY_IMPORT: dict[str, set[str]] = {
     "experiment_logger": {"errors", "format", "store", "catalog"},
     "data_export": {"errors", "format", "store"},
     "runs": {"errors", "format", "store", "experiment_logger", "checkpointing", "data_export"},  # a run composes them
-    "cli": {"errors", "format", "store", "checkpointing", "experiment_logger", "data_export", "runs", "catalog"},
+    "cli": {"errors", "format", "store", "checkpointing", "experiment_logger", "data_export", "runs", "catalog", "ui"},
     "integrations": {"errors", "format", "store", "checkpointing", "experiment_logger"},  # adapters speak to facades
     "catalog": {"errors", "format", "store"},  # an index of what the loggers write; loggers push to it
+    "ui": {"errors", "format", "store", "checkpointing", "experiment_logger", "catalog"},  # reads what the others write
     "sharding": {"checkpointing"},  # the re-export of ShardedArray under its first import path
     "expstore": {"errors", "store"},  # the package's own __init__: errors and open_store
     "__main__": {"cli"},

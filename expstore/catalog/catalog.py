@@ -15,7 +15,7 @@ from ..store.base import Store
 from ..store.locate import opened_store
 from .engine import connect, shown_url, writing
 from .filters import parse_filter, parse_order_by
-from .query import check_max_results, search
+from .query import check_max_results, check_offset, matching, search
 from .records import RunRecord
 from .sync import root_prefix, sync_store
 from .writing import forget_summaries, upsert_runs
@@ -55,13 +55,26 @@ class Catalog:
             forget_summaries(conn, list(upsert_runs(conn, [run]).values()))
 
     def search(self, root: str | Store, filter: str | None = None, order_by: list[str] | str | None = None,
-               max_results: int | None = None, **storage_options: Any) -> pd.DataFrame:
-        """The runs under `root` that `filter` selects, ordered by `order_by`, at most `max_results` (no sync)."""
+               max_results: int | None = None, *, offset: int = 0, **storage_options: Any) -> pd.DataFrame:
+        """The runs under `root` that `filter` selects, ordered by `order_by`, skipping the first `offset`,
+        at most `max_results` (no sync)."""
         where, order, limit = parse_filter(filter), parse_order_by(order_by), check_max_results(max_results)
-        with opened_store(root, **storage_options) as store:
-            prefix = root_prefix(store.url)
+        offset = check_offset(offset)
         with self._guarded("search"), self.engine.connect() as conn:
-            return search(conn, prefix, where, order, limit)
+            return search(conn, self._prefix(root, storage_options), where, order, limit, offset)
+
+    def count(self, root: str | Store, filter: str | None = None, **storage_options: Any) -> tuple[int, dict[str, list[str]]]:
+        """(how many runs under `root` `filter` selects, their param / metric / tag keys as
+        ``{"params": [...], "metrics": [...], "tags": [...]}``), for paging through a search (no sync)."""
+        where = parse_filter(filter)
+        with self._guarded("count"), self.engine.connect() as conn:
+            return matching(conn, self._prefix(root, storage_options), where)
+
+    @staticmethod
+    def _prefix(root: str | Store, storage_options: dict[str, Any]) -> str:
+        """The catalog's prefix of the runs under `root`."""
+        with opened_store(root, **storage_options) as store:
+            return root_prefix(store.url)
 
     def close(self) -> None:
         """Release the database connections."""

@@ -16,7 +16,7 @@ from .filters import And, Condition, Field, Node, Or, OrderItem
 from .schema import metrics, params, runs, tags
 from .writing import chunks
 
-__all__ = ["BASE_COLUMNS", "LIKE_ESCAPE", "check_max_results", "search"]
+__all__ = ["BASE_COLUMNS", "LIKE_ESCAPE", "check_max_results", "check_offset", "matching", "search"]
 
 BASE_COLUMNS = ("run_id", "name", "url", "status", "start_time", "end_time", "duration_seconds")
 _TEXT_ATTRIBUTES = ("run_id", "name", "url", "status")
@@ -161,8 +161,33 @@ def check_max_results(max_results: Any) -> int | None:
     raise ValueError(f"max_results must be None or an int >= 0, got {max_results!r}")
 
 
-def search(conn: Connection, prefix: str, where: Node | None, order_by: list[OrderItem], max_results: int | None) -> pd.DataFrame:
-    """The runs under `prefix` that `where` selects, ordered (then newest first), at most `max_results`, as a DataFrame."""
+def check_offset(offset: Any) -> int:
+    """`offset` if it is an int >= 0, else `ValueError` naming it."""
+    if isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0:
+        return offset
+    raise ValueError(f"offset must be an int >= 0, got {offset!r}")
+
+
+def _selected(compiler: _Compiler, prefix: str, where: Node | None, stmt: Any) -> Any:
+    """`stmt` restricted to the runs under `prefix` that `where` selects."""
+    stmt = stmt.where(func.substr(runs.c.uid, 1, len(prefix)) == prefix)
+    return stmt if where is None else stmt.where(compiler.node(where))
+
+
+def matching(conn: Connection, prefix: str, where: Node | None) -> tuple[int, dict[str, list[str]]]:
+    """(number of runs under `prefix` that `where` selects, {"params"|"metrics"|"tags": their sorted keys})."""
+    compiler = _Compiler(prefix, time.time())
+    ids = _selected(compiler, prefix, where, select(runs.c.id)).scalar_subquery()
+    count = conn.execute(_selected(compiler, prefix, where, select(func.count()).select_from(runs))).scalar_one()
+    keys = {kind: list(conn.execute(select(table.c.key).where(table.c.run.in_(ids)).distinct().order_by(table.c.key)).scalars())
+            for kind, table in (("params", params), ("metrics", metrics), ("tags", tags))}
+    return count, keys
+
+
+def search(conn: Connection, prefix: str, where: Node | None, order_by: list[OrderItem], max_results: int | None,
+           offset: int = 0) -> pd.DataFrame:
+    """The runs under `prefix` that `where` selects, ordered (then newest first), from `offset` on, at most
+    `max_results`, as a DataFrame."""
     compiler = _Compiler(prefix, time.time())
     a = compiler.attributes
     joins: list[Any] = []
@@ -171,10 +196,9 @@ def search(conn: Connection, prefix: str, where: Node | None, order_by: list[Ord
     source: Any = runs
     for table, on in joins:
         source = source.outerjoin(table, on)
-    stmt = select(runs.c.id, *(a[c].label(c) for c in BASE_COLUMNS)).select_from(source)
-    stmt = stmt.where(func.substr(runs.c.uid, 1, len(prefix)) == prefix)
-    if where is not None:
-        stmt = stmt.where(compiler.node(where))
+    stmt = _selected(compiler, prefix, where, select(runs.c.id, *(a[c].label(c) for c in BASE_COLUMNS)).select_from(source))
+    if offset:
+        stmt = stmt.offset(offset)
     if max_results is not None:
         stmt = stmt.limit(max_results) if max_results else stmt.where(false())
     rows = conn.execute(stmt.order_by(*order)).all()

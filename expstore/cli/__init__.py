@@ -39,14 +39,14 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full command line: global options and one subparser per command."""
-    from . import browse, demo, maintain, report, search
+    from . import browse, demo, maintain, report, search, ui
 
     parser = _Parser(prog="expstore", parents=[_common_options(False)],
                      description="Run the example experiment and inspect, verify, copy, compare and plot runs on any store URL.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     parents = [_common_options(True)]
-    for module in (demo, browse, maintain, report, search):
+    for module in (demo, browse, maintain, report, search, ui):
         module.register(sub, parents)
     return parser
 

@@ -1,33 +1,39 @@
-"""A live run for the dashboard's browser tests and benchmark: `python -m tests.workers.ui_workers LOGS_URL NAME PERIOD [MAX]`.
+"""A run that logs when told, for the dashboard's live tests: `python -m tests.workers.ui_workers URL NAME`.
 
-Logs ``{"loss": 1 / (1 + i)}`` at step i every PERIOD seconds into an `ExperimentLogger` writing to
-LOGS_URL (the run's ``logs`` folder), flushes after each point, and then prints
-``flushed <points logged> <unix time of the flush's end>``, so the parent knows what is on the store
-and since when. Stops after MAX points (default 3000) with `finalize`, or when killed.
+Reads commands on stdin: ``log N`` logs N metric events (``loss`` and ``acc`` at the next steps) and
+flushes them to the store, then prints ``flushed <total>``; ``end`` finalizes the run and exits.
+Storage options come as JSON in ``UI_WORKER_OPTIONS``.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
-import time
 
 from expstore.experiment_logger import ExperimentLogger
 
 
 def main() -> None:
-    url, name, period = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    limit = int(sys.argv[4]) if len(sys.argv) > 4 else 3000
-    logger = ExperimentLogger(name, url, log_to_console=False, flush_interval=period)
-    logger.log_config({"lr": 0.5, "live": True})
+    url, name = sys.argv[1:3]
+    options = json.loads(os.environ.get("UI_WORKER_OPTIONS", "{}"))
+    logger = ExperimentLogger(name, url, log_to_console=False, flush_interval=60.0, **options)
+    logger.log_config({"lr": 0.1, "worker": True})
     logger.flush()
-    print("ready", flush=True)
-    for i in range(limit):
-        logger.log_metrics({"loss": 1.0 / (1 + i)}, step=i)
-        logger.flush()
-        print(f"flushed {i + 1} {time.time():.6f}", flush=True)
-        time.sleep(period)
+    print("flushed 0", flush=True)
+    step = 0
+    for line in sys.stdin:
+        command, *rest = line.split()
+        if command == "log":
+            for _ in range(int(rest[0])):
+                step += 1
+                logger.log_metrics({"loss": 1.0 / step, "acc": step / 1000}, step=step)
+            logger.flush()
+            print(f"flushed {step}", flush=True)
+        elif command == "end":
+            break
     logger.finalize()
-    print("done", flush=True)
+    print("ended", flush=True)
 
 
 if __name__ == "__main__":

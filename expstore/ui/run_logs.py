@@ -1,0 +1,177 @@
+"""One run's logged events, read from its store incrementally and shared by every request about it.
+
+A local run's JSONL only grows: a refresh reads just the bytes past what was read before. Any other
+change (segments of a store without append, a finalize that merged them, another rank) re-reads
+the run's logs whole through the logger's own reader. Cursors are positions in the event list, so
+a page that polls with ``since=<cursor>`` receives each event once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import threading
+import time
+import warnings
+from typing import Any
+
+from ..errors import KeyNotFound
+from ..experiment_logger import load_structured_logs
+from ..format.run_summary import STRUCTURED_SUFFIX, iso_seconds, log_key, split_stem
+from ..store.base import Store
+from ..store.prefixed import PrefixedStore
+
+__all__ = ["MIN_CHECK_SECONDS", "RunLog", "folder_store"]
+
+MIN_CHECK_SECONDS = 0.2  # requests closer together than this share one look at the store
+
+
+def folder_store(store: Store, folder: str) -> Store:
+    """The store seen from `folder` of `store` (the store itself for the root)."""
+    return PrefixedStore(store, folder, f"{store.url.rstrip('/')}/{folder}") if folder else store
+
+
+class _Series:
+    """The points of one metric, with the index of the event each came from (for ``since=``)."""
+
+    __slots__ = ("at", "step", "time", "value")
+
+    def __init__(self) -> None:
+        self.at: list[int] = []
+        self.step: list[int | None] = []
+        self.time: list[float | None] = []
+        self.value: list[float | None] = []
+
+    def since(self, cursor: int) -> dict[str, list[Any]]:
+        start = bisect.bisect_left(self.at, cursor)
+        return {"step": self.step[start:], "time": self.time[start:], "value": self.value[start:]}
+
+
+def _number(value: Any) -> float | None:
+    """A metric value as a finite float for a chart; None for what is not one (NaN, text, lists)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if value == value and abs(value) != float("inf") else None
+
+
+class RunLog:
+    """The events of experiment `name` in logs folder `folder` of `store`, and its metric series."""
+
+    def __init__(self, store: Store, folder: str, name: str):
+        self.store, self.folder, self.name = store, folder, name
+        self._prefix = f"{folder}/{name}" if folder else name
+        self._final = f"{self._prefix}{STRUCTURED_SUFFIX}"
+        self._lock = threading.Lock()
+        self._checked = float("-inf")
+        self._versions: dict[str, str] = {}
+        self._offset = 0  # bytes of the final JSONL read, when it is the run's only log
+        self.events: list[dict[str, Any]] = []
+        self._series: dict[str, _Series] = {}
+
+    def _own_versions(self) -> dict[str, str]:
+        """{key: version} of this experiment's structured logs and segments (every rank), from one listing."""
+        found = {}
+        for key, version in self.store.list_versions(self._prefix).items():
+            parsed = log_key(key)
+            if parsed and not parsed[2] and parsed[0] == self.folder and split_stem(parsed[1])[0] == self.name:
+                if parsed[1] == self.name or key.endswith(".jsonl"):
+                    found[key] = version
+        return found
+
+    def refresh(self) -> None:
+        """Bring the events up to date with the store (at most one look per `MIN_CHECK_SECONDS`)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked < MIN_CHECK_SECONDS:
+                return
+            versions = self._own_versions()
+            if versions != self._versions:
+                if set(versions) == {self._final}:
+                    if not set(self._versions) <= {self._final}:
+                        self._reset()  # segments were merged into the final file: read it from the start
+                    self._read_more()
+                else:
+                    self._read_all()
+                self._versions = versions
+            self._checked = time.monotonic()
+
+    def _read_more(self) -> None:
+        """Parse the complete lines past `_offset` of the only log, the final JSONL; a shorter file is re-read."""
+        size = self.store.size(self._final)
+        if size < self._offset:
+            self._reset()
+        data = self.store.read_range(self._final, self._offset, size)
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next refresh
+        for line in data[:end].split(b"\n"):
+            if line.strip():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue  # the reader warns about such lines; the dashboard just skips them
+                if isinstance(event, dict) and "event_type" in event:
+                    self._add(event)
+        self._offset += end
+
+    def _read_all(self) -> None:
+        """Re-read every log of the run through the logger's reader (which merges segments and ranks and
+        drops lines that a finalize merging segments made appear twice)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # torn last lines of a live run: skipped, as the reader says
+            try:
+                events = load_structured_logs(folder_store(self.store, self.folder), self.name)
+            except KeyNotFound:
+                events = []
+        self._reset()
+        for event in events:
+            self._add(event)
+
+    def _reset(self) -> None:
+        self.events, self._series, self._offset = [], {}, 0
+
+    def _add(self, event: dict[str, Any]) -> None:
+        """Append one event, and its metric values to their series."""
+        at = len(self.events)
+        self.events.append(event)
+        data = event.get("data")
+        if not isinstance(data, dict) or event.get("event_type") not in ("metrics", "progress"):
+            return
+        values = data.get("metrics")
+        if not isinstance(values, dict):
+            return
+        step = data.get("step") if event["event_type"] == "metrics" else data.get("iteration")
+        step = step if isinstance(step, int) and not isinstance(step, bool) else None
+        seconds = iso_seconds(event.get("timestamp"))
+        for key, value in values.items():
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = _Series()
+            series.at.append(at)
+            series.step.append(step)
+            series.time.append(seconds)
+            series.value.append(_number(value))
+
+    def metrics_since(self, cursor: int) -> dict[str, Any]:
+        """``{"cursor", "series": {metric: {"step", "time", "value"}}}`` of the points after `cursor`."""
+        self.refresh()
+        with self._lock:
+            series = {key: s.since(cursor) for key, s in self._series.items()}
+            return {"cursor": len(self.events), "series": {k: v for k, v in series.items() if v["value"]}}
+
+    def events_since(self, cursor: int | None, limit: int) -> dict[str, Any]:
+        """``{"cursor", "events"}``: the last `limit` events, or those after `cursor` (the newest `limit` of them)."""
+        self.refresh()
+        with self._lock:
+            start = len(self.events) - limit if cursor is None else max(cursor, len(self.events) - limit)
+            return {"cursor": len(self.events), "events": self.events[max(start, 0):]}
+
+    def config(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(config, environment) of the run's last config event ({} when it logged none)."""
+        self.refresh()
+        with self._lock:
+            for event in reversed(self.events):
+                data = event.get("data")
+                if event.get("event_type") == "config" and isinstance(data, dict):
+                    config, environment = data.get("config"), data.get("environment")
+                    return (config if isinstance(config, dict) else {}), (environment if isinstance(environment, dict) else {})
+        return {}, {}

@@ -1,0 +1,226 @@
+"""The dashboard's JSON API over real HTTP, against `expstore ui` started as users start it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from expstore import open_store
+from tests.ui.runs import HOSTILE_NAME, write_run
+from tests.workers import REPO_ROOT
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> str:
+    """A local root with three finished runs of different learning rates, the first with two checkpoints."""
+    path = str(tmp_path / "runs")
+    for i, lr in enumerate((0.1, 0.01, 0.001)):
+        write_run(path, f"exp{i}", steps=10 + i, config={"lr": lr, "model": {"depth": i + 1}}, checkpoints=2 if i == 0 else 0)
+    return path
+
+
+def test_the_runs_page_lists_every_run_and_the_filter_narrows_it(root: str, start_dashboard: Any) -> None:
+    ui = start_dashboard(root)
+    status, page = ui.api("runs")
+    assert status == 200 and page["total"] == 3
+    assert sorted(r["name"] for r in page["runs"]) == ["exp0", "exp1", "exp2"]
+    assert page["param_keys"] == ["lr", "model.depth"] and page["metric_keys"] == ["acc", "loss"]
+    status, page = ui.api("runs", filter="params.lr < 0.05 and metrics.loss < 0.095", order_by="params.lr DESC")
+    assert status == 200 and [r["name"] for r in page["runs"]] == ["exp1", "exp2"] and page["total"] == 2
+    assert page["runs"][0]["metrics"]["loss"] == pytest.approx(1 / 11) and page["runs"][0]["status"] == "completed"
+    status, page = ui.api("runs", order_by="params.lr", limit=1, offset=1)
+    assert status == 200 and [r["name"] for r in page["runs"]] == ["exp1"] and page["total"] == 3 and page["offset"] == 1
+
+
+@pytest.mark.parametrize(("params", "expected"), [
+    ({"filter": "metrics.loss <"}, "position"),
+    ({"filter": "metrics.loss ~ 1"}, "position"),
+    ({"order_by": "metrics.loss SIDEWAYS"}, "SIDEWAYS"),
+    ({"limit": "0"}, "limit"),
+    ({"limit": "many"}, "limit"),
+    ({"offset": "-1"}, "offset"),
+])
+def test_a_bad_search_is_a_400_naming_the_problem(root: str, start_dashboard: Any, params: dict[str, str], expected: str) -> None:
+    status, doc = start_dashboard(root).api("runs", **params)
+    assert status == 400 and expected in doc["error"]
+
+
+def test_a_run_gives_its_config_metrics_events_and_checkpoints(root: str, start_dashboard: Any) -> None:
+    ui = start_dashboard(root)
+    status, run = ui.api("run", id="exp0/logs/exp0")
+    assert status == 200 and run["name"] == "exp0" and run["status"] == "completed"
+    assert run["config"] == {"lr": 0.1, "model": {"depth": 1}} and run["environment"]["hostname"]
+    assert run["checkpoints"].endswith("exp0/checkpoints")
+    status, metrics = ui.api("metrics", id="exp0/logs/exp0")
+    assert status == 200 and sorted(metrics["series"]) == ["acc", "loss"]
+    assert metrics["series"]["loss"]["step"] == list(range(1, 11))
+    assert metrics["series"]["loss"]["value"] == pytest.approx([1 / s for s in range(1, 11)])
+    assert all(isinstance(t, float) for t in metrics["series"]["loss"]["time"])
+    status, again = ui.api("metrics", id="exp0/logs/exp0", since=metrics["cursor"])
+    assert status == 200 and again == {"cursor": metrics["cursor"], "series": {}}
+    status, events = ui.api("events", id="exp0/logs/exp0", limit=3)
+    assert [e["event_type"] for e in events["events"]][-1] == "experiment_end" and len(events["events"]) == 3
+    status, ckpts = ui.api("checkpoints", id="exp0/logs/exp0")
+    assert [c["iteration"] for c in ckpts["checkpoints"]] == [10, 20]
+    assert all(c["size"] > 8000 for c in ckpts["checkpoints"]) and ckpts["checkpoints"][1]["metadata"] == {"loss": 0.5}
+    assert ui.api("checkpoints", id="exp1/logs/exp1") == (200, {"checkpoints": []})
+
+
+def test_verify_reads_a_checkpoint_on_demand_and_reports_damage(root: str, start_dashboard: Any) -> None:
+    ui = start_dashboard(root)
+    assert ui.api("verify", id="exp0/logs/exp0", iteration=20) == (200, {"iteration": 20, "ok": True, "problem": None})
+    damaged = next((Path(root) / "exp0" / "checkpoints").glob("*000010*"))
+    data = bytearray(damaged.read_bytes())
+    data[-100] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    status, doc = ui.api("verify", id="exp0/logs/exp0", iteration=10)
+    assert status == 200 and doc["ok"] is False and "checksum" in doc["problem"] and damaged.name in doc["problem"]
+    status, doc = ui.api("verify", id="exp0/logs/exp0", iteration=30)
+    assert status == 404 and "iteration 30" in doc["error"]
+    assert ui.api("verify", id="exp0/logs/exp0")[0] == 400
+
+
+BAD_IDS = ["../exp0/logs/exp0", "/etc/passwd", "exp0/../exp1/logs/exp1", "exp0\\logs\\exp0", "", "exp0/logs/",
+           "exp0/logs/exp0\x00", "exp0//logs/exp0"]
+
+
+def test_a_run_id_outside_the_root_or_not_a_key_is_a_400(root: str, start_dashboard: Any) -> None:
+    ui = start_dashboard(root)
+    for endpoint in ("run", "metrics", "events", "checkpoints", "verify"):
+        for run_id in BAD_IDS:
+            status, doc = ui.api(endpoint, id=run_id, iteration=10)
+            assert status == 400 and "run" in doc["error"], (endpoint, run_id, doc)
+
+
+def test_an_unknown_run_is_a_404_and_unknown_paths_and_methods_answer_json(root: str, start_dashboard: Any) -> None:
+    ui = start_dashboard(root)
+    status, doc = ui.api("run", id="nowhere/logs/exp9")
+    assert status == 404 and "nowhere/logs/exp9" in doc["error"]
+    for path, method, expected in (("api/nothing", "GET", 404), ("api/runs", "POST", 405), ("static/nothing.js", "GET", 404)):
+        status, headers, body = ui.request(path, method=method)
+        assert status == expected and headers["content-type"].startswith("application/json") and "error" in json.loads(body)
+    host, port = ui.url.split("//")[1].rstrip("/").split(":")
+    for raw in ("/static/../../pyproject.toml", "/static/%2e%2e/%2e%2e/pyproject.toml", "/static/..%2f..%2fpyproject.toml"):
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.request("GET", raw)
+        answer = conn.getresponse()
+        body = answer.read()
+        assert answer.status == 404 and b"[project]" not in body, raw
+        conn.close()
+
+
+def test_a_hostile_run_name_is_stored_and_served_exactly(tmp_path: Path, start_dashboard: Any) -> None:
+    root = str(tmp_path / "runs")
+    run_id = write_run(root, HOSTILE_NAME, config={"note": "'; DROP TABLE expstore_runs; --", "text": "é\u2603" * 3})
+    ui = start_dashboard(root)
+    status, page = ui.api("runs")
+    assert [r["name"] for r in page["runs"]] == [HOSTILE_NAME]
+    status, run = ui.api("run", id=run_id)
+    assert status == 200 and run["name"] == HOSTILE_NAME and run["config"]["note"] == "'; DROP TABLE expstore_runs; --"
+    status, page = ui.api("runs", filter=f"name = '{HOSTILE_NAME}'")
+    assert status == 200 and page["total"] == 1
+
+
+def test_a_live_run_gains_points_once_each(tmp_path: Path, start_dashboard: Any) -> None:
+    root = str(tmp_path / "runs")
+    worker = subprocess.Popen([sys.executable, "-m", "tests.workers.ui_workers", f"{root}/live/logs", "live"], cwd=REPO_ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline().strip() == "flushed 0"
+        ui = start_dashboard(root)
+        status, run = ui.api("run", id="live/logs/live")
+        assert status == 200 and run["status"] == "running"
+        cursor, steps = 0, []
+        for batch in (3, 5, 7):
+            worker.stdin.write(f"log {batch}\n")
+            worker.stdin.flush()
+            assert worker.stdout.readline().strip() == f"flushed {len(steps) + batch}"
+            status, doc = _metrics_after_refresh(ui, "live/logs/live", cursor)
+            cursor = doc["cursor"]
+            steps += doc["series"]["loss"]["step"]
+        assert steps == list(range(1, 16))
+        worker.stdin.write("end\n")
+        worker.stdin.flush()
+        assert worker.stdout.readline().strip() == "ended"
+        status, events = ui.api("events", id="live/logs/live", since=cursor)
+        deadline = time.monotonic() + 10
+        while not any(e["event_type"] == "experiment_end" for e in events["events"]) and time.monotonic() < deadline:
+            status, more = ui.api("events", id="live/logs/live", since=events["cursor"])
+            events = {"cursor": more["cursor"], "events": events["events"] + more["events"]}
+        assert [e["event_type"] for e in events["events"]].count("experiment_end") == 1
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+def _metrics_after_refresh(ui: Any, run_id: str, cursor: int) -> tuple[int, Any]:
+    """The first answer after `cursor` that holds new points (the server looks at the store at most every 0.2 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        status, doc = ui.api("metrics", id=run_id, since=cursor)
+        if doc["series"] or time.monotonic() > deadline:
+            return status, doc
+
+
+def test_with_a_token_every_request_needs_it(root: str, start_dashboard: Any) -> None:
+    ui = start_dashboard(root, token="s3cret-token-123")
+    for path in ("", "api/info", "api/runs", "static/app.js"):
+        status, headers, body = ui.request(path, token=False)
+        assert status == 401 and "token" in json.loads(body)["error"], path
+        assert ui.request(path, token="wrong-token-456")[0] == 401
+    assert ui.request("api/info")[0] == 200
+    status, headers, _ = ui.request("api/info?token=s3cret-token-123", token=False)
+    assert status == 200 and "expstore_token=s3cret-token-123" in headers["set-cookie"] and "HttpOnly" in headers["set-cookie"]
+    assert ui.request("api/runs", token=False, headers={"Cookie": "expstore_token=s3cret-token-123"})[0] == 200
+    assert ui.request("api/runs", token=False, headers={"Cookie": "expstore_token=nope"})[0] == 401
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--host", "0.0.0.0"], "--token"),
+    (["--host", "192.168.1.5"], "--token"),
+    (["--token", "short"], "at least 8"),
+    (["--token", "has space in it"], "at least 8"),
+    (["--catalog", "postgresql://nobody@127.0.0.1:1/none"], "127.0.0.1:1"),
+    (["--refresh", "0"], "refresh_seconds"),
+])
+def test_unsafe_or_bad_options_are_refused_before_serving(tmp_path: Path, args: list[str], expected: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "expstore", "ui", str(tmp_path), "--port", "0", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and expected in done.stderr and "serving" not in done.stdout
+
+
+def test_a_wrong_root_url_is_refused() -> None:
+    done = subprocess.run([sys.executable, "-m", "expstore", "ui", "nosuch://bucket/x", "--port", "0"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "nosuch" in done.stderr
+
+
+STORE_BACKENDS = ["local", "moto", "hdf5", "zarr-local"]
+
+
+def test_every_backend_serves_the_same_run_and_nothing_is_written(store_location: tuple[str, dict[str, Any]],
+                                                                   start_dashboard: Any, tmp_path: Path) -> None:
+    url, options = store_location
+    write_run(url, "exp0", steps=12, checkpoints=1, **options)
+    with open_store(url, **options) as store:
+        before = store.list_versions("")
+    env = {"AWS_ACCESS_KEY_ID": options["key"], "AWS_SECRET_ACCESS_KEY": options["secret"], "AWS_DEFAULT_REGION": "us-east-1"} \
+        if "key" in options else {}
+    extra = ["--endpoint-url", options["endpoint_url"]] if "endpoint_url" in options else []
+    ui = start_dashboard(url, *extra, env=env)
+    status, page = ui.api("runs")
+    assert status == 200 and [r["run_id"] for r in page["runs"]] == ["exp0/logs/exp0"]
+    status, metrics = ui.api("metrics", id="exp0/logs/exp0")
+    assert metrics["series"]["loss"]["step"] == list(range(1, 13))
+    assert [c["iteration"] for c in ui.api("checkpoints", id="exp0/logs/exp0")[1]["checkpoints"]] == [10]
+    assert ui.api("verify", id="exp0/logs/exp0", iteration=10)[1]["ok"] is True
+    assert ui.api("run", id="exp0/logs/exp0")[1]["config"] == {"lr": 0.01, "optimizer": "sgd"}
+    with open_store(url, **options) as store:
+        assert store.list_versions("") == before
