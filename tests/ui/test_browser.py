@@ -19,13 +19,13 @@ import pytest
 
 from expstore.checkpointing import CheckpointManager
 from expstore.experiment_logger import ExperimentLogger
+from tests.workers import REPO_ROOT
 
 playwright = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 XSS = "<img src=x onerror=alert(1)>"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 WAIT_MS = 20_000
 
 
@@ -85,10 +85,10 @@ def runs_root(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "ids": ids}
 
 
-@pytest.fixture(scope="module")
-def base(runs_root: dict[str, Any], ui_server: Any) -> str:
-    """The URL of a server over `runs_root`, once its catalog holds every run."""
-    return ui_server(runs_root["root"], expect_runs=len(runs_root["ids"]))
+@pytest.fixture
+def base(runs_root: dict[str, Any], start_dashboard: Any) -> str:
+    """The URL of `expstore ui` over `runs_root` (its catalog synced before it serves)."""
+    return start_dashboard(str(runs_root["root"])).url.rstrip("/")
 
 
 def rows(page: Any) -> list[str]:
@@ -179,19 +179,44 @@ def test_unknown_run_shows_the_servers_error(page: Any, base: str) -> None:
     assert page.text_content("[data-testid=page-error]") != ""
 
 
-def test_live_run_gains_points_while_a_logger_writes_in_another_process(page: Any, tmp_path: Path, ui_server: Any) -> None:
-    root = tmp_path / "live-root"
-    worker = subprocess.Popen([sys.executable, "-m", "tests.workers.ui_workers", str(root / "live" / "logs"), "live", "0.2"],
-                              stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+def test_with_a_token_the_page_opened_at_its_url_works_and_without_it_gets_401(browser: Any, runs_root: dict[str, Any],
+                                                                            start_dashboard: Any) -> None:
+    ui = start_dashboard(str(runs_root["root"]), token="tok-123456789")
+    context = browser.new_context()
     try:
-        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
-        base = ui_server(root, expect_runs=1)
+        page = context.new_page()
+        assert page.goto(ui.url).status == 401
+        page.goto(f"{ui.url}?token=tok-123456789#/")
+        page.wait_for_selector("[data-testid=run-row]", timeout=WAIT_MS)  # its fetches carry the cookie the server set
+        assert len(rows(page)) == len(runs_root["ids"])
+        page.goto(f"{ui.url}{run_hash(runs_root['ids']['alpha'])}")  # no token in the URL: the cookie
+        page.wait_for_selector("[data-testid=chart][data-metric=loss][data-points='40']", timeout=WAIT_MS)
+    finally:
+        context.close()
+
+
+def test_live_run_gains_points_while_a_logger_writes_in_another_process(page: Any, tmp_path: Path, start_dashboard: Any) -> None:
+    root = tmp_path / "live-root"
+    worker = subprocess.Popen([sys.executable, "-m", "tests.workers.ui_workers", str(root / "live" / "logs"), "live"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+
+    def log(points: int, total: int) -> None:
+        worker.stdin.write(f"log {points}\n")
+        worker.stdin.flush()
+        assert worker.stdout.readline().strip() == f"flushed {total}"
+
+    try:
+        assert worker.stdout.readline().strip() == "flushed 0"
+        log(3, 3)
+        base = start_dashboard(str(root)).url.rstrip("/")
         page.goto(f"{base}/{run_hash('live/logs/live')}")
-        page.wait_for_selector("[data-testid=chart][data-metric=loss][data-points]", timeout=WAIT_MS)
+        page.wait_for_selector("[data-testid=chart][data-metric=loss][data-points='3']", timeout=WAIT_MS)
         assert page.is_visible("[data-testid=live]")
-        before = int(page.get_attribute("[data-testid=chart][data-metric=loss]", "data-points"))
-        page.wait_for_function(f"+document.querySelector('[data-testid=chart][data-metric=loss]').dataset.points >= {before + 5}",
-                               timeout=WAIT_MS)
+        log(5, 8)
+        page.wait_for_selector("[data-testid=chart][data-metric=loss][data-points='8']", timeout=WAIT_MS)
+        log(4, 12)
+        page.wait_for_selector("[data-testid=chart][data-metric=acc][data-points='12']", timeout=WAIT_MS)
+        assert page.locator("[data-testid=events-table] td", has_text='"step":12').count() == 1
     finally:
         worker.kill()
         worker.wait()

@@ -364,7 +364,7 @@ async function pageRun(runId) {
     return [btn, " ", result];
   }
 
-  const ckRows = checkpoints.checkpoints.map((ck) => [show(ck.iteration), showBytes(ck.size), ck.timestamp || "—", (ck.tags || []).join(", "), verifyButton(ck)]);
+  const ckRows = checkpoints.checkpoints.map((ck) => [show(ck.iteration), showBytes(ck.size), showIso(ck.timestamp), (ck.tags || []).join(", "), verifyButton(ck)]);
   app.replaceChildren(el("section", { class: "run" },
     el("h1", { "data-testid": "run-name" }, run.name || run.run_id),
     el("p", { class: "meta" }, statusBox, " ", live, " started ", showTime(run.start_time), " · duration ", showDuration(run.duration_seconds),
