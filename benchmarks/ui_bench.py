@@ -5,21 +5,24 @@
 
 The root holds the catalog benchmark's runs (their summary objects, written by `catalog_bench.write_root`),
 one run whose metric has `--points` points (logged by an `ExperimentLogger`), and one live run: a logger
-in another process (tests/workers/ui_workers.py) that logs a point, flushes and prints the time of
-the flush, every `--period` seconds. The server gets its own SQLite catalog in the scratch folder.
+in another process (tests/workers/ui_workers.py) that logs and flushes a point when this script tells it,
+about every `--period` seconds (0.5 to 1.5 times it, at random) while the live figure is timed. The server gets its own SQLite catalog in the scratch folder.
 Figures (median of `--repeat`, each page load in a fresh browser context, so nothing is cached):
 
 * runs page: navigation start -> the first rows of the table in the DOM;
 * run page: navigation start -> the 100,000-point chart drawn (its `data-points` set by uPlot's draw hook);
-* live update: the worker's flush -> the page's chart showing that point (the page's clock, same machine);
+* live update: the worker's flush of one point (the time this script reads its answer) -> the page's chart
+  showing that point (a MutationObserver on the chart's `data-points` notes the page's clock; same machine);
 * API: `--clients` threads, each polling the live run's /api/metrics and /api/events with `since=` once a
-  second for `--seconds`, as the page does; p99 of every request's latency.
+  second for `--seconds`, as the page does, while the run logs and flushes a point every 0.1 s; p99 of every
+  request's latency (the clients are threads of this process: their own overhead is in the figure).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import random
 import statistics
 import subprocess
 import sys
@@ -99,27 +102,50 @@ def log_big_run(root: Path, points: int) -> None:
 
 
 class LiveRun:
-    """The worker process logging the live run; `flushed[n]` is the unix time at which point n was on the store."""
+    """The worker process of the live run (tests/workers/ui_workers.py), which logs and flushes when told."""
 
-    def __init__(self, root: Path, period: float):
-        self.flushed: dict[int, float] = {}
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.workers.ui_workers", str(root / LIVE / "logs"), LIVE, str(period)],
-                                     stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
-        assert self.proc.stdout is not None
-        if self.proc.stdout.readline().strip() != "ready":
+    def __init__(self, root: Path):
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.workers.ui_workers", str(root / LIVE / "logs"), LIVE],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+        self.total = 0
+        if self._answer() != "flushed 0":
             raise RuntimeError("the live-run worker did not start")
-        threading.Thread(target=self._read, daemon=True).start()
 
-    def _read(self) -> None:
+    def _answer(self) -> str:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            parts = line.split()
-            if parts and parts[0] == "flushed":
-                self.flushed[int(parts[1])] = float(parts[2])
+        return self.proc.stdout.readline().strip()
+
+    def log(self, points: int) -> float:
+        """Log and flush `points` more points; the unix time at which the flush had ended."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"log {points}\n")
+        self.proc.stdin.flush()
+        self.total += points
+        if self._answer() != f"flushed {self.total}":
+            raise RuntimeError("the live-run worker did not flush")
+        return time.time()
 
     def stop(self) -> None:
         self.proc.kill()
         self.proc.wait()
+
+
+@contextlib.contextmanager
+def feeding(live: LiveRun, period: float) -> Iterator[None]:
+    """The live run logging and flushing a point every `period` seconds (in a thread) while the block runs."""
+    stop = threading.Event()
+
+    def feed() -> None:
+        while not stop.wait(period):
+            live.log(1)
+
+    thread = threading.Thread(target=feed)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def run_url(base: str, run_id: str) -> str:
@@ -147,22 +173,22 @@ SEEN_SCRIPT = """() => {
 }"""
 
 
-def time_live(browser: Any, base: str, live: LiveRun, updates: int) -> list[float]:
-    """Seconds from each of `updates` flushes of the live run to the page's chart showing that point."""
+def time_live(browser: Any, base: str, live: LiveRun, updates: int, period: float) -> list[float]:
+    """Seconds from each of `updates` flushes of one point (about every `period` s) to the page's chart showing it."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(run_url(base, f"{LIVE}/logs/{LIVE}"))
-    page.wait_for_selector("[data-testid=chart][data-metric=loss][data-points]", timeout=30_000)
+    page.wait_for_selector(f"[data-testid=chart][data-metric=loss][data-points='{live.total}']", timeout=30_000)
     page.evaluate(SEEN_SCRIPT)
-    first = int(page.get_attribute("[data-testid=chart][data-metric=loss]", "data-points") or 0) + 1
-    last = first + updates - 1
-    page.wait_for_function(f"window.__seen.some(([n]) => n >= {last})", timeout=60_000 + updates * 5_000)
+    flushed = {}
+    pauses = random.Random(0)  # flushes at irregular times, so they fall at every phase of the page's polling
+    for _ in range(updates):
+        at = live.log(1)
+        flushed[live.total] = at
+        time.sleep(pauses.uniform(0.5 * period, 1.5 * period))
+    page.wait_for_function(f"window.__seen.some(([n]) => n >= {live.total})", timeout=30_000)
     seen = page.evaluate("window.__seen")
     page.close()
-    latencies = []
-    for n in range(first, last + 1):
-        shown = min(t for count, t in seen if count >= n)
-        latencies.append(shown - live.flushed[n])
-    return latencies
+    return [min(t for count, t in seen if count >= n) - at for n, at in flushed.items()]
 
 
 def poll_clients(base: str, run_id: str, clients: int, seconds: float) -> list[float]:
@@ -220,8 +246,8 @@ def main() -> int:
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0, help="how long the API clients poll (default 10)")
-    parser.add_argument("--updates", type=int, default=10, help="live points timed (default 10)")
-    parser.add_argument("--period", type=float, default=0.5, help="seconds between the live run's points (default 0.5)")
+    parser.add_argument("--updates", type=int, default=20, help="live points timed (default 20)")
+    parser.add_argument("--period", type=float, default=0.5, help="seconds between the live run's timed points (default 0.5)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="500 runs, 10,000 points, 10 clients for 3 s, 3 repeats")
     parser.add_argument("--dir", type=Path, help="scratch folder parent (default ./.bench-tmp)")
@@ -234,8 +260,9 @@ def main() -> int:
         root = folder / "root"
         catalog_bench.write_root(root, args.runs)
         log_big_run(root, args.points)
-        live = LiveRun(root, args.period)
+        live = LiveRun(root)
         try:
+            live.log(5)
             with ui_server(root, f"sqlite:///{folder / 'catalog.sqlite'}") as base, sync_playwright() as p:
                 wait_for(lambda: catalogued(base, args.runs + 2), "every run in the catalog", 300)
                 wait_for(lambda: running(base, f"{LIVE}/logs/{LIVE}"), "the live run running", 60)
@@ -243,9 +270,10 @@ def main() -> int:
                 runs_page = time_page(browser, f"{base}/#/", "[data-testid=run-row]", args.repeat)
                 big_page = time_page(browser, run_url(base, f"{BIG}/logs/{BIG}"),
                                      f"[data-testid=chart][data-points='{args.points}']", args.repeat)
-                live_s = time_live(browser, base, live, args.updates)
+                live_s = time_live(browser, base, live, args.updates, args.period)
                 browser.close()
-                api = poll_clients(base, f"{LIVE}/logs/{LIVE}", args.clients, args.seconds)
+                with feeding(live, 0.1):
+                    api = poll_clients(base, f"{LIVE}/logs/{LIVE}", args.clients, args.seconds)
         finally:
             live.stop()
     rows = [

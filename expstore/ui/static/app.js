@@ -370,12 +370,12 @@ async function pageRun(runId) {
     el("p", { class: "meta" }, statusBox, " ", live, " started ", showTime(run.start_time), " · duration ", showDuration(run.duration_seconds),
       " · ", el("code", {}, run.run_id)),
     el("h2", {}, "Metrics"), chartControls(drawAll), chartsBox,
-    el("div", { class: "columns" },
-      el("div", {}, el("h2", {}, "Config"), kvTable("config-table", run.config)),
-      el("div", {}, el("h2", {}, "Environment"), kvTable("env-table", run.environment))),
     el("h2", {}, "Checkpoints"), run.checkpoints ? el("p", { class: "muted" }, el("code", {}, run.checkpoints)) : null,
     ckRows.length ? table("checkpoints-table", ["iteration", "size", "timestamp", "tags", "verify"], ckRows)
       : el("p", { class: "muted", "data-testid": "checkpoints-table" }, "no checkpoints"),
+    el("div", { class: "columns" },
+      el("div", {}, el("h2", {}, "Config"), kvTable("config-table", run.config)),
+      el("div", {}, el("h2", {}, "Environment"), kvTable("env-table", run.environment))),
     el("h2", {}, "Last events"), el("div", { class: "scroll" }, eventsBox)));
   drawAll();
   addEvents(events.events);
