@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -224,3 +225,13 @@ def test_every_backend_serves_the_same_run_and_nothing_is_written(store_location
     assert ui.api("run", id="exp0/logs/exp0")[1]["config"] == {"lr": 0.01, "optimizer": "sgd"}
     with open_store(url, **options) as store:
         assert store.list_versions("") == before
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_the_server_cleanly(root: str, start_dashboard: Any, stop: int) -> None:
+    ui = start_dashboard(root)
+    assert ui.api("info")[0] == 200
+    ui.process.send_signal(stop)
+    assert ui.process.wait(timeout=30) == 0
+    ui.reader.join(timeout=30)
+    assert "expstore ui: stopped" in "".join(ui.output) and "Traceback" not in "".join(ui.output)
