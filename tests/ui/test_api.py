@@ -250,3 +250,25 @@ def test_ctrl_c_or_sigterm_stops_the_server_cleanly(root: str, start_dashboard: 
     assert ui.process.wait(timeout=30) == 0
     ui.reader.join(timeout=30)
     assert "expstore ui: stopped" in "".join(ui.output) and "Traceback" not in "".join(ui.output)
+
+
+def test_a_line_still_being_written_waits_and_a_rewritten_log_is_read_again(root: str, start_dashboard: Any) -> None:
+    ui = start_dashboard(root)
+    log = Path(root) / "exp1" / "logs" / "exp1_structured.jsonl"
+    status, doc = ui.api("metrics", id="exp1/logs/exp1")
+    cursor, steps = doc["cursor"], doc["series"]["loss"]["step"]
+    line = json.dumps({"timestamp": "2026-01-01T00:00:00+00:00", "event_type": "metrics", "data": {"step": 99, "metrics": {"loss": 0.5}}})
+    with log.open("a") as f:
+        f.write(line[:25])  # a writer that has not finished its line
+    time.sleep(0.25)  # let the server's next look at the store see the torn line (no assert depends on timing)
+    status, doc = ui.api("metrics", id="exp1/logs/exp1", since=cursor)
+    assert status == 200 and doc["series"] == {}
+    with log.open("a") as f:
+        f.write(line[25:] + "\n")
+    status, doc = _metrics_after_refresh(ui, "exp1/logs/exp1", cursor)
+    assert doc["series"]["loss"] == {"step": [99], "time": [1767225600.0], "value": [0.5]}
+    log.write_text(line + "\n")  # rewritten shorter: read again from the start
+    deadline = time.monotonic() + 10
+    while (whole := ui.api("metrics", id="exp1/logs/exp1")[1])["series"]["loss"]["step"] != [99] and time.monotonic() < deadline:
+        pass
+    assert whole["series"]["loss"]["step"] == [99] and steps == list(range(1, 12))
