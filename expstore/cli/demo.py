@@ -233,4 +233,4 @@ def _report(args: argparse.Namespace, root: str, run_url: str, name: str, start:
     print(f"  results      {join_url(run_url, RESULTS)}  ({', '.join(p.rpartition('/')[2] for p in exported)})")
     endpoint = storage_options(args, root).get("endpoint_url")
     where = (f"--endpoint-url {shlex.quote(endpoint)} " if endpoint else "") + shlex.quote(root)
-    print(f"next: expstore ls {where}   expstore logs {where}   expstore plot {where} -o loss.png")
+    print(f"next: expstore ls {where}   expstore logs {where}   expstore plot {where} -o loss.png   expstore ui {where}")

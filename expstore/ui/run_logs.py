@@ -1,8 +1,9 @@
 """One run's logged events, read from its store incrementally and shared by every request about it.
 
-A local run's JSONL only grows: a refresh reads just the bytes past what was read before. Any other
-change (segments of a store without append, a finalize that merged them, another rank) re-reads
-the run's logs whole through the logger's own reader. Cursors are positions in the event list, so
+A local run's JSONL only grows: a refresh reads just the bytes past what was read before. On a store
+without append a running logger adds numbered segments, which never change: a refresh reads just
+the new ones. Any other change (a finalize that merged the segments, another rank, a rewrite)
+re-reads the run's logs whole through the logger's own reader. Cursors are positions in the event list, so
 a page that polls with ``since=<cursor>`` receives each event once.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 from ..errors import KeyNotFound
 from ..experiment_logger import load_structured_logs
-from ..format.run_summary import STRUCTURED_SUFFIX, iso_seconds, log_key, split_stem
+from ..format.run_summary import SEGMENTS_SUFFIX, STRUCTURED_SUFFIX, iso_seconds, log_key, split_stem
 from ..store.base import Store
 from ..store.prefixed import PrefixedStore
 
@@ -62,6 +63,7 @@ class RunLog:
         self.store, self.folder, self.name = store, folder, name
         self._prefix = f"{folder}/{name}" if folder else name
         self._final = f"{self._prefix}{STRUCTURED_SUFFIX}"
+        self._segments = f"{self._prefix}{SEGMENTS_SUFFIX}/"
         self._lock = threading.Lock()
         self._checked = float("-inf")
         self._versions: dict[str, str] = {}
@@ -74,9 +76,9 @@ class RunLog:
         found = {}
         for key, version in self.store.list_versions(self._prefix).items():
             parsed = log_key(key)
-            if parsed and not parsed[2] and parsed[0] == self.folder and split_stem(parsed[1])[0] == self.name:
-                if parsed[1] == self.name or key.endswith(".jsonl"):
-                    found[key] = version
+            if (parsed and not parsed[2] and parsed[0] == self.folder and split_stem(parsed[1])[0] == self.name
+                    and key.endswith(".jsonl")):  # not the text segments beside the JSON ones
+                found[key] = version
         return found
 
     def refresh(self) -> None:
@@ -91,6 +93,9 @@ class RunLog:
                     if not set(self._versions) <= {self._final}:
                         self._reset()  # segments were merged into the final file: read it from the start
                     self._read_more()
+                elif self._only_new_segments(versions):
+                    for key in sorted(set(versions) - set(self._versions)):
+                        self._add_lines(self.store.read(key))
                 else:
                     self._read_all()
                 self._versions = versions
@@ -103,15 +108,25 @@ class RunLog:
             self._reset()
         data = self.store.read_range(self._final, self._offset, size)
         end = data.rfind(b"\n") + 1  # a line still being written waits for the next refresh
-        for line in data[:end].split(b"\n"):
+        self._add_lines(data[:end])
+        self._offset += end
+
+    def _only_new_segments(self, versions: dict[str, str]) -> bool:
+        """Whether the change is new segments of this (unranked) run after those already read, and nothing else."""
+        old = self._versions
+        return (bool(versions) and all(k.startswith(self._segments) for k in versions) and all(versions.get(k) == v for k, v in old.items())
+                and (not old or min(set(versions) - set(old)) > max(old)))
+
+    def _add_lines(self, data: bytes) -> None:
+        """Add the events of complete JSON lines (unreadable ones are skipped, as the reader skips them)."""
+        for line in data.split(b"\n"):
             if line.strip():
                 try:
                     event = json.loads(line)
                 except ValueError:
-                    continue  # the reader warns about such lines; the dashboard just skips them
+                    continue
                 if isinstance(event, dict) and "event_type" in event:
                     self._add(event)
-        self._offset += end
 
     def _read_all(self) -> None:
         """Re-read every log of the run through the logger's reader (which merges segments and ranks and

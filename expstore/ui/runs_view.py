@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 import warnings
 from typing import Any
 
@@ -16,6 +17,7 @@ from .access import ApiError
 __all__ = ["DEFAULT_ORDER", "RunsView", "run_row"]
 
 DEFAULT_ORDER = ["start_time DESC"]
+SYNC_SHARE = 5  # pause between syncs >= this many times the last sync's duration
 _BASE = ("run_id", "name", "url", "status")
 _PREFIXES = ("params.", "metrics.", "tags.")
 
@@ -49,6 +51,9 @@ class RunsView:
         self.sync_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._counts: dict[str | None, tuple[int, tuple[int, dict[str, list[str]]]]] = {}
+        self.generation = 0  # counts the syncs, so cached counts know when they are out of date
 
     def sync(self) -> None:
         """One sync of the catalog from the root; a failure is kept (and warned once), never raised."""
@@ -60,6 +65,7 @@ class RunsView:
             self.sync_error = f"{type(exc).__name__}: {exc}"
         else:
             self.sync_error = None
+        self.generation += 1
 
     def start(self) -> None:
         """Sync once now, then keep syncing in the background until `stop`."""
@@ -68,18 +74,35 @@ class RunsView:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.refresh_seconds):
+        """Sync every `refresh_seconds`, or five sync durations when a sync takes longer (a huge root
+        then costs at most a fifth of a core)."""
+        pause = self.refresh_seconds
+        while not self._stop.wait(pause):
+            started = time.monotonic()
             self.sync()
+            pause = max(self.refresh_seconds, SYNC_SHARE * (time.monotonic() - started))
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
 
+    def _count(self, filter: str | None) -> tuple[int, dict[str, list[str]]]:
+        """`Catalog.count` of `filter`, kept until the next sync (sorting and paging do not change it)."""
+        with self._lock:
+            cached = self._counts.get(filter)
+            if cached is not None and cached[0] == self.generation:
+                return cached[1]
+        generation, counted = self.generation, self.catalog.count(self.store, filter)
+        with self._lock:
+            self._counts = {k: v for k, v in self._counts.items() if v[0] == generation}
+            self._counts[filter] = (generation, counted)
+        return counted
+
     def page(self, filter: str | None, order_by: list[str], limit: int, offset: int) -> dict[str, Any]:
         """``{"total", "offset", "runs", "param_keys", "metric_keys", "tag_keys"}`` of one page of a search."""
         try:
-            total, keys = self.catalog.count(self.store, filter or None)
+            total, keys = self._count(filter or None)
             frame = self.catalog.search(self.store, filter or None, order_by or DEFAULT_ORDER, limit, offset=offset)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None

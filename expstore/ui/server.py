@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 import uvicorn
@@ -67,4 +71,27 @@ def serve(root: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, toke
                 print(f"expstore ui: serving {root} at {url}", file=out or sys.stdout, flush=True)
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3)
-    _Server(config).run(sockets=[sock])
+    with _stopped_by_signals():
+        _Server(config).run(sockets=[sock])
+    print("expstore ui: stopped", file=out or sys.stdout, flush=True)
+
+
+class _Stop(Exception):
+    """SIGTERM, raised where the server re-raises the signal it shut down for."""
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """A block that Ctrl-C or SIGTERM ends quietly: uvicorn shuts down on either, then raises it again."""
+    def stop(signum: int, frame: Any) -> None:
+        raise _Stop
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if main else None
+    try:
+        yield
+    except (KeyboardInterrupt, _Stop):
+        pass
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)

@@ -54,6 +54,6 @@ def test_demo_next_hint_keeps_the_endpoint(tmp_path, moto_server):
     root = f"s3://cli-{unique()}/runs"
     out = cli("demo", "--url", root, *SMALL, cwd=tmp_path, options=("--endpoint-url", moto_server.endpoint_url)).stdout
     hint = [line for line in out.splitlines() if line.startswith("next:")][0]
-    assert hint.count(f"--endpoint-url {moto_server.endpoint_url} {root}") == 3
+    assert hint.count(f"--endpoint-url {moto_server.endpoint_url} {root}") == 4
     ls_cmd = hint.split("   ")[0].removeprefix("next: expstore ").split()
     assert "run exp001" in cli(*ls_cmd, cwd=tmp_path).stdout  # the hint works as printed

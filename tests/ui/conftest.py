@@ -29,6 +29,7 @@ class Dashboard:
     process: subprocess.Popen
     token: str | None = None
     output: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None  # collects `output` until the process closes its stdout
 
     def request(self, path: str, *, token: str | None | bool = True, headers: dict[str, str] | None = None,
                 method: str = "GET") -> tuple[int, dict[str, str], bytes]:
@@ -75,12 +76,13 @@ def start_dashboard(tmp_path: Any) -> Iterator[Callable[..., Dashboard]]:
                                    env={**os.environ, **(env or {})})
         lines: list[str] = []
         found = threading.Event()
-        threading.Thread(target=_read_url, args=(process, lines, found), daemon=True).start()
+        reader = threading.Thread(target=_read_url, args=(process, lines, found), daemon=True)
+        reader.start()
         if not found.wait(START_TIMEOUT) or not any("serving" in line for line in lines):
             process.kill()
             raise AssertionError(f"expstore ui did not start: {''.join(lines)}")
         url = next(line for line in lines if "serving" in line).split(" at ")[1].strip().split("?")[0]
-        started.append(Dashboard(url, process, token, lines))
+        started.append(Dashboard(url, process, token, lines, reader))
         return started[-1]
 
     yield start
