@@ -6,7 +6,8 @@
 The root holds the catalog benchmark's runs (their summary objects, written by `catalog_bench.write_root`),
 one run whose metric has `--points` points (logged by an `ExperimentLogger`), and one live run: a logger
 in another process (tests/workers/ui_workers.py) that logs and flushes a point when this script tells it,
-about every `--period` seconds (0.5 to 1.5 times it, at random) while the live figure is timed. The server gets its own SQLite catalog in the scratch folder.
+about every `--period` seconds (0.5 to 1.5 times it, at random) while the live figure is timed.
+The server gets its own SQLite catalog in the scratch folder.
 Figures (median of `--repeat`, each page load in a fresh browser context, so nothing is cached):
 
 * runs page: navigation start -> the first rows of the table in the DOM;
@@ -39,7 +40,9 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run",
+]
 BIG, LIVE = "big", "live"
 
 
@@ -112,6 +115,7 @@ class LiveRun:
             raise RuntimeError("the live-run worker did not start")
 
     def _answer(self) -> str:
+        """The worker's next line."""
         assert self.proc.stdout is not None
         return self.proc.stdout.readline().strip()
 
@@ -126,6 +130,7 @@ class LiveRun:
         return time.time()
 
     def stop(self) -> None:
+        """Kill the worker (the run stays `running` in its summary; nothing waits on it)."""
         self.proc.kill()
         self.proc.wait()
 
@@ -149,6 +154,7 @@ def feeding(live: LiveRun, period: float) -> Iterator[None]:
 
 
 def run_url(base: str, run_id: str) -> str:
+    """The address of the run page of `run_id`."""
     return f"{base}/#/run/{quote(run_id, safe='')}"
 
 
@@ -225,6 +231,7 @@ def poll_clients(base: str, run_id: str, clients: int, seconds: float) -> list[f
 
 
 def p99(values: list[float]) -> float:
+    """The 99th percentile of `values`."""
     return statistics.quantiles(values, n=100, method="inclusive")[98]
 
 
@@ -236,6 +243,7 @@ def report(rows: list[tuple[str, str, float, float]]) -> str:
 
 
 def chromium_version() -> str:
+    """What `chromium --version` says, for the machine line."""
     out = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip()
     return out or "chromium ?"
 
@@ -281,8 +289,8 @@ def main() -> int:
         (f"run page, {args.points:,}-point metric: chart drawn", f"median of {args.repeat}", statistics.median(big_page), 1.0),
         ("live update: logger flush -> point visible", f"median of {len(live_s)}, max {max(live_s) * 1000:.0f} ms",
          statistics.median(live_s), 2.0),
-        (f"API: {args.clients} clients polling a live run, p99", f"{len(api)} requests, median {statistics.median(api) * 1000:.0f} ms",
-         p99(api), 0.1),
+        (f"API: {args.clients} clients polling a live run, p99",
+         f"{len(api)} requests, median {statistics.median(api) * 1000:.0f} ms", p99(api), 0.1),
     ]
     print(report(rows))
     print()

@@ -37,7 +37,8 @@ def make_demo_runs(root: Path) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "images", help="folder of the PNGs (default docs/images)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "images",
+                        help="folder of the PNGs (default docs/images)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     from playwright.sync_api import sync_playwright
@@ -62,7 +63,8 @@ def main() -> int:
             page.wait_for_selector("[data-testid=verify-result].ok")
             page.check("[data-testid=log-scale]")
             page.evaluate("window.scrollTo(0, 0)")
-            page.screenshot(path=str(args.out / "ui-run.png"), full_page=True, clip={"x": 0, "y": 0, "width": 1280, "height": 1250})
+            top = {"x": 0, "y": 0, "width": 1280, "height": 1250}  # charts and checkpoints
+            page.screenshot(path=str(args.out / "ui-run.png"), full_page=True, clip=top)
             page.goto(f"{base}/#/compare/{','.join(quote(i, safe='') for i in ids)}")
             page.wait_for_selector("[data-testid=diff-table]")
             page.wait_for_selector("[data-testid=chart][data-points]")

@@ -16,15 +16,16 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
+from playwright.sync_api import sync_playwright
 
 from expstore.checkpointing import CheckpointManager
 from expstore.experiment_logger import ExperimentLogger
 from tests.workers import REPO_ROOT
 
-playwright = pytest.importorskip("playwright.sync_api")
-
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run",
+]
 XSS = "<img src=x onerror=alert(1)>"
 WAIT_MS = 20_000
 
@@ -45,6 +46,7 @@ def log_run(root: Path, name: str, config: dict[str, Any], steps: int, checkpoin
 
 
 def run_hash(run_id: str) -> str:
+    """The hash route of the run page of `run_id`."""
     return f"#/run/{quote(run_id, safe='')}"
 
 
@@ -52,7 +54,7 @@ def run_hash(run_id: str) -> str:
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (Debian's chromium package; .ci/run installs it)")
-    with playwright.sync_playwright() as p:
+    with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield b
         b.close()
@@ -92,10 +94,12 @@ def base(runs_root: dict[str, Any], start_dashboard: Any) -> str:
 
 
 def rows(page: Any) -> list[str]:
+    """The run names in the runs table, top to bottom."""
     return page.locator("[data-testid=run-row] [data-testid=run-link]").all_text_contents()
 
 
-def test_runs_table_shows_every_run_and_the_filter_narrows_it(page: Any, base: str, runs_root: dict[str, Any], tmp_path: Path) -> None:
+def test_runs_table_shows_every_run_and_the_filter_narrows_it(page: Any, base: str, runs_root: dict[str, Any],
+                                                              tmp_path: Path) -> None:
     page.goto(f"{base}/#/")
     page.wait_for_selector("[data-testid=run-row]", timeout=WAIT_MS)
     names = {rid.split("/")[0] for rid in runs_root["ids"].values()}
@@ -125,11 +129,12 @@ def test_sorting_by_a_param_column_asks_the_server(page: Any, base: str) -> None
     assert rows(page)[:2] == ["beta", "alpha"]
 
 
-def test_run_page_draws_a_chart_per_metric_with_every_point(page: Any, base: str, runs_root: dict[str, Any], tmp_path: Path) -> None:
+def test_run_page_draws_a_chart_per_metric_with_every_point(page: Any, base: str, runs_root: dict[str, Any],
+                                                            tmp_path: Path) -> None:
     page.goto(f"{base}/{run_hash(runs_root['ids']['alpha'])}")
     page.wait_for_selector("[data-testid=chart][data-metric=only_once][data-points]", timeout=WAIT_MS)
     charts = page.locator("[data-testid=chart]")
-    drawn = {charts.nth(i).get_attribute("data-metric"): charts.nth(i).get_attribute("data-points") for i in range(charts.count())}
+    drawn = {c.get_attribute("data-metric"): c.get_attribute("data-points") for c in charts.all()}
     assert drawn == {"acc": "40", "loss": "40", "only_once": "1"}
     assert page.locator("[data-testid=chart] canvas").count() == 3
     assert page.locator("[data-testid=config-table] td", has_text="adam").count() == 1
@@ -158,7 +163,8 @@ def test_xss_names_and_values_stay_text(page: Any, base: str, runs_root: dict[st
     assert page.dialogs == []
 
 
-def test_compare_page_overlays_the_runs_and_shows_differing_config(page: Any, base: str, runs_root: dict[str, Any], tmp_path: Path) -> None:
+def test_compare_page_overlays_the_runs_and_shows_differing_config(page: Any, base: str, runs_root: dict[str, Any],
+                                                                   tmp_path: Path) -> None:
     page.goto(f"{base}/#/")
     for name in ("alpha", "beta"):
         page.locator("[data-testid=run-row]", has=page.locator("[data-testid=run-link]", has_text=name)).locator("input").check()

@@ -122,14 +122,17 @@ function kvTable(testid, obj) {
   return table(testid, ["key", "value"], keys.map((k) => [k, show(flat[k])]));
 }
 
+/** A run's status as a coloured badge (unknown statuses get the neutral colour). */
 function statusBadge(status) {
   return el("span", { class: `status status-${/^[a-z]+$/.test(status || "") ? status : "other"}`, "data-testid": "status" }, status || "unknown");
 }
 
+/** A link to the run's page, its name as text. */
 function runLink(run) {
   return el("a", { href: `#/run/${encodeURIComponent(run.run_id)}`, "data-testid": "run-link" }, run.name || run.run_id);
 }
 
+/** An error's message, shown where the page would be. */
 function errorBox(err) {
   return el("p", { class: "error", "data-testid": "page-error" }, String(err && err.message ? err.message : err));
 }
@@ -149,6 +152,7 @@ const runsState = {
 };
 const DEFAULT_COLUMNS = 5;
 
+/** The runs page: filter box, toolbar, one page of the catalog's runs; state kept in `runsState`. */
 function pageRuns() {
   const s = runsState;
   const filterInput = el("input", { type: "search", placeholder: "filter, e.g. metrics.loss < 0.1 and params.optimizer = 'adam'", "data-testid": "filter-input", value: s.filter, spellcheck: "false", "aria-label": "filter" });
@@ -171,18 +175,21 @@ function pageRuns() {
     el("div", { class: "toolbar" }, summary, compareBtn, clearBtn, picker, el("span", { class: "spacer" }), limitSel, prev, next), tableBox));
   let seq = 0;
 
+  /** The compare button and the clear link follow the selection. */
   function updateSelection() {
     compareBtn.disabled = s.selected.size < 2;
     compareBtn.textContent = `Compare (${s.selected.size})`;
     clearBtn.hidden = s.selected.size === 0;
   }
 
+  /** The [kind, key] columns shown: the chosen ones, or the first few params and metrics. */
   function columnsOf(body) {
     const all = [...body.param_keys.map((k) => ["params", k]), ...body.metric_keys.map((k) => ["metrics", k])];
     if (s.columns === null) return [...body.param_keys.slice(0, DEFAULT_COLUMNS).map((k) => ["params", k]), ...body.metric_keys.slice(0, DEFAULT_COLUMNS).map((k) => ["metrics", k])];
     return all.filter(([kind, k]) => s.columns.has(`${kind}.${k}`));
   }
 
+  /** The column picker: a checkbox per param and metric key of the matching runs. */
   function renderPicker(body, shown) {
     const chosen = new Set(shown.map(([kind, k]) => `${kind}.${k}`));
     const boxes = [];
@@ -199,6 +206,7 @@ function pageRuns() {
     picker.replaceChildren(picker.firstChild, el("div", { class: "picker-list" }, boxes.length ? boxes : el("span", { class: "muted" }, "no params or metrics")));
   }
 
+  /** A sortable header cell; a click sorts by `field` on the server, descending first. */
   function header(label, field) {
     const active = s.order.field === field;
     return el("th", { class: "sortable", "data-testid": "sort-header", "data-field": field, "aria-sort": active ? (s.order.dir === "ASC" ? "ascending" : "descending") : null,
@@ -209,6 +217,7 @@ function pageRuns() {
       } }, label, active ? (s.order.dir === "ASC" ? " ▲" : " ▼") : "");
   }
 
+  /** The table of one page of runs, the count and the paging buttons. */
   function render(body) {
     const cols = columnsOf(body);
     renderPicker(body, cols);
@@ -236,6 +245,7 @@ function pageRuns() {
     updateSelection();
   }
 
+  /** Ask the server for the current page; only the newest answer is drawn, a 400 goes under the filter. */
   async function load() {
     const mine = ++seq;
     tableBox.classList.add("loading");
@@ -291,6 +301,7 @@ function fitOnResize(charts) {
 
 // ---- run page --------------------------------------------------------------------------------
 
+/** The run page: charts, checkpoints, config, environment, events; follows the run while it is running. */
 async function pageRun(runId) {
   app.replaceChildren(el("p", { class: "muted" }, "loading…"));
   let run, metrics, events, checkpoints;
@@ -313,6 +324,7 @@ async function pageRun(runId) {
   const eventsBox = el("table", { class: "kv events", "data-testid": "events-table" },
     el("thead", {}, el("tr", {}, ["time", "type", "rank", "data"].map((h) => el("th", {}, h)))), eventsBody);
 
+  /** (Re)draw the chart of `metric` from all its points, making its card the first time. */
   function drawChart(metric) {
     let c = charts.get(metric);
     if (!c) {
@@ -325,18 +337,21 @@ async function pageRun(runId) {
     c.plot = ExpCharts.draw(c.box, [metric], ExpCharts.prepare(series[metric], chartOpts), chartOpts);
   }
 
+  /** Give the chart of `metric` its grown series. */
   function updateChart(metric) {
     const c = charts.get(metric);
     if (!c || !c.plot) return drawChart(metric);
     ExpCharts.update(c.plot, c.box, ExpCharts.prepare(series[metric], chartOpts));
   }
 
+  /** Draw every metric's chart with the current options. */
   function drawAll() {
     const names = Object.keys(series).sort();
     if (!names.length) chartsBox.replaceChildren(el("p", { class: "muted", "data-testid": "no-metrics" }, "no metrics logged"));
     for (const m of names) drawChart(m);
   }
 
+  /** Put events at the top of the events table (newest first), keeping the last 200. */
   function addEvents(list) {
     const rows = list.map((e) => el("tr", {}, el("td", { class: "num", title: e.timestamp || "" }, showIso(e.timestamp)), el("td", {}, e.event_type || "—"),
       el("td", { class: "num" }, e.rank === undefined ? "" : show(e.rank)), el("td", { class: "data" }, JSON.stringify(e.data))));
@@ -344,6 +359,7 @@ async function pageRun(runId) {
     while (eventsBody.rows.length > 200) eventsBody.deleteRow(-1);
   }
 
+  /** The verify button of one checkpoint and the cell that shows its answer. */
   function verifyButton(ck) {
     const result = el("span", { class: "verify-result", "data-testid": "verify-result" });
     const btn = el("button", { "data-testid": "verify-button", onclick: async () => {
@@ -385,6 +401,7 @@ async function pageRun(runId) {
   const period = Math.min(1.0, refresh) * 1000;
   let lastRunCheck = performance.now();
 
+  /** One live poll: new points and events since the cursors, the status now and then; then the next tick. */
   async function poll() {
     if (gone) return;
     try {
@@ -420,6 +437,7 @@ async function pageRun(runId) {
 
 // ---- compare page ------------------------------------------------------------------------------
 
+/** The compare page: every metric with the runs overlaid, and the config keys whose values differ. */
 async function pageCompare(ids) {
   app.replaceChildren(el("p", { class: "muted" }, "loading…"));
   let runs, metrics;
@@ -434,6 +452,7 @@ async function pageCompare(ids) {
   const plots = [];
   const chartsBox = el("div", { class: "charts", "data-testid": "charts" });
 
+  /** Draw every metric's chart with the current options. */
   function drawAll() {
     plots.splice(0).forEach((p) => p.destroy());
     chartsBox.replaceChildren();
