@@ -223,6 +223,12 @@ def test_live_run_gains_points_while_a_logger_writes_in_another_process(page: An
         log(4, 12)
         page.wait_for_selector("[data-testid=chart][data-metric=acc][data-points='12']", timeout=WAIT_MS)
         assert page.locator("[data-testid=events-table] td", has_text='"step":12').count() == 1
+        worker.stdin.write("end\n")
+        worker.stdin.flush()
+        assert worker.stdout.readline().strip() == "ended"
+        page.wait_for_selector("[data-testid=status]:text-is('completed')", timeout=WAIT_MS)  # then the page stops polling
+        page.wait_for_selector("[data-testid=live]", state="hidden", timeout=WAIT_MS)
+        page.wait_for_selector("[data-testid=events-table] td:text-is('experiment_end')", timeout=WAIT_MS)
     finally:
         worker.kill()
         worker.wait()

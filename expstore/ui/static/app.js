@@ -400,6 +400,9 @@ async function pageRun(runId) {
   const refresh = Math.max(0.2, (await info()).refresh_seconds || 2.0);
   const period = Math.min(1.0, refresh) * 1000;
   let lastRunCheck = performance.now();
+  // once the status says the run ended, two more polls fetch what its last flush wrote (the status can
+  // reach the catalog before the page has read the final events)
+  let finalPolls = 2;
 
   /** One live poll: new points and events since the cursors, the status now and then; then the next tick. */
   async function poll() {
@@ -424,9 +427,9 @@ async function pageRun(runId) {
         statusBox.replaceChildren(statusBadge(fresh.status));
       }
     } catch (err) {
-      live.title = String(err.message);  // a failed poll is retried at the next tick
+      live.title = String(err.message);  // a failed poll is tried again at the next tick
     }
-    if (run.status !== "running") { live.hidden = true; return; }
+    if (run.status !== "running" && finalPolls-- <= 0) { live.hidden = true; return; }
     setTimeout(poll, period);
   }
   if (run.status === "running") {
