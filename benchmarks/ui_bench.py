@@ -1,4 +1,4 @@
-"""Dashboard benchmark (issue 19's table): `expstore ui` in a subprocess, timed from headless Chromium.
+"""Dashboard benchmark: `expstore ui` in a subprocess, timed from headless Chromium, against the targets.
 
     python benchmarks/ui_bench.py              # 10,000 runs, a 100,000-point metric, 50 API clients
     python benchmarks/ui_bench.py --quick      # 500 runs, 10,000 points, 10 clients: a smoke run
