@@ -10,6 +10,7 @@ from importlib.metadata import version
 from importlib.resources import files
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -29,15 +30,13 @@ __all__ = ["STATIC", "create_app"]
 
 STATIC = files("expstore.ui") / "static"
 MAX_PAGE = 1000
-MAX_RUN_LOGS = 256  # runs whose events stay parsed in memory; the least recently asked is dropped
+MAX_RUN_LOGS = 32  # runs whose events stay parsed in memory; the least recently asked is dropped
 
 
 class _Json(JSONResponse):
     """JSON without NaN (None instead), as browsers' JSON.parse needs."""
 
     def render(self, content: Any) -> bytes:
-        import orjson
-
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
