@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from ..errors import BackendUnavailable
-from .schema import metadata
+from .schema import metadata, metric_history
 
 __all__ = ["CATALOG_ENV", "CONNECT_TIMEOUT", "connect", "default_catalog_url", "shown_url", "writing"]
 
@@ -102,6 +102,7 @@ def _create_tables(engine: Engine, parsed: URL) -> None:
     for attempt in range(3):
         try:
             with writing(engine) as conn:
+                _drop_outdated(conn)
                 metadata.create_all(conn, checkfirst=True)
             return
         except DBAPIError as exc:
@@ -110,6 +111,15 @@ def _create_tables(engine: Engine, parsed: URL) -> None:
                 message = f"cannot reach the catalog database: {exc.orig}".strip()
                 raise BackendUnavailable(message, url=shown_url(parsed)) from None
             time.sleep(0.05 * (attempt + 1))  # another process created them meanwhile: check again
+
+
+def _drop_outdated(conn: Connection) -> None:
+    """Drop a metric-history table without its `source` column (older catalogs created it and left it
+    empty), so that `create_all` makes it anew; nothing else is ever dropped."""
+    inspector = inspect(conn)
+    if inspector.has_table(metric_history.name):
+        if "source" not in {column["name"] for column in inspector.get_columns(metric_history.name)}:
+            metric_history.drop(conn)
 
 
 def _unreachable(exc: DBAPIError) -> bool:

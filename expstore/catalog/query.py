@@ -16,7 +16,7 @@ from .filters import And, Condition, Field, Node, Or, OrderItem
 from .schema import metrics, params, runs, tags
 from .writing import chunks
 
-__all__ = ["BASE_COLUMNS", "LIKE_ESCAPE", "check_max_results", "search"]
+__all__ = ["BASE_COLUMNS", "LIKE_ESCAPE", "check_max_results", "search", "utc_times"]
 
 BASE_COLUMNS = ("run_id", "name", "url", "status", "start_time", "end_time", "duration_seconds")
 _TEXT_ATTRIBUTES = ("run_id", "name", "url", "status")
@@ -194,7 +194,7 @@ def search(conn: Connection, prefix: str, where: Node | None, order_by: list[Ord
     return _frame(rows, ids, extra, numeric_params)
 
 
-def _times(seconds: list[float | None]) -> pd.Series:
+def utc_times(seconds: list[float | None]) -> pd.Series:
     """Unix seconds as UTC datetimes, to the microsecond the logs write (no float noise in the nanoseconds)."""
     micros = pd.Series(seconds, dtype="float64").mul(1e6).round()
     return pd.to_datetime(micros, unit="us", utc=True).astype("datetime64[ns, UTC]")
@@ -207,8 +207,8 @@ def _frame(rows: list[Any], ids: list[int], extra: dict[str, dict[int, Any]], nu
         "name": pd.array([r.name for r in rows], dtype="string"),
         "url": pd.array([r.url for r in rows], dtype="string"),
         "status": pd.array([r.status for r in rows], dtype="string"),
-        "start_time": _times([r.start_time for r in rows]),
-        "end_time": _times([r.end_time for r in rows]),
+        "start_time": utc_times([r.start_time for r in rows]),
+        "end_time": utc_times([r.end_time for r in rows]),
         "duration_seconds": pd.Series([r.duration_seconds for r in rows], dtype="float64"),
     }
     for column in sorted(extra, key=lambda c: (("params.", "metrics.", "tags.").index(c[: c.index(".") + 1]), c)):

@@ -6,9 +6,9 @@ pushed by its logger and the same run found by a sync of any root above it are o
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
-__all__ = ["metadata", "metric_history", "metrics", "params", "runs", "summaries", "tags"]
+__all__ = ["history_sources", "metadata", "metric_history", "metrics", "params", "runs", "summaries", "tags"]
 
 metadata = MetaData()
 
@@ -47,13 +47,23 @@ tags = Table(
     Column("key", Text, primary_key=True),
     Column("value", Text),
 )
+history_sources = Table(
+    "expstore_history_sources", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("url", Text, nullable=False, unique=True),  # a structured log or one of its segments
+    Column("run", Integer, ForeignKey("expstore_runs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("version", Text, nullable=False),  # the store's version token when it was read
+    Column("read_bytes", BigInteger, nullable=False),  # bytes read: up to the end of the last complete line
+    Column("tail", Text, nullable=False),  # hex of the bytes before `read_bytes`: the source only grew while they are still there
+)
 metric_history = Table(
     "expstore_metric_history", metadata,
     Column("run", Integer, ForeignKey("expstore_runs.id", ondelete="CASCADE"), nullable=False),
+    Column("source", Integer, ForeignKey("expstore_history_sources.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("key", Text, nullable=False),
-    Column("step", Integer),
-    Column("timestamp", Float, nullable=False),
-    Column("value", Float),
+    Column("step", BigInteger),
+    Column("timestamp", Float, nullable=False),  # unix seconds
+    Column("value", Float),  # None for a value that is not finite
     Index("expstore_metric_history_run_key", "run", "key", "step"),
 )
 summaries = Table(

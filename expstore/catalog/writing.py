@@ -5,16 +5,27 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Table, delete, func
 from sqlalchemy.engine import Connection
 
 from .records import RunRecord, param_text
-from .schema import metric_history, metrics, params, runs, summaries, tags
+from .schema import history_sources, metric_history, metrics, params, runs, summaries, tags
 
-__all__ = ["CHUNK", "chunks", "delete_runs", "forget_summaries", "replace_summaries", "upsert_runs"]
+__all__ = ["CHUNK", "chunks", "delete_runs", "dialect_insert", "forget_summaries", "insert_rows", "key_under", "replace_summaries",
+           "under", "upsert_runs"]
 
 CHUNK = 500  # ids per IN (...) list, well under every driver's limit of bound parameters
 _RUN_FIELDS = ("name", "url", "status", "start_time", "end_time", "duration_seconds", "heartbeat_time", "heartbeat_seconds")
+
+
+def under(column: Any, prefix: str) -> Any:
+    """SQL: `column` starts with `prefix` (compared as a bound substring, so no LIKE wildcards apply)."""
+    return func.substr(column, 1, len(prefix)) == prefix
+
+
+def key_under(column: Any, prefix: str) -> Any:
+    """SQL: the store key in a URL column under `prefix` (a URL is its root's prefix followed by the key)."""
+    return func.substr(column, len(prefix) + 1)
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -23,7 +34,7 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield items[start:start + size]
 
 
-def _insert(conn: Connection) -> Any:
+def dialect_insert(conn: Connection) -> Any:
     """The dialect's `insert` that knows ON CONFLICT (SQLite and PostgreSQL spell it the same in SQLAlchemy)."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -42,7 +53,7 @@ def _float(value: Any) -> float | None:
 
 def upsert_runs(conn: Connection, records: Sequence[RunRecord]) -> dict[str, int]:
     """Insert or replace `records` (their params, metrics and tags replaced as a whole); uid -> row id."""
-    insert = _insert(conn)
+    insert = dialect_insert(conn)
     ids: dict[str, int] = {}
     records = sorted(records, key=lambda r: r.uid)  # one lock order for every writer (no deadlock on PostgreSQL)
     rows = []
@@ -68,15 +79,30 @@ def upsert_runs(conn: Connection, records: Sequence[RunRecord]) -> dict[str, int
         metric_rows += [{"run": run, "key": str(k), "value": _float(v)} for k, v in record.metrics.items()]
         tag_rows += [{"run": run, "key": str(k), "value": str(v)} for k, v in record.tags.items()]
     for table, rows in ((params, param_rows), (metrics, metric_rows), (tags, tag_rows)):
-        if rows:
-            conn.execute(table.insert(), rows)
+        insert_rows(conn, table, rows)
     return ids
+
+
+def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows (dicts with the same keys): PostgreSQL through COPY on the driver's connection, in
+    this transaction (psycopg's executemany sends a statement per row); elsewhere one executemany."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(table.insert(), rows)
+        return
+    columns = list(rows[0])
+    names = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in columns)
+    with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {conn.dialect.identifier_preparer.quote(table.name)} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
 
 
 def delete_runs(conn: Connection, run_ids: Sequence[int]) -> None:
     """Remove these runs and everything the catalog holds about them."""
     for part in chunks(list(run_ids)):
-        for table in (params, metrics, tags, metric_history, summaries):
+        for table in (params, metrics, tags, metric_history, history_sources, summaries):
             conn.execute(delete(table).where(table.c.run.in_(part)))
         conn.execute(delete(runs).where(runs.c.id.in_(part)))
 
@@ -91,6 +117,6 @@ def replace_summaries(conn: Connection, run_ids: Sequence[int], rows: list[dict[
     """Make `rows` (url, run, version, doc) the summaries of these runs; a row another sync wrote meanwhile is updated."""
     forget_summaries(conn, run_ids)
     if rows:
-        stmt = _insert(conn)(summaries)
+        stmt = dialect_insert(conn)(summaries)
         cols = ("run", "version", "doc")
         conn.execute(stmt.on_conflict_do_update(index_elements=[summaries.c.url], set_={c: stmt.excluded[c] for c in cols}), rows)

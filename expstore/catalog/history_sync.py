@@ -1,0 +1,95 @@
+"""The sync of the metric-history tables: the sources the listing shows changed are read (from where
+the last read stopped when they only grew), their points written once; sources gone take their points."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import bindparam, delete, select
+from sqlalchemy.engine import Connection, Engine
+
+from ..store.base import Store
+from .engine import writing
+from .history import Known, Read, changed_sources, read_source, summary_of
+from .schema import history_sources, metric_history, summaries
+from .writing import chunks, dialect_insert, insert_rows, key_under, under
+
+__all__ = ["known_sources", "sync_history"]
+
+
+def known_sources(conn: Connection, prefix: str) -> dict[str, Known]:
+    """{store key: what the catalog kept} of the history sources under `prefix`."""
+    c = history_sources.c
+    stmt = select(key_under(c.url, prefix), c.id, c.run, c.version, c.read_bytes, c.tail).where(under(c.url, prefix))
+    return {key: Known(id, run, version, read_bytes, tail) for key, id, run, version, read_bytes, tail in conn.execute(stmt)}
+
+
+def _current(conn: Connection, urls: list[str], lock: bool) -> dict[str, tuple[int, str, int]]:
+    """url -> (id, version, read_bytes) of these sources as the catalog holds them now (locked for this transaction)."""
+    c = history_sources.c
+    out: dict[str, tuple[int, str, int]] = {}
+    for part in chunks(urls):
+        stmt = select(c.url, c.id, c.version, c.read_bytes).where(c.url.in_(part))
+        out.update((url, (id, version, read_bytes)) for url, id, version, read_bytes in
+                   conn.execute(stmt.with_for_update() if lock else stmt))
+    return out
+
+
+def sync_history(engine: Engine, store: Store, prefix: str, listed: Mapping[str, str],
+                 mapper: Callable[[Callable[[Any], Any], list[Any]], list[Any]]) -> dict[str, int]:
+    """Bring the history of the runs under `prefix` up to date with `listed` (the sync's one listing);
+    counts of sources ``read`` and ``removed`` and of ``points`` written. `mapper` maps a function over items
+    (in threads on a remote store)."""
+    with engine.connect() as conn:
+        known = known_sources(conn, prefix)
+        changed, gone = changed_sources(listed, known)
+        if not changed and not gone:
+            return {"read": 0, "removed": 0, "points": 0}
+        run_of = dict(conn.execute(select(key_under(summaries.c.url, prefix), summaries.c.run)
+                                   .where(under(summaries.c.url, prefix))).all()) if changed else {}
+    todo = [(key, run_of[summary]) for key in changed if (summary := summary_of(key)) in run_of]
+    reads: list[Read | None] = mapper(lambda key: read_source(store, key, known.get(key)), [key for key, _ in todo])
+    gone += [known[key].id for (key, _), read in zip(todo, reads, strict=True) if read is None and key in known]
+    done = [(run, read) for (_, run), read in zip(todo, reads, strict=True) if read is not None]
+    with writing(engine) as conn:
+        points = _write(conn, prefix, known, gone, done, listed)
+    return {"read": len(todo), "removed": len(gone), "points": points}
+
+
+def _write(conn: Connection, prefix: str, known: Mapping[str, Known], gone: list[int],
+           done: list[tuple[int, Read]], listed: Mapping[str, str]) -> int:
+    """Apply the reads in one transaction; a source another sync wrote since it was read here is left to it."""
+    for part in chunks(gone):
+        conn.execute(delete(metric_history).where(metric_history.c.source.in_(part)))
+        conn.execute(delete(history_sources).where(history_sources.c.id.in_(part)))
+    now = _current(conn, [prefix + read.key for _, read in done], lock=conn.dialect.name == "postgresql")
+    fresh, updated, replaced = [], [], []
+    for run, read in done:
+        url, base = prefix + read.key, known.get(read.key)
+        held = now.get(url)
+        if (held is None) != (base is None) or (base is not None and held != (base.id, base.version, base.read_bytes)):
+            continue  # another sync changed this source meanwhile: its points are its own
+        row = {"url": url, "run": run, "version": listed[read.key], "read_bytes": read.read_bytes, "tail": read.tail}
+        if base is None:
+            fresh.append((row, read))
+        else:
+            updated.append(({**row, "id": base.id}, read))
+            if read.replace:
+                replaced.append(base.id)
+    for part in chunks(replaced):
+        conn.execute(delete(metric_history).where(metric_history.c.source.in_(part)))
+    ids: dict[str, int] = {}
+    if fresh:
+        stmt = dialect_insert(conn)(history_sources).on_conflict_do_nothing(index_elements=[history_sources.c.url])
+        ids.update(conn.execute(stmt.returning(history_sources.c.url, history_sources.c.id), [r for r, _ in fresh]).all())
+    if updated:
+        c = history_sources.c
+        conn.execute(history_sources.update().where(c.id == bindparam("b_id")).values(
+            version=bindparam("b_version"), read_bytes=bindparam("b_read_bytes"), tail=bindparam("b_tail")),
+            [{"b_id": r["id"], "b_version": r["version"], "b_read_bytes": r["read_bytes"], "b_tail": r["tail"]} for r, _ in updated])
+        ids.update((r["url"], r["id"]) for r, _ in updated)
+    rows = [{"run": row["run"], "source": ids[row["url"]], "key": key, "step": step, "timestamp": stamp, "value": value}
+            for row, read in fresh + updated if row["url"] in ids for key, step, stamp, value in read.points]
+    insert_rows(conn, metric_history, rows)
+    return len(rows)
