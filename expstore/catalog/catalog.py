@@ -70,7 +70,7 @@ class Catalog:
         run_id, key, step, timestamp, value, ordered by run, key, step and time. With `root`, a run_id is as
         `search` shows it (relative to root); without, it is the run's identity (its logs folder URL joined
         with its name). No sync: `sync` or `search_runs` fill the history. `KeyError` for a run not catalogued."""
-        ids, names = check_names(run_id, "run_id"), check_names(keys, "keys")
+        ids, names = check_names(run_id, "run_id", allow_none=False), check_names(keys, "keys")
         if not ids:
             raise ValueError("metric_history needs at least one run_id")
         if root is None:

@@ -17,9 +17,9 @@ __all__ = ["HISTORY_COLUMNS", "check_names", "history", "missing_runs"]
 HISTORY_COLUMNS = ("run_id", "key", "step", "timestamp", "value")
 
 
-def check_names(value: str | Sequence[str] | None, what: str) -> list[str] | None:
-    """`value` as a list of str (one str is a list of one; None stays None); `TypeError` naming `what` otherwise."""
-    if value is None:
+def check_names(value: str | Sequence[str] | None, what: str, allow_none: bool = True) -> list[str] | None:
+    """`value` as a list of str (one str is a list of one; None stays None if allowed); `TypeError` naming `what` otherwise."""
+    if value is None and allow_none:
         return None
     items = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else None
     if items is None or not all(isinstance(v, str) for v in items):
