@@ -9,7 +9,6 @@ from "metrics" events (``data.step``) and "progress" events (``data.iteration`` 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ __all__ = ["TAIL", "Known", "Read", "changed_sources", "is_source", "parse_point
 TAIL = 64  # bytes before the read offset kept, to recognise a source that only grew
 _SEGMENT_MARK = f"{SEGMENTS_SUFFIX}/"
 _STEP_FIELD = {"metrics": "step", "progress": "iteration"}
+_BIG = 2 ** 1023  # ints beyond a float's range are not charted as numbers
 
 
 @dataclass(frozen=True)
@@ -63,14 +63,6 @@ def summary_of(key: str) -> str | None:
     return f"{folder}/{stem}{SUMMARY_SUFFIX}" if folder else f"{stem}{SUMMARY_SUFFIX}"
 
 
-def _value(value: Any) -> float | None | bool:
-    """A metric value as a float (None when not finite); False for a value that is not a number (not charted)."""
-    if isinstance(value, (int, float)):  # bool too: a 0/1 metric, as the catalog's latest metrics
-        number = float(value)
-        return number if math.isfinite(number) else None
-    return False
-
-
 def _event(line: bytes) -> Any:
     """One JSONL line as an object; None when it does not parse (orjson first, json for NaN and Infinity)."""
     try:
@@ -93,7 +85,8 @@ def parse_points(data: bytes | memoryview) -> tuple[list[tuple[str, int | None, 
         event = _event(line)
         if not isinstance(event, dict):
             continue
-        field = _STEP_FIELD.get(event.get("event_type"))  # type: ignore[arg-type]
+        kind = event.get("event_type")
+        field = _STEP_FIELD.get(kind) if isinstance(kind, str) else None
         body = event.get("data")
         if field is None or not isinstance(body, dict) or not isinstance(body.get("metrics"), dict):
             continue
@@ -101,11 +94,13 @@ def parse_points(data: bytes | memoryview) -> tuple[list[tuple[str, int | None, 
         if stamp is None:
             continue
         step = body.get(field)
-        step = step if isinstance(step, int) and not isinstance(step, bool) else None
+        step = step if type(step) is int else None
         for key, raw in body["metrics"].items():
-            value = _value(raw)
-            if value is not False:
-                points.append((str(key), step, stamp, value))  # type: ignore[arg-type]
+            number = type(raw)
+            if number is float:
+                points.append((key, step, stamp, raw if raw - raw == 0.0 else None))  # inf - inf and nan - nan are nan
+            elif number is int or number is bool:  # bool: a 0/1 metric, as the catalog's latest metrics
+                points.append((key, step, stamp, float(raw) if -_BIG < raw < _BIG else None))
     return points, end
 
 
@@ -127,9 +122,10 @@ def read_source(store: Store, key: str, known: Known | None) -> Read | None:
     return Read(key, points, used, data[max(0, used - TAIL): used].hex(), replace=True)
 
 
-def changed_sources(listed: Mapping[str, str], known: Mapping[str, Known]) -> tuple[dict[str, str], list[int]]:
-    """({key: version} of the sources listed with a version the catalog does not have, [ids of known sources gone])."""
+def changed_sources(listed: Mapping[str, str], held: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """([keys of the sources listed with a version the catalog does not hold], [keys it holds that are gone]),
+    from the listing and the catalog's {key: version} of the sources."""
     current = {k: v for k, v in listed.items() if is_source(k)}
-    changed = {k: v for k, v in current.items() if (s := known.get(k)) is None or s.version != v}
-    gone = [s.id for k, s in known.items() if k not in current]
-    return changed, gone
+    if current == held:
+        return [], []
+    return [k for k, v in current.items() if held.get(k) != v], [k for k in held if k not in current]

@@ -15,7 +15,13 @@ from .history import Known, Read, changed_sources, read_source, summary_of
 from .schema import history_sources, metric_history, summaries
 from .writing import chunks, dialect_insert, insert_rows, key_under, under
 
-__all__ = ["known_sources", "sync_history"]
+__all__ = ["held_sources", "known_sources", "sync_history"]
+
+
+def held_sources(conn: Connection, prefix: str) -> dict[str, str]:
+    """{store key: version token} of the history sources under `prefix` the catalog has read."""
+    c = history_sources.c
+    return dict(conn.execute(select(key_under(c.url, prefix), c.version).where(under(c.url, prefix))).all())
 
 
 def known_sources(conn: Connection, prefix: str) -> dict[str, Known]:
@@ -37,31 +43,40 @@ def _current(conn: Connection, urls: list[str], lock: bool) -> dict[str, tuple[i
 
 
 def sync_history(engine: Engine, store: Store, prefix: str, listed: Mapping[str, str],
-                 mapper: Callable[[Callable[[Any], Any], list[Any]], list[Any]]) -> dict[str, int]:
+                 mapper: Callable[[Callable[[Any], Any], list[Any]], list[Any]], held: Mapping[str, str] | None = None) -> dict[str, int]:
     """Bring the history of the runs under `prefix` up to date with `listed` (the sync's one listing);
     counts of sources ``read`` and ``removed`` and of ``points`` written. `mapper` maps a function over items
-    (in threads on a remote store)."""
+    (in threads on a remote store); `held` is `held_sources` when the caller read it already."""
     with engine.connect() as conn:
-        known = known_sources(conn, prefix)
-        changed, gone = changed_sources(listed, known)
-        if not changed and not gone:
+        changed, gone_keys = changed_sources(listed, held_sources(conn, prefix) if held is None else held)
+        if not changed and not gone_keys:
             return {"read": 0, "removed": 0, "points": 0}
+        known = known_sources(conn, prefix)
+        gone = [known[key] for key in gone_keys if key in known]
         run_of = dict(conn.execute(select(key_under(summaries.c.url, prefix), summaries.c.run)
                                    .where(under(summaries.c.url, prefix))).all()) if changed else {}
     todo = [(key, run_of[summary]) for key in changed if (summary := summary_of(key)) in run_of]
     reads: list[Read | None] = mapper(lambda key: read_source(store, key, known.get(key)), [key for key, _ in todo])
-    gone += [known[key].id for (key, _), read in zip(todo, reads, strict=True) if read is None and key in known]
+    gone += [known[key] for (key, _), read in zip(todo, reads, strict=True) if read is None and key in known]
     done = [(run, read) for (_, run), read in zip(todo, reads, strict=True) if read is not None]
     with writing(engine) as conn:
         points = _write(conn, prefix, known, gone, done, listed)
     return {"read": len(todo), "removed": len(gone), "points": points}
 
 
-def _write(conn: Connection, prefix: str, known: Mapping[str, Known], gone: list[int],
+def _drop_points(conn: Connection, sources: list[Known]) -> None:
+    """Delete the points of these sources (by run and source: the history table's index starts with the run)."""
+    if sources:
+        h = metric_history.c
+        conn.execute(delete(metric_history).where(h.run == bindparam("b_run"), h.source == bindparam("b_source")),
+                     [{"b_run": s.run, "b_source": s.id} for s in sources])
+
+
+def _write(conn: Connection, prefix: str, known: Mapping[str, Known], gone: list[Known],
            done: list[tuple[int, Read]], listed: Mapping[str, str]) -> int:
     """Apply the reads in one transaction; a source another sync wrote since it was read here is left to it."""
-    for part in chunks(gone):
-        conn.execute(delete(metric_history).where(metric_history.c.source.in_(part)))
+    _drop_points(conn, gone)
+    for part in chunks([s.id for s in gone]):
         conn.execute(delete(history_sources).where(history_sources.c.id.in_(part)))
     now = _current(conn, [prefix + read.key for _, read in done], lock=conn.dialect.name == "postgresql")
     fresh, updated, replaced = [], [], []
@@ -76,9 +91,8 @@ def _write(conn: Connection, prefix: str, known: Mapping[str, Known], gone: list
         else:
             updated.append(({**row, "id": base.id}, read))
             if read.replace:
-                replaced.append(base.id)
-    for part in chunks(replaced):
-        conn.execute(delete(metric_history).where(metric_history.c.source.in_(part)))
+                replaced.append(base)
+    _drop_points(conn, replaced)
     ids: dict[str, int] = {}
     if fresh:
         stmt = dialect_insert(conn)(history_sources).on_conflict_do_nothing(index_elements=[history_sources.c.url])
@@ -89,7 +103,6 @@ def _write(conn: Connection, prefix: str, known: Mapping[str, Known], gone: list
             version=bindparam("b_version"), read_bytes=bindparam("b_read_bytes"), tail=bindparam("b_tail")),
             [{"b_id": r["id"], "b_version": r["version"], "b_read_bytes": r["read_bytes"], "b_tail": r["tail"]} for r, _ in updated])
         ids.update((r["url"], r["id"]) for r, _ in updated)
-    rows = [{"run": row["run"], "source": ids[row["url"]], "key": key, "step": step, "timestamp": stamp, "value": value}
-            for row, read in fresh + updated if row["url"] in ids for key, step, stamp, value in read.points]
-    insert_rows(conn, metric_history, rows)
+    rows = [(row["run"], ids[row["url"]], *point) for row, read in fresh + updated if row["url"] in ids for point in read.points]
+    insert_rows(conn, metric_history, ("run", "source", "key", "step", "timestamp", "value"), rows)
     return len(rows)

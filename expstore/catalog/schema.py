@@ -56,10 +56,10 @@ history_sources = Table(
     Column("read_bytes", BigInteger, nullable=False),  # bytes read: up to the end of the last complete line
     Column("tail", Text, nullable=False),  # hex of the bytes before `read_bytes`: the source only grew while they are still there
 )
-metric_history = Table(
+metric_history = Table(  # no foreign keys: their checks cost more than the inserts; points go with their run explicitly
     "expstore_metric_history", metadata,
-    Column("run", Integer, ForeignKey("expstore_runs.id", ondelete="CASCADE"), nullable=False),
-    Column("source", Integer, ForeignKey("expstore_history_sources.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("run", Integer, nullable=False),  # expstore_runs.id
+    Column("source", Integer, nullable=False),  # expstore_history_sources.id
     Column("key", Text, nullable=False),
     Column("step", BigInteger),
     Column("timestamp", Float, nullable=False),  # unix seconds

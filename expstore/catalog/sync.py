@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import exists, func, select
@@ -17,7 +18,7 @@ from ..format.run_summary import SUMMARY_SUFFIX, log_key, parse_summary, split_s
 from ..store.base import Store
 from ..store.locate import join_url
 from .engine import writing
-from .history_sync import sync_history
+from .history_sync import held_sources, sync_history
 from .records import record_from_summaries
 from .schema import runs, summaries
 from .writing import chunks, delete_runs, key_under, replace_summaries, under, upsert_runs
@@ -58,16 +59,25 @@ def _read(store: Store, key: str) -> dict[str, Any] | None:
         return None
 
 
-def _unchanged(conn: Connection, prefix: str, listed: Mapping[str, str]) -> int | None:
-    """The number of runs under `prefix` when their summaries are the ones the catalog read (same keys, same
-    versions) and every run there has one: then no summary needs grouping, parsing or writing. Else None."""
+@dataclass(frozen=True)
+class _Held:
+    """What the catalog holds under a root, read while the store is listed: the summaries' and the history
+    sources' {key: version}, and how many runs there are and how many of them have no summary."""
+
+    summaries: dict[str, str]
+    sources: dict[str, str]
+    runs: int
+    orphans: int
+
+
+def _held(engine: Engine, prefix: str) -> _Held:
+    """The catalog's side of a no-change check, in a few queries and no documents."""
     c = summaries.c
-    held = dict(conn.execute(select(key_under(c.url, prefix), c.version).where(under(c.url, prefix))).all())
-    if held != {k: v for k, v in listed.items() if k.endswith(SUMMARY_SUFFIX)}:
-        return None
     has_summary = exists().where(summaries.c.run == runs.c.id)
-    total, orphans = conn.execute(select(func.count(), func.count().filter(~has_summary)).where(under(runs.c.uid, prefix))).one()
-    return total if orphans == 0 else None
+    with engine.connect() as conn:
+        versions = dict(conn.execute(select(key_under(c.url, prefix), c.version).where(under(c.url, prefix))).all())
+        total, orphans = conn.execute(select(func.count(), func.count().filter(~has_summary)).where(under(runs.c.uid, prefix))).one()
+        return _Held(versions, held_sources(conn, prefix), total, orphans)
 
 
 def _docs(conn: Connection, urls: list[str]) -> dict[str, Any]:
@@ -81,12 +91,16 @@ def _docs(conn: Connection, urls: list[str]) -> dict[str, Any]:
 def sync_store(engine: Engine, store: Store) -> dict[str, int]:
     """Bring the catalog's runs under `store`'s root, and their metric history, up to date; counts of runs
     ``read``, ``kept`` and ``removed``, and of history sources read (``history_read``)."""
-    listed = store.list_versions("")  # one listing: no request per summary to see it is unchanged
     prefix = root_prefix(store.url)
-    with engine.connect() as conn:
-        same = _unchanged(conn, prefix, listed)
-    counts = {"read": 0, "kept": same, "removed": 0} if same is not None else _sync_summaries(engine, store, listed)
-    history = sync_history(engine, store, prefix, listed, lambda fn, items: _map(store, fn, items))
+    with ThreadPoolExecutor(1) as pool:  # the catalog's queries overlap the listing (both wait in the kernel)
+        pending = pool.submit(_held, engine, prefix)
+        listed = store.list_versions("")  # one listing: no request per summary to see it is unchanged
+        held = pending.result()
+    if held.orphans == 0 and held.summaries == {k: v for k, v in listed.items() if k.endswith(SUMMARY_SUFFIX)}:
+        counts, sources = {"read": 0, "kept": held.runs, "removed": 0}, held.sources  # no summary grouped, parsed or written
+    else:
+        counts, sources = _sync_summaries(engine, store, listed), None  # runs may have gone: their sources with them
+    history = sync_history(engine, store, prefix, listed, lambda fn, items: _map(store, fn, items), sources)
     return {**counts, "history_read": history["read"]}
 
 

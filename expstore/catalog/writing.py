@@ -73,30 +73,33 @@ def upsert_runs(conn: Connection, records: Sequence[RunRecord]) -> dict[str, int
     param_rows, metric_rows, tag_rows = [], [], []
     for record in records:
         run = ids[record.uid]
-        for key, value in record.params.items():
-            text, number = param_text(value)
-            param_rows.append({"run": run, "key": str(key), "value": text, "num": number})
-        metric_rows += [{"run": run, "key": str(k), "value": _float(v)} for k, v in record.metrics.items()]
-        tag_rows += [{"run": run, "key": str(k), "value": str(v)} for k, v in record.tags.items()]
-    for table, rows in ((params, param_rows), (metrics, metric_rows), (tags, tag_rows)):
-        insert_rows(conn, table, rows)
+        param_rows += [(run, str(key), *param_text(value)) for key, value in record.params.items()]
+        metric_rows += [(run, str(k), _float(v)) for k, v in record.metrics.items()]
+        tag_rows += [(run, str(k), str(v)) for k, v in record.tags.items()]
+    insert_rows(conn, params, ("run", "key", "value", "num"), param_rows)
+    insert_rows(conn, metrics, ("run", "key", "value"), metric_rows)
+    insert_rows(conn, tags, ("run", "key", "value"), tag_rows)
     return ids
 
 
-def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert many rows (dicts with the same keys): PostgreSQL through COPY on the driver's connection, in
-    this transaction (psycopg's executemany sends a statement per row); elsewhere one executemany."""
+def insert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    """Insert many rows (tuples of `columns`) in this transaction, without SQLAlchemy's per-row parameter
+    processing: PostgreSQL through COPY on the driver's connection (psycopg's executemany sends a statement
+    per row), any other database by one driver-level executemany of the compiled INSERT."""
     if not rows:
         return
-    if conn.dialect.name != "postgresql":
-        conn.execute(table.insert(), rows)
+    if conn.dialect.name == "postgresql":
+        quote = conn.dialect.identifier_preparer.quote
+        copy_sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+        with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+            with cursor.copy(copy_sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
         return
-    columns = list(rows[0])
-    names = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in columns)
-    with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
-        with cursor.copy(f"COPY {conn.dialect.identifier_preparer.quote(table.name)} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row([row[c] for c in columns])
+    compiled = table.insert().compile(dialect=conn.dialect, column_keys=list(columns))
+    if compiled.positiontup is not None and list(compiled.positiontup) != list(columns):
+        raise AssertionError(f"the compiled INSERT orders its parameters {compiled.positiontup}, not {columns}")
+    conn.exec_driver_sql(compiled.string, rows)
 
 
 def delete_runs(conn: Connection, run_ids: Sequence[int]) -> None:
