@@ -91,7 +91,8 @@ def connect(url: str | None) -> Engine:
         _sqlite_setup(engine)
     else:
         try:
-            engine = create_engine(parsed, connect_args={"connect_timeout": CONNECT_TIMEOUT}, pool_pre_ping=True)
+            # prepare_threshold=None: no server-side prepared statements, whose generic plans ignore the filter's values
+            engine = create_engine(parsed, connect_args={"connect_timeout": CONNECT_TIMEOUT, "prepare_threshold": None}, pool_pre_ping=True)
         except NoSuchModuleError as exc:
             raise BackendUnavailable(f"no driver for this catalog ({exc}): pip install 'expstore[postgres]'",
                                      url=shown_url(parsed)) from None

@@ -25,6 +25,7 @@ TAIL = 64  # bytes before the read offset kept, to recognise a source that only 
 _SEGMENT_MARK = f"{SEGMENTS_SUFFIX}/"
 _STEP_FIELD = {"metrics": "step", "progress": "iteration"}
 _BIG = 2 ** 1023  # ints beyond a float's range are not charted as numbers
+_BIG_STEP = 2 ** 63  # a step column is a 64-bit integer
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def parse_points(data: bytes | memoryview) -> tuple[list[tuple[str, int | None, 
         if stamp is None:
             continue
         step = body.get(field)
-        step = step if type(step) is int else None
+        step = step if type(step) is int and -_BIG_STEP < step < _BIG_STEP else None
         for key, raw in body["metrics"].items():
             number = type(raw)
             if number is float:

@@ -21,13 +21,13 @@ __all__ = ["held_sources", "known_sources", "sync_history"]
 def held_sources(conn: Connection, prefix: str) -> dict[str, str]:
     """{store key: version token} of the history sources under `prefix` the catalog has read."""
     c = history_sources.c
-    return dict(conn.execute(select(key_under(c.url, prefix), c.version).where(under(c.url, prefix))).all())
+    return dict(conn.execute(select(key_under(c.url, prefix), c.version).where(under(c.url, prefix, conn.dialect.name))).all())
 
 
 def known_sources(conn: Connection, prefix: str) -> dict[str, Known]:
     """{store key: what the catalog kept} of the history sources under `prefix`."""
     c = history_sources.c
-    stmt = select(key_under(c.url, prefix), c.id, c.run, c.version, c.read_bytes, c.tail).where(under(c.url, prefix))
+    stmt = select(key_under(c.url, prefix), c.id, c.run, c.version, c.read_bytes, c.tail).where(under(c.url, prefix, conn.dialect.name))
     return {key: Known(id, run, version, read_bytes, tail) for key, id, run, version, read_bytes, tail in conn.execute(stmt)}
 
 
@@ -54,7 +54,7 @@ def sync_history(engine: Engine, store: Store, prefix: str, listed: Mapping[str,
         known = known_sources(conn, prefix)
         gone = [known[key] for key in gone_keys if key in known]
         run_of = dict(conn.execute(select(key_under(summaries.c.url, prefix), summaries.c.run)
-                                   .where(under(summaries.c.url, prefix))).all()) if changed else {}
+                                   .where(under(summaries.c.url, prefix, conn.dialect.name))).all()) if changed else {}
     todo = [(key, run_of[summary]) for key in changed if (summary := summary_of(key)) in run_of]
     reads: list[Read | None] = mapper(lambda key: read_source(store, key, known.get(key)), [key for key, _ in todo])
     gone += [known[key] for (key, _), read in zip(todo, reads, strict=True) if read is None and key in known]

@@ -8,13 +8,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Float, and_, case, exists, false, func, literal, not_, or_, select
+from sqlalchemy import Float, Text, and_, case, cast, exists, false, func, literal, not_, null, or_, select, union_all
 from sqlalchemy.engine import Connection
 
 from ..format.run_summary import RUNNING, STALE, STALE_AFTER_BEATS
 from .filters import And, Condition, Field, Node, Or, OrderItem
 from .schema import metrics, params, runs, tags
-from .writing import chunks
+from .writing import chunks, under
 
 __all__ = ["BASE_COLUMNS", "LIKE_ESCAPE", "check_max_results", "search", "utc_times"]
 
@@ -172,7 +172,7 @@ def search(conn: Connection, prefix: str, where: Node | None, order_by: list[Ord
     for table, on in joins:
         source = source.outerjoin(table, on)
     stmt = select(runs.c.id, *(a[c].label(c) for c in BASE_COLUMNS)).select_from(source)
-    stmt = stmt.where(func.substr(runs.c.uid, 1, len(prefix)) == prefix)
+    stmt = stmt.where(under(runs.c.uid, prefix, conn.dialect.name))
     if where is not None:
         stmt = stmt.where(compiler.node(where))
     if max_results is not None:
@@ -181,17 +181,25 @@ def search(conn: Connection, prefix: str, where: Node | None, order_by: list[Ord
     ids = [row.id for row in rows]
     extra: dict[str, dict[int, Any]] = {}
     numeric_params: dict[str, bool] = {}
-    for kind, table in (("params", params), ("metrics", metrics), ("tags", tags)):
-        cols = [table.c.run, table.c.key, table.c.value] + ([table.c.num] if kind == "params" else [])
-        for part in chunks(ids):
-            for run, key, value, *num in conn.execute(select(*cols).where(table.c.run.in_(part))).all():
-                column = extra.get(f"{kind}.{key}")
-                if column is None:
-                    column = extra[f"{kind}.{key}"] = {}
-                column[run] = value
-                if num and num[0] is None:
-                    numeric_params[key] = False
+    for part in chunks(ids):  # the params, metrics and tags of the runs found, in one round trip
+        for kind, run, key, text, number in conn.execute(_fields(part)).all():
+            column = extra.get(f"{kind}.{key}")
+            if column is None:
+                column = extra[f"{kind}.{key}"] = {}
+            column[run] = number if kind == "metrics" else text
+            if kind == "params" and number is None:
+                numeric_params[key] = False
     return _frame(rows, ids, extra, numeric_params)
+
+
+def _fields(ids: Any) -> Any:
+    """SQL: (kind, run, key, text, number) of every param, metric and tag of the runs `ids`."""
+    no_text, no_number = cast(null(), Text), cast(null(), Float)
+    return union_all(
+        select(literal("params"), params.c.run, params.c.key, params.c.value, params.c.num).where(params.c.run.in_(ids)),
+        select(literal("metrics"), metrics.c.run, metrics.c.key, no_text, metrics.c.value).where(metrics.c.run.in_(ids)),
+        select(literal("tags"), tags.c.run, tags.c.key, tags.c.value, no_number).where(tags.c.run.in_(ids)),
+    )
 
 
 def utc_times(seconds: list[float | None]) -> pd.Series:

@@ -28,7 +28,9 @@ runs = Table(
 
 
 def _run_column() -> Column:
-    return Column("run", Integer, ForeignKey("expstore_runs.id", ondelete="CASCADE"), primary_key=True)
+    """The run a row of params, metrics or tags belongs to: expstore_runs.id without a foreign key (checking
+    one per inserted row costs more than the insert; `writing.delete_runs` removes these rows with their run)."""
+    return Column("run", Integer, primary_key=True)
 
 
 params = Table(
@@ -36,16 +38,19 @@ params = Table(
     Column("key", Text, primary_key=True),
     Column("value", Text),  # the logged value as text
     Column("num", Float),  # the value as a number, when it is one
+    sqlite_with_rowid=False,  # the primary key is the table: one B-tree less to fill on a first sync
 )
 metrics = Table(
     "expstore_metrics", metadata, _run_column(),
     Column("key", Text, primary_key=True),
     Column("value", Float),  # the last value
+    sqlite_with_rowid=False,
 )
 tags = Table(
     "expstore_tags", metadata, _run_column(),
     Column("key", Text, primary_key=True),
     Column("value", Text),
+    sqlite_with_rowid=False,
 )
 history_sources = Table(
     "expstore_history_sources", metadata,
@@ -56,7 +61,7 @@ history_sources = Table(
     Column("read_bytes", BigInteger, nullable=False),  # bytes read: up to the end of the last complete line
     Column("tail", Text, nullable=False),  # hex of the bytes before `read_bytes`: the source only grew while they are still there
 )
-metric_history = Table(  # no foreign keys: their checks cost more than the inserts; points go with their run explicitly
+metric_history = Table(  # no foreign keys, as for params: points go with their source or run explicitly
     "expstore_metric_history", metadata,
     Column("run", Integer, nullable=False),  # expstore_runs.id
     Column("source", Integer, nullable=False),  # expstore_history_sources.id

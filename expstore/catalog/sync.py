@@ -75,8 +75,8 @@ def _held(engine: Engine, prefix: str) -> _Held:
     c = summaries.c
     has_summary = exists().where(summaries.c.run == runs.c.id)
     with engine.connect() as conn:
-        versions = dict(conn.execute(select(key_under(c.url, prefix), c.version).where(under(c.url, prefix))).all())
-        total, orphans = conn.execute(select(func.count(), func.count().filter(~has_summary)).where(under(runs.c.uid, prefix))).one()
+        versions = dict(conn.execute(select(key_under(c.url, prefix), c.version).where(under(c.url, prefix, conn.dialect.name))).all())
+        total, orphans = conn.execute(select(func.count(), func.count().filter(~has_summary)).where(under(runs.c.uid, prefix, conn.dialect.name))).one()
         return _Held(versions, held_sources(conn, prefix), total, orphans)
 
 
@@ -113,8 +113,8 @@ def _sync_summaries(engine: Engine, store: Store, listed: Mapping[str, str]) -> 
     with engine.connect() as conn:
         known = {row.url: (row.version, row.uid) for row in conn.execute(
             select(summaries.c.url, summaries.c.version, runs.c.uid)
-            .join(runs, runs.c.id == summaries.c.run).where(under(summaries.c.url, prefix)))}
-        catalogued = dict(conn.execute(select(runs.c.uid, runs.c.id).where(under(runs.c.uid, prefix))).all())
+            .join(runs, runs.c.id == summaries.c.run).where(under(summaries.c.url, prefix, conn.dialect.name)))}
+        catalogued = dict(conn.execute(select(runs.c.uid, runs.c.id).where(under(runs.c.uid, prefix, conn.dialect.name))).all())
     known_urls: dict[str, set[str]] = {}
     for url, (_, uid) in known.items():
         known_urls.setdefault(uid, set()).add(url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Table, delete, func
+from sqlalchemy import Column, Table, and_, delete, func
 from sqlalchemy.engine import Connection
 
 from .records import RunRecord, param_text
@@ -18,9 +18,14 @@ CHUNK = 500  # ids per IN (...) list, well under every driver's limit of bound p
 _RUN_FIELDS = ("name", "url", "status", "start_time", "end_time", "duration_seconds", "heartbeat_time", "heartbeat_seconds")
 
 
-def under(column: Any, prefix: str) -> Any:
-    """SQL: `column` starts with `prefix` (compared as a bound substring, so no LIKE wildcards apply)."""
-    return func.substr(column, 1, len(prefix)) == prefix
+def under(column: Any, prefix: str, dialect: str) -> Any:
+    """SQL: `column` starts with `prefix`, a folder URL ending in ``/``: a range of code-point order (``prefix`` <=
+    value < ``prefix`` with its ``/`` raised to ``0``) that indexes and row estimates understand, and no LIKE
+    wildcards apply to. PostgreSQL compares in the "C" collation (code points), SQLite's own order is that."""
+    if not prefix.endswith("/"):
+        return func.substr(column, 1, len(prefix)) == prefix
+    ordered = column.collate("C") if dialect == "postgresql" else column
+    return and_(ordered >= prefix, ordered < f"{prefix[:-1]}0")
 
 
 def key_under(column: Any, prefix: str) -> Any:
@@ -82,17 +87,27 @@ def upsert_runs(conn: Connection, records: Sequence[RunRecord]) -> dict[str, int
     return ids
 
 
+_COPY_TYPES = {"INTEGER": "int4", "BIGINT": "int8", "FLOAT": "float8", "TEXT": "text"}  # SQL type -> binary COPY type
+
+
+def _copy_type(conn: Connection, column: Column) -> str:
+    """The PostgreSQL type that binary COPY sends a column's values as (VARCHAR goes as text)."""
+    name = column.type.compile(dialect=conn.dialect).split("(")[0]
+    return "text" if name == "VARCHAR" else _COPY_TYPES[name]
+
+
 def insert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
     """Insert many rows (tuples of `columns`) in this transaction, without SQLAlchemy's per-row parameter
-    processing: PostgreSQL through COPY on the driver's connection (psycopg's executemany sends a statement
-    per row), any other database by one driver-level executemany of the compiled INSERT."""
+    processing: PostgreSQL through binary COPY on the driver's connection (psycopg's executemany sends a
+    statement per row), any other database by one driver-level executemany of the compiled INSERT."""
     if not rows:
         return
     if conn.dialect.name == "postgresql":
         quote = conn.dialect.identifier_preparer.quote
-        copy_sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+        copy_sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN (FORMAT BINARY)"
         with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
             with cursor.copy(copy_sql) as copy:
+                copy.set_types([_copy_type(conn, table.c[c]) for c in columns])
                 for row in rows:
                     copy.write_row(row)
         return
