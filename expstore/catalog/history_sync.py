@@ -1,9 +1,12 @@
 """The sync of the metric-history tables: the sources the listing shows changed are read (from where
-the last read stopped when they only grew), their points written once; sources gone take their points."""
+the last read stopped when they only grew), their points written once; sources gone take their points.
+Reading (`read_history`) may overlap the writing of the runs; `write_history` then keeps the sources of
+runs that are catalogued."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select
@@ -13,9 +16,9 @@ from ..store.base import Store
 from .engine import writing
 from .history import Known, Read, changed_sources, read_source, summary_of
 from .schema import history_sources, metric_history, summaries
-from .writing import chunks, dialect_insert, insert_rows, key_under, under
+from .writing import BULK, chunks, insert_rows, key_under, refresh_statistics, under, upsert_rows
 
-__all__ = ["held_sources", "known_sources", "sync_history"]
+__all__ = ["Pending", "held_sources", "known_sources", "read_history", "write_history"]
 
 
 def held_sources(conn: Connection, prefix: str) -> dict[str, str]:
@@ -42,26 +45,46 @@ def _current(conn: Connection, urls: list[str], lock: bool) -> dict[str, tuple[i
     return out
 
 
-def sync_history(engine: Engine, store: Store, prefix: str, listed: Mapping[str, str],
-                 mapper: Callable[[Callable[[Any], Any], list[Any]], list[Any]], held: Mapping[str, str] | None = None) -> dict[str, int]:
-    """Bring the history of the runs under `prefix` up to date with `listed` (the sync's one listing);
-    counts of sources ``read`` and ``removed`` and of ``points`` written. `mapper` maps a function over items
-    (in threads on a remote store); `held` is `held_sources` when the caller read it already."""
+@dataclass
+class Pending:
+    """The history sources a sync read, before it knows which runs they belong to."""
+
+    known: dict[str, Known]
+    reads: list[tuple[str, Read | None]]
+    gone: list[str]
+
+
+def read_history(engine: Engine, store: Store, prefix: str, listed: Mapping[str, str], held: Mapping[str, str],
+                 mapper: Callable[[Callable[[Any], Any], list[Any]], list[Any]]) -> Pending | None:
+    """Read the sources that `listed` (the sync's one listing) shows changed against `held` (`held_sources`),
+    those of a listed summary only; None when none changed or went. `mapper` maps a function over items (in
+    threads on a remote store). Safe to run while the runs are written: `write_history` checks again."""
+    changed, gone = changed_sources(listed, held)
+    if not changed and not gone:
+        return None
     with engine.connect() as conn:
-        changed, gone_keys = changed_sources(listed, held_sources(conn, prefix) if held is None else held)
-        if not changed and not gone_keys:
-            return {"read": 0, "removed": 0, "points": 0}
-        known = known_sources(conn, prefix)
-        gone = [known[key] for key in gone_keys if key in known]
+        known = known_sources(conn, prefix) if held else {}
+    todo = [key for key in changed if summary_of(key) in listed]
+    return Pending(known, list(zip(todo, mapper(lambda key: read_source(store, key, known.get(key)), todo), strict=True)), gone)
+
+
+def write_history(engine: Engine, prefix: str, listed: Mapping[str, str], pending: Pending | None) -> dict[str, int]:
+    """Write what `read_history` read, for the runs now catalogued; counts of sources ``read`` and ``removed``
+    and of ``points`` written."""
+    if pending is None:
+        return {"read": 0, "removed": 0, "points": 0}
+    known = pending.known
+    with engine.connect() as conn:
         run_of = dict(conn.execute(select(key_under(summaries.c.url, prefix), summaries.c.run)
-                                   .where(under(summaries.c.url, prefix, conn.dialect.name))).all()) if changed else {}
-    todo = [(key, run_of[summary]) for key in changed if (summary := summary_of(key)) in run_of]
-    reads: list[Read | None] = mapper(lambda key: read_source(store, key, known.get(key)), [key for key, _ in todo])
-    gone += [known[key] for (key, _), read in zip(todo, reads, strict=True) if read is None and key in known]
-    done = [(run, read) for (_, run), read in zip(todo, reads, strict=True) if read is not None]
+                                   .where(under(summaries.c.url, prefix, conn.dialect.name))).all())
+    gone = [known[key] for key in pending.gone if key in known]
+    gone += [known[key] for key, read in pending.reads if read is None and key in known]
+    done = [(run, read) for key, read in pending.reads if read is not None and (run := run_of.get(summary_of(key))) is not None]
     with writing(engine) as conn:
         points = _write(conn, prefix, known, gone, done, listed)
-    return {"read": len(todo), "removed": len(gone), "points": points}
+    if points >= 100 * BULK:
+        refresh_statistics(engine, [metric_history, history_sources])
+    return {"read": len(pending.reads), "removed": len(gone), "points": points}
 
 
 def _drop_points(conn: Connection, sources: list[Known]) -> None:
@@ -95,8 +118,9 @@ def _write(conn: Connection, prefix: str, known: Mapping[str, Known], gone: list
     _drop_points(conn, replaced)
     ids: dict[str, int] = {}
     if fresh:
-        stmt = dialect_insert(conn)(history_sources).on_conflict_do_nothing(index_elements=[history_sources.c.url])
-        ids.update(conn.execute(stmt.returning(history_sources.c.url, history_sources.c.id), [r for r, _ in fresh]).all())
+        columns = ("url", "run", "version", "read_bytes", "tail")
+        ids.update(upsert_rows(conn, history_sources, columns, [tuple(r[c] for c in columns) for r, _ in fresh], "url", None,
+                               returning=("url", "id")))  # type: ignore[arg-type]
     if updated:
         c = history_sources.c
         conn.execute(history_sources.update().where(c.id == bindparam("b_id")).values(

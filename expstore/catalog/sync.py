@@ -18,10 +18,10 @@ from ..format.run_summary import SUMMARY_SUFFIX, log_key, parse_summary, split_s
 from ..store.base import Store
 from ..store.locate import join_url
 from .engine import writing
-from .history_sync import held_sources, sync_history
+from .history_sync import held_sources, read_history, write_history
 from .records import record_from_summaries
-from .schema import runs, summaries
-from .writing import chunks, delete_runs, key_under, replace_summaries, under, upsert_runs
+from .schema import metrics, params, runs, summaries, tags
+from .writing import BULK, chunks, delete_runs, key_under, refresh_statistics, replace_summaries, under, upsert_runs
 
 __all__ = ["REMOTE_THREADS", "root_prefix", "sync_store"]
 
@@ -96,11 +96,11 @@ def sync_store(engine: Engine, store: Store) -> dict[str, int]:
         pending = pool.submit(_held, engine, prefix)
         listed = store.list_versions("")  # one listing: no request per summary to see it is unchanged
         held = pending.result()
-    if held.orphans == 0 and held.summaries == {k: v for k, v in listed.items() if k.endswith(SUMMARY_SUFFIX)}:
-        counts, sources = {"read": 0, "kept": held.runs, "removed": 0}, held.sources  # no summary grouped, parsed or written
-    else:
-        counts, sources = _sync_summaries(engine, store, listed), None  # runs may have gone: their sources with them
-    history = sync_history(engine, store, prefix, listed, lambda fn, items: _map(store, fn, items), sources)
+        unchanged = held.orphans == 0 and held.summaries == {k: v for k, v in listed.items() if k.endswith(SUMMARY_SUFFIX)}
+        # the changed logs are read and parsed while the runs are written (the database works meanwhile)
+        reading = pool.submit(read_history, engine, store, prefix, listed, held.sources, lambda fn, items: _map(store, fn, items))
+        counts = {"read": 0, "kept": held.runs, "removed": 0} if unchanged else _sync_summaries(engine, store, listed)
+        history = write_history(engine, prefix, listed, reading.result())
     return {**counts, "history_read": history["read"]}
 
 
@@ -161,4 +161,6 @@ def _sync_summaries(engine: Engine, store: Store, listed: Mapping[str, str]) -> 
             rows = [{"url": url, "run": ids[uid], "version": version, "doc": doc}
                     for uid, items in summary_rows for url, version, doc in items]
             replace_summaries(conn, [ids[uid] for uid, _ in summary_rows], rows)
+        if len(records) + len(gone) >= BULK:
+            refresh_statistics(engine, [runs, params, metrics, tags, summaries])
     return {"read": len(changed), "kept": len(present) - len(records), "removed": len(gone)}

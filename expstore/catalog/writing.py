@@ -6,16 +6,18 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Column, Table, and_, delete, func
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from .records import RunRecord, param_text
 from .schema import history_sources, metric_history, metrics, params, runs, summaries, tags
 
-__all__ = ["CHUNK", "chunks", "delete_runs", "dialect_insert", "forget_summaries", "insert_rows", "key_under", "replace_summaries",
+__all__ = ["BULK", "CHUNK", "chunks", "delete_runs", "dialect_insert", "forget_summaries", "insert_rows", "key_under", "refresh_statistics", "replace_summaries", "upsert_rows",
            "under", "upsert_runs"]
 
 CHUNK = 500  # ids per IN (...) list, well under every driver's limit of bound parameters
+BULK = 1000  # runs (or this many times 100 history points) written by one sync that call for fresh planner statistics
 _RUN_FIELDS = ("name", "url", "status", "start_time", "end_time", "duration_seconds", "heartbeat_time", "heartbeat_seconds")
+_TIMES = frozenset(_RUN_FIELDS[3:])
 
 
 def under(column: Any, prefix: str, dialect: str) -> Any:
@@ -58,19 +60,11 @@ def _float(value: Any) -> float | None:
 
 def upsert_runs(conn: Connection, records: Sequence[RunRecord]) -> dict[str, int]:
     """Insert or replace `records` (their params, metrics and tags replaced as a whole); uid -> row id."""
-    insert = dialect_insert(conn)
     ids: dict[str, int] = {}
     records = sorted(records, key=lambda r: r.uid)  # one lock order for every writer (no deadlock on PostgreSQL)
-    rows = []
-    for record in records:
-        row = {"uid": record.uid, **{f: getattr(record, f) for f in _RUN_FIELDS}}
-        for f in ("start_time", "end_time", "duration_seconds", "heartbeat_time", "heartbeat_seconds"):
-            row[f] = _float(row[f])
-        rows.append(row)
-    if rows:  # executemany with RETURNING: SQLAlchemy sends the rows in batches ("insertmanyvalues"), not one per run
-        stmt = insert(runs)
-        stmt = stmt.on_conflict_do_update(index_elements=[runs.c.uid], set_={f: stmt.excluded[f] for f in _RUN_FIELDS})
-        ids.update((uid, run_id) for uid, run_id in conn.execute(stmt.returning(runs.c.uid, runs.c.id), rows))
+    rows = [(record.uid, *(_float(getattr(record, f)) if f in _TIMES else getattr(record, f) for f in _RUN_FIELDS))
+            for record in records]
+    ids.update(upsert_rows(conn, runs, ("uid", *_RUN_FIELDS), rows, "uid", _RUN_FIELDS, returning=("uid", "id")))  # type: ignore[arg-type]
     all_ids = list(ids.values())
     for table in (params, metrics, tags):
         for part in chunks(all_ids):
@@ -96,6 +90,16 @@ def _copy_type(conn: Connection, column: Column) -> str:
     return "text" if name == "VARCHAR" else _COPY_TYPES[name]
 
 
+def _copy(conn: Connection, quoted_table: str, columns: Sequence[str], types: list[str], rows: list[tuple[Any, ...]]) -> None:
+    """PostgreSQL: `rows` into a table by binary COPY on the driver's connection, in this transaction."""
+    quote = conn.dialect.identifier_preparer.quote
+    with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {quoted_table} ({', '.join(quote(c) for c in columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
+
+
 def insert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
     """Insert many rows (tuples of `columns`) in this transaction, without SQLAlchemy's per-row parameter
     processing: PostgreSQL through binary COPY on the driver's connection (psycopg's executemany sends a
@@ -104,17 +108,54 @@ def insert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: li
         return
     if conn.dialect.name == "postgresql":
         quote = conn.dialect.identifier_preparer.quote
-        copy_sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN (FORMAT BINARY)"
-        with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
-            with cursor.copy(copy_sql) as copy:
-                copy.set_types([_copy_type(conn, table.c[c]) for c in columns])
-                for row in rows:
-                    copy.write_row(row)
+        _copy(conn, quote(table.name), columns, [_copy_type(conn, table.c[c]) for c in columns], rows)
         return
     compiled = table.insert().compile(dialect=conn.dialect, column_keys=list(columns))
     if compiled.positiontup is not None and list(compiled.positiontup) != list(columns):
         raise AssertionError(f"the compiled INSERT orders its parameters {compiled.positiontup}, not {columns}")
     conn.exec_driver_sql(compiled.string, rows)
+
+
+def upsert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]], key: str,
+                update: Sequence[str] | None, returning: Sequence[str] = ()) -> list[tuple[Any, ...]]:
+    """Insert `rows` (tuples of `columns`); a row whose `key` is taken updates the `update` columns (None: is
+    skipped); the `returning` columns of every row written. PostgreSQL: binary COPY into a temporary table,
+    then one INSERT ... SELECT ... ON CONFLICT in key order (psycopg spends seconds parsing the many-VALUES
+    statements otherwise); elsewhere one executemany of INSERT ... ON CONFLICT."""
+    if not rows:
+        return []
+    if conn.dialect.name != "postgresql":
+        stmt = dialect_insert(conn)(table)
+        stmt = (stmt.on_conflict_do_nothing(index_elements=[key]) if update is None else
+                stmt.on_conflict_do_update(index_elements=[key], set_={c: stmt.excluded[c] for c in update}))
+        params = [dict(zip(columns, row, strict=True)) for row in rows]
+        if not returning:
+            conn.execute(stmt, params)
+            return []
+        return [tuple(r) for r in conn.execute(stmt.returning(*(table.c[c] for c in returning)), params)]
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(c) for c in columns)
+    staging = quote(f"{table.name}_staging")
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {staging} ON COMMIT DROP AS SELECT {names} FROM {quote(table.name)} WITH NO DATA")
+    _copy(conn, staging, columns, [_copy_type(conn, table.c[c]) for c in columns], rows)
+    action = ("DO NOTHING" if update is None else
+              "DO UPDATE SET " + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in update))
+    sql = (f"INSERT INTO {quote(table.name)} ({names}) SELECT {names} FROM {staging} ORDER BY {quote(key)} "
+           f"ON CONFLICT ({quote(key)}) {action}" + (f" RETURNING {', '.join(quote(c) for c in returning)}" if returning else ""))
+    written = conn.exec_driver_sql(sql)
+    out = [tuple(r) for r in written] if returning else []
+    conn.exec_driver_sql(f"DROP TABLE {staging}")
+    return out
+
+
+def refresh_statistics(engine: Engine, tables: Sequence[Table]) -> None:
+    """After a bulk write, let PostgreSQL's planner see the new rows at once (``ANALYZE`` samples each table;
+    autovacuum would only do it later, and until then a search may get a nested-loop plan over every run)."""
+    if engine.dialect.name == "postgresql":
+        quote = engine.dialect.identifier_preparer.quote
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"ANALYZE {', '.join(quote(t.name) for t in tables)}")
+            conn.commit()
 
 
 def delete_runs(conn: Connection, run_ids: Sequence[int]) -> None:
@@ -134,7 +175,5 @@ def forget_summaries(conn: Connection, run_ids: Sequence[int]) -> None:
 def replace_summaries(conn: Connection, run_ids: Sequence[int], rows: list[dict[str, Any]]) -> None:
     """Make `rows` (url, run, version, doc) the summaries of these runs; a row another sync wrote meanwhile is updated."""
     forget_summaries(conn, run_ids)
-    if rows:
-        stmt = dialect_insert(conn)(summaries)
-        cols = ("run", "version", "doc")
-        conn.execute(stmt.on_conflict_do_update(index_elements=[summaries.c.url], set_={c: stmt.excluded[c] for c in cols}), rows)
+    columns = ("url", "run", "version", "doc")
+    upsert_rows(conn, summaries, columns, [tuple(row[c] for c in columns) for row in rows], "url", columns[1:])

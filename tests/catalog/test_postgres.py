@@ -140,7 +140,7 @@ def test_sync_is_incremental_picks_up_new_runs_and_drops_deleted_ones(tmp_path: 
         shutil.rmtree(Path(root) / "one")
         calls.clear()
         catalog.sync(store)
-        assert [args[0] for op, args in calls if op == "read"] == ["three/logs/three_run.json", "three/logs/three_structured.jsonl"]
+        assert sorted(args[0] for op, args in calls if op == "read") == ["three/logs/three_run.json", "three/logs/three_structured.jsonl"]
         assert sorted(names(catalog.search(root))) == ["three", "two"]
 
 
