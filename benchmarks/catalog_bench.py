@@ -228,7 +228,8 @@ def measure(catalog_url: str, root: Path, runs: int, steps: int, repeat: int) ->
     if list(frame["name"]) != expected_hits(runs) or total != runs:
         raise SystemExit(f"{catalog_url}: the search did not select the expected runs ({total} runs catalogued)")
     if held != runs * steps * N_METRICS or len(points) != steps * N_METRICS:
-        raise SystemExit(f"{catalog_url}: {held} history points held, {len(points)} for one run; expected {steps * N_METRICS} per run")
+        raise SystemExit(f"{catalog_url}: {held} history points held, {len(points)} for one run; "
+                         f"expected {steps * N_METRICS} per run")
     return {"first_sync": first, "nochange_sync": again, "nochange_reads": counting.reads, "search": search, "search_runs": full,
             "history": chart, "points": held}
 
@@ -249,7 +250,8 @@ def expstore_side(runs: int, args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(root, ignore_errors=True)
         written, _ = timed(lambda: write_root(root, runs, args.history_steps))
         marker.touch()
-    results: dict[str, Any] = {"written": written, "sqlite": measure(_fresh_sqlite(args.workdir, runs), root, runs, args.history_steps, args.repeat)}
+    sqlite = measure(_fresh_sqlite(args.workdir, runs), root, runs, args.history_steps, args.repeat)
+    results: dict[str, Any] = {"written": written, "sqlite": sqlite}
     server = None
     try:
         url = args.postgres

@@ -65,8 +65,8 @@ def _sqlite_setup(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT * 1000)}")
         cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages: bulk index inserts of a first sync stay in memory  # WAL stays consistent; a power cut may lose the last sync, which the next one redoes
+        cursor.execute("PRAGMA synchronous = NORMAL")  # WAL stays consistent; a power cut may lose the last sync, redone by the next
+        cursor.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages: the bulk index inserts of a first sync stay in memory
         cursor.execute("PRAGMA foreign_keys = OFF")  # declared, not checked per row: the catalog deletes dependents itself
         cursor.execute("PRAGMA case_sensitive_like = ON")  # LIKE as on PostgreSQL; ILIKE ignores case
         cursor.close()
@@ -92,7 +92,8 @@ def connect(url: str | None) -> Engine:
     else:
         try:
             # prepare_threshold=None: no server-side prepared statements, whose generic plans ignore the filter's values
-            engine = create_engine(parsed, connect_args={"connect_timeout": CONNECT_TIMEOUT, "prepare_threshold": None}, pool_pre_ping=True)
+            engine = create_engine(parsed, connect_args={"connect_timeout": CONNECT_TIMEOUT, "prepare_threshold": None},
+                                   pool_pre_ping=True)
         except NoSuchModuleError as exc:
             raise BackendUnavailable(f"no driver for this catalog ({exc}): pip install 'expstore[postgres]'",
                                      url=shown_url(parsed)) from None

@@ -30,7 +30,8 @@ def held_sources(conn: Connection, prefix: str) -> dict[str, str]:
 def known_sources(conn: Connection, prefix: str) -> dict[str, Known]:
     """{store key: what the catalog kept} of the history sources under `prefix`."""
     c = history_sources.c
-    stmt = select(key_under(c.url, prefix), c.id, c.run, c.version, c.read_bytes, c.tail).where(under(c.url, prefix, conn.dialect.name))
+    stmt = (select(key_under(c.url, prefix), c.id, c.run, c.version, c.read_bytes, c.tail)
+            .where(under(c.url, prefix, conn.dialect.name)))
     return {key: Known(id, run, version, read_bytes, tail) for key, id, run, version, read_bytes, tail in conn.execute(stmt)}
 
 
@@ -125,7 +126,8 @@ def _write(conn: Connection, prefix: str, known: Mapping[str, Known], gone: list
         c = history_sources.c
         conn.execute(history_sources.update().where(c.id == bindparam("b_id")).values(
             version=bindparam("b_version"), read_bytes=bindparam("b_read_bytes"), tail=bindparam("b_tail")),
-            [{"b_id": r["id"], "b_version": r["version"], "b_read_bytes": r["read_bytes"], "b_tail": r["tail"]} for r, _ in updated])
+            [{"b_id": r["id"], "b_version": r["version"], "b_read_bytes": r["read_bytes"], "b_tail": r["tail"]}
+             for r, _ in updated])
         ids.update((r["url"], r["id"]) for r, _ in updated)
     rows = [(row["run"], ids[row["url"]], *point) for row, read in fresh + updated if row["url"] in ids for point in read.points]
     insert_rows(conn, metric_history, ("run", "source", "key", "step", "timestamp", "value"), rows)

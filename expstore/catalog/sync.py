@@ -75,8 +75,10 @@ def _held(engine: Engine, prefix: str) -> _Held:
     c = summaries.c
     has_summary = exists().where(summaries.c.run == runs.c.id)
     with engine.connect() as conn:
-        versions = dict(conn.execute(select(key_under(c.url, prefix), c.version).where(under(c.url, prefix, conn.dialect.name))).all())
-        total, orphans = conn.execute(select(func.count(), func.count().filter(~has_summary)).where(under(runs.c.uid, prefix, conn.dialect.name))).one()
+        dialect = conn.dialect.name
+        versions = dict(conn.execute(select(key_under(c.url, prefix), c.version).where(under(c.url, prefix, dialect))).all())
+        counted = select(func.count(), func.count().filter(~has_summary)).where(under(runs.c.uid, prefix, dialect))
+        total, orphans = conn.execute(counted).one()
         return _Held(versions, held_sources(conn, prefix), total, orphans)
 
 
@@ -84,7 +86,8 @@ def _docs(conn: Connection, urls: list[str]) -> dict[str, Any]:
     """The summary documents the catalog kept for these summary URLs."""
     out: dict[str, Any] = {}
     for part in chunks(urls):
-        out.update((url, json.loads(doc)) for url, doc in conn.execute(select(summaries.c.url, summaries.c.doc).where(summaries.c.url.in_(part))))
+        stmt = select(summaries.c.url, summaries.c.doc).where(summaries.c.url.in_(part))
+        out.update((url, json.loads(doc)) for url, doc in conn.execute(stmt))
     return out
 
 

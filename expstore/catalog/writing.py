@@ -11,8 +11,8 @@ from sqlalchemy.engine import Connection, Engine
 from .records import RunRecord, param_text
 from .schema import history_sources, metric_history, metrics, params, runs, summaries, tags
 
-__all__ = ["BULK", "CHUNK", "chunks", "delete_runs", "dialect_insert", "forget_summaries", "insert_rows", "key_under", "refresh_statistics", "replace_summaries", "upsert_rows",
-           "under", "upsert_runs"]
+__all__ = ["BULK", "CHUNK", "chunks", "delete_runs", "dialect_insert", "forget_summaries", "insert_rows", "key_under",
+           "refresh_statistics", "replace_summaries", "under", "upsert_rows", "upsert_runs"]
 
 CHUNK = 500  # ids per IN (...) list, well under every driver's limit of bound parameters
 BULK = 1000  # runs (or this many times 100 history points) written by one sync that call for fresh planner statistics
@@ -64,7 +64,8 @@ def upsert_runs(conn: Connection, records: Sequence[RunRecord]) -> dict[str, int
     records = sorted(records, key=lambda r: r.uid)  # one lock order for every writer (no deadlock on PostgreSQL)
     rows = [(record.uid, *(_float(getattr(record, f)) if f in _TIMES else getattr(record, f) for f in _RUN_FIELDS))
             for record in records]
-    ids.update(upsert_rows(conn, runs, ("uid", *_RUN_FIELDS), rows, "uid", _RUN_FIELDS, returning=("uid", "id")))  # type: ignore[arg-type]
+    written = upsert_rows(conn, runs, ("uid", *_RUN_FIELDS), rows, "uid", _RUN_FIELDS, returning=("uid", "id"))
+    ids.update(written)  # type: ignore[arg-type]
     all_ids = list(ids.values())
     for table in (params, metrics, tags):
         for part in chunks(all_ids):
@@ -136,7 +137,8 @@ def upsert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: li
     quote = conn.dialect.identifier_preparer.quote
     names = ", ".join(quote(c) for c in columns)
     staging = quote(f"{table.name}_staging")
-    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {staging} ON COMMIT DROP AS SELECT {names} FROM {quote(table.name)} WITH NO DATA")
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {staging} ON COMMIT DROP AS "
+                         f"SELECT {names} FROM {quote(table.name)} WITH NO DATA")
     _copy(conn, staging, columns, [_copy_type(conn, table.c[c]) for c in columns], rows)
     action = ("DO NOTHING" if update is None else
               "DO UPDATE SET " + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in update))
