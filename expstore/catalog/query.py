@@ -7,6 +7,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Float, Text, and_, case, cast, exists, false, func, literal, not_, null, or_, select, union_all
 from sqlalchemy.engine import Connection
@@ -208,21 +209,30 @@ def utc_times(seconds: list[float | None]) -> pd.Series:
     return pd.to_datetime(micros, unit="us", utc=True).astype("datetime64[ns, UTC]")
 
 
+_STRING = pd.StringDtype()
+_NAN = float("nan")
+
+
+def _floats(values: list[Any]) -> np.ndarray:
+    """Numbers (None: NaN) as a float64 array, built without pandas' per-call dtype lookups."""
+    return np.fromiter((_NAN if v is None else float(v) for v in values), dtype=np.float64, count=len(values))
+
+
 def _frame(rows: list[Any], ids: list[int], extra: dict[str, dict[int, Any]], numeric_params: dict[str, bool]) -> pd.DataFrame:
     """The result DataFrame: the base columns, then params.*, metrics.*, tags.* (each sorted), with their dtypes."""
     data: dict[str, Any] = {
-        "run_id": pd.array([r.run_id for r in rows], dtype="string"),
-        "name": pd.array([r.name for r in rows], dtype="string"),
-        "url": pd.array([r.url for r in rows], dtype="string"),
-        "status": pd.array([r.status for r in rows], dtype="string"),
+        "run_id": pd.array([r.run_id for r in rows], dtype=_STRING),
+        "name": pd.array([r.name for r in rows], dtype=_STRING),
+        "url": pd.array([r.url for r in rows], dtype=_STRING),
+        "status": pd.array([r.status for r in rows], dtype=_STRING),
         "start_time": utc_times([r.start_time for r in rows]),
         "end_time": utc_times([r.end_time for r in rows]),
-        "duration_seconds": pd.Series([r.duration_seconds for r in rows], dtype="float64"),
+        "duration_seconds": _floats([r.duration_seconds for r in rows]),
     }
     for column in sorted(extra, key=lambda c: (("params.", "metrics.", "tags.").index(c[: c.index(".") + 1]), c)):
         values = [extra[column].get(i) for i in ids]
         if column.startswith("metrics.") or (column.startswith("params.") and numeric_params.get(column[7:], True)):
-            data[column] = pd.Series([None if v is None else float(v) for v in values], dtype="float64")
+            data[column] = _floats(values)
         else:
-            data[column] = pd.array(values, dtype="string")
-    return pd.DataFrame(data)
+            data[column] = pd.array(values, dtype=_STRING)
+    return pd.DataFrame(data, copy=False)
