@@ -141,3 +141,24 @@ def test_an_older_empty_history_table_is_recreated(tmp_path: Path) -> None:
     engine.dispose()
     with open_catalog(url) as catalog, catalog.engine.connect() as conn:
         assert "source" in {c["name"] for c in inspect(conn).get_columns("expstore_metric_history")}
+
+
+def test_concurrent_syncs_write_each_point_once(tmp_path: Path, catalog_url: str) -> None:
+    """Two syncs of one root at once (each its own engine): the points of a new and of a grown log land once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path / "root"
+    loggers = [logger_of(root, f"run{i}") for i in range(4)]
+    for logger in loggers:
+        logger.log_metrics({"loss": 1.0}, step=0)
+        assert logger.flush()
+    with open_catalog(catalog_url) as first, open_catalog(catalog_url) as second:
+        first.sync(str(root))
+        for logger in loggers:
+            logger.log_metrics({"loss": 0.5}, step=1)
+            logger.finalize()
+        logger_of(root, "late").finalize()
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda catalog: catalog.sync(str(root)), [first, second]))
+        assert stored_points(first) == 8
+        assert list(first.metric_history("run2/logs/run2", root=str(root))["value"]) == [1.0, 0.5]
