@@ -42,6 +42,8 @@ ORDER_BY = ["metrics.loss ASC"]
 MAX_RESULTS = 100
 N_PARAMS, N_METRICS = 30, 10
 GENERATOR_VERSION = 1  # bump when `make_run` changes: cached MLflow databases are keyed by it
+ROOT_VERSION = 2  # bump when what `write_root` writes changes: cached roots are keyed by it
+HISTORY_STEPS = 10  # "metrics" events in each run's structured log, each with the run's 10 metrics
 START = 1_767_225_600  # 2026-01-01T00:00:00Z, the first run's start time
 
 
@@ -91,13 +93,30 @@ def summary_bytes(run: dict[str, Any]) -> bytes:
     return (json.dumps(doc) + "\n").encode()
 
 
-def write_root(root: Path, runs: int) -> None:
-    """Write the summary object of each run under `root` (plain file writes: setup, not timed)."""
+def log_bytes(run: dict[str, Any], steps: int) -> bytes:
+    """The structured log of `run`: start, `steps` "metrics" events (the last one with the final metrics), end."""
+    def line(seconds: float, kind: str, data: dict[str, Any]) -> str:
+        return json.dumps({"timestamp": _iso(seconds), "event_type": kind, "data": data}) + "\n"
+
+    every = run["duration"] / (steps + 1)
+    lines = [line(run["start"], "experiment_start", {"experiment_name": run["name"]})]
+    for step in range(steps):
+        scale = 1.0 + (steps - 1 - step) / steps  # falling towards the final values
+        metrics = {k: round(v * scale, 6) for k, v in run["metrics"].items()}
+        lines.append(line(run["start"] + every * (step + 1), "metrics", {"step": step, "metrics": metrics}))
+    lines.append(line(run["start"] + run["duration"], "experiment_end", {"final_status": run["status"]}))
+    return "".join(lines).encode()
+
+
+def write_root(root: Path, runs: int, steps: int) -> None:
+    """Write the summary object and the structured log of each run under `root` (plain file writes: setup, not timed)."""
     for i in range(runs):
         run = make_run(i)
         folder = root / run["name"] / "logs"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{run['name']}_run.json").write_bytes(summary_bytes(run))
+        if steps:
+            (folder / f"{run['name']}_structured.jsonl").write_bytes(log_bytes(run, steps))
 
 
 def timed(fn: Any, repeat: int = 1) -> tuple[float, Any]:
@@ -186,9 +205,13 @@ def _counting_store(root: Path) -> Any:
     return Counting(open_store(str(root)))
 
 
-def measure(catalog_url: str, root: Path, runs: int, repeat: int) -> dict[str, Any]:
-    """First sync, no-change sync (time and summaries read), search alone and `search_runs` on one catalog."""
+def measure(catalog_url: str, root: Path, runs: int, steps: int, repeat: int) -> dict[str, Any]:
+    """First sync, no-change sync (time and objects read), search alone, `search_runs` and one run's
+    `metric_history` on one catalog."""
+    from sqlalchemy import func, select
+
     from expstore.catalog import open_catalog, search_runs
+    from expstore.catalog.schema import metric_history
 
     with open_catalog(catalog_url) as catalog:
         first, _ = timed(lambda: catalog.sync(str(root)))
@@ -199,9 +222,16 @@ def measure(catalog_url: str, root: Path, runs: int, repeat: int) -> dict[str, A
         search, frame = timed(lambda: catalog.search(str(root), FILTER, ORDER_BY, MAX_RESULTS), repeat)
         full, _ = timed(lambda: search_runs(str(root), FILTER, ORDER_BY, MAX_RESULTS, catalog=catalog), repeat)
         total = len(catalog.search(str(root)))
+        chart, points = timed(lambda: catalog.metric_history("run_00042/logs/run_00042", root=str(root)), repeat)
+        with catalog.engine.connect() as conn:
+            held = conn.execute(select(func.count()).select_from(metric_history)).scalar_one()
     if list(frame["name"]) != expected_hits(runs) or total != runs:
         raise SystemExit(f"{catalog_url}: the search did not select the expected runs ({total} runs catalogued)")
-    return {"first_sync": first, "nochange_sync": again, "nochange_reads": counting.reads, "search": search, "search_runs": full}
+    if held != runs * steps * N_METRICS or len(points) != steps * N_METRICS:
+        raise SystemExit(f"{catalog_url}: {held} history points held, {len(points)} for one run; "
+                         f"expected {steps * N_METRICS} per run")
+    return {"first_sync": first, "nochange_sync": again, "nochange_reads": counting.reads, "search": search, "search_runs": full,
+            "history": chart, "points": held}
 
 
 def _fresh_sqlite(workdir: Path, runs: int) -> str:
@@ -213,14 +243,15 @@ def _fresh_sqlite(workdir: Path, runs: int) -> str:
 
 def expstore_side(runs: int, args: argparse.Namespace) -> dict[str, Any]:
     """Write the root once (kept for later runs of the same size), then measure SQLite and PostgreSQL."""
-    root = args.workdir / f"root-{runs}-v{GENERATOR_VERSION}"
+    root = args.workdir / f"root-{runs}-h{args.history_steps}-v{GENERATOR_VERSION}r{ROOT_VERSION}"
     marker = root.with_suffix(".done")
     written = None
     if not marker.exists():
         shutil.rmtree(root, ignore_errors=True)
-        written, _ = timed(lambda: write_root(root, runs))
+        written, _ = timed(lambda: write_root(root, runs, args.history_steps))
         marker.touch()
-    results: dict[str, Any] = {"written": written, "sqlite": measure(_fresh_sqlite(args.workdir, runs), root, runs, args.repeat)}
+    sqlite = measure(_fresh_sqlite(args.workdir, runs), root, runs, args.history_steps, args.repeat)
+    results: dict[str, Any] = {"written": written, "sqlite": sqlite}
     server = None
     try:
         url = args.postgres
@@ -230,14 +261,14 @@ def expstore_side(runs: int, args: argparse.Namespace) -> dict[str, Any]:
 
             server = start_postgres()
             url = server.create_database("bench")
-        results["postgresql"] = measure(url, root, runs, args.repeat)
+        results["postgresql"] = measure(url, root, runs, args.history_steps, args.repeat)
     finally:
         if server is not None:
             server.stop()
     return results
 
 
-def report(ours: dict[str, Any], mlflow: dict[str, Any] | None, runs: int) -> None:
+def report(ours: dict[str, Any], mlflow: dict[str, Any] | None, runs: int, steps: int) -> None:
     """Print the table: each figure on SQLite and PostgreSQL, and its target."""
     sq, pg = ours["sqlite"], ours["postgresql"]
 
@@ -247,9 +278,11 @@ def report(ours: dict[str, Any], mlflow: dict[str, Any] | None, runs: int) -> No
     rows = [
         (f"first sync of {runs:,} runs", ms(sq["first_sync"]), ms(pg["first_sync"]), "<= 10 s"),
         ("sync with nothing changed", ms(sq["nochange_sync"]), ms(pg["nochange_sync"]), "<= 0.2 s"),
-        ("  summaries read by it", str(sq["nochange_reads"]), str(pg["nochange_reads"]), "0"),
+        ("  summaries and logs read by it", str(sq["nochange_reads"]), str(pg["nochange_reads"]), "0"),
+        (f"  (history points the first sync wrote: {sq['points']:,})", "", "", ""),
         ("3-clause search, order by a metric, 100 results (query)", ms(sq["search"]), ms(pg["search"]), "<= 50 ms"),
         ("  the same through search_runs (sync + query)", ms(sq["search_runs"]), ms(pg["search_runs"]), ""),
+        ("metric_history of one run (all its points)", ms(sq["history"]), ms(pg["history"]), ""),
     ]
     if mlflow is not None:
         if mlflow["names"] != expected_hits(runs):
@@ -267,6 +300,7 @@ def report(ours: dict[str, Any], mlflow: dict[str, Any] | None, runs: int) -> No
     if ours["written"] is not None:
         rows.append((f"  (writing the {runs:,} summary objects, setup)", ms(ours["written"]), "", ""))
     print(f"filter: {FILTER!r}  order_by={ORDER_BY}  max_results={MAX_RESULTS}  (median of the repeated calls)")
+    print(f"each run: {N_PARAMS} params, {N_METRICS} metrics, a structured log of {steps} metric events")
     print("| figure | SQLite | PostgreSQL | target |")
     print("|---|---|---|---|")
     for row in rows:
@@ -280,6 +314,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7, help="searches timed per figure (the median is shown)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "expstore-catalog-bench",
                         help="where the root, the catalogs and the cached MLflow database live")
+    parser.add_argument("--history-steps", type=int, default=HISTORY_STEPS,
+                        help="metric events per run's structured log (0: summaries only, no history)")
     parser.add_argument("--postgres", default=None, help="a PostgreSQL catalog URL (default: start a throwaway server)")
     parser.add_argument("--mlflow-python", default="/work/venv-mlflow/bin/python", help="an interpreter that has mlflow")
     parser.add_argument("--mlflow-side", action="store_true", help=argparse.SUPPRESS)
@@ -290,7 +326,7 @@ def main() -> None:
     if args.mlflow_side:
         print(json.dumps(mlflow_side(runs, args.workdir, args.repeat)))
         return
-    report(expstore_side(runs, args), run_mlflow(args.mlflow_python, runs, args.workdir, args.repeat), runs)
+    report(expstore_side(runs, args), run_mlflow(args.mlflow_python, runs, args.workdir, args.repeat), runs, args.history_steps)
 
 
 if __name__ == "__main__":

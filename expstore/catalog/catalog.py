@@ -15,6 +15,7 @@ from ..store.base import Store
 from ..store.locate import opened_store
 from .engine import connect, shown_url, writing
 from .filters import parse_filter, parse_order_by
+from .history_query import check_names, history, missing_runs
 from .query import check_max_results, check_offset, matching, search
 from .records import RunRecord
 from .sync import root_prefix, sync_store
@@ -75,6 +76,27 @@ class Catalog:
         """The catalog's prefix of the runs under `root`."""
         with opened_store(root, **storage_options) as store:
             return root_prefix(store.url)
+
+    def metric_history(self, run_id: str | list[str], keys: str | list[str] | None = None, *, root: str | Store | None = None,
+                       **storage_options: Any) -> pd.DataFrame:
+        """Every logged point of run `run_id` (or of each run of a list) for metrics `keys` (None: all): columns
+        run_id, key, step, timestamp, value, ordered by run, key, step and time. With `root`, a run_id is as
+        `search` shows it (relative to root); without, it is the run's identity (its logs folder URL joined
+        with its name). No sync: `sync` or `search_runs` fill the history. `KeyError` for a run not catalogued."""
+        ids, names = check_names(run_id, "run_id", allow_none=False), check_names(keys, "keys")
+        if not ids:
+            raise ValueError("metric_history needs at least one run_id")
+        if root is None:
+            uids = {r: r for r in ids}
+        else:
+            prefix = self._prefix(root, storage_options)
+            uids = {prefix + r: r for r in ids}
+        with self._guarded("metric_history"), self.engine.connect() as conn:
+            missing = missing_runs(conn, list(uids))
+            if missing:
+                raise KeyError(f"the catalog {self.url} holds no run {uids[missing[0]]!r}"
+                               + (f" under {prefix!r}" if root is not None else " (give root= for a run_id relative to a root)"))
+            return history(conn, uids, names)
 
     def close(self) -> None:
         """Release the database connections."""

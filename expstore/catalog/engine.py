@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from ..errors import BackendUnavailable
-from .schema import metadata
+from .schema import metadata, metric_history
 
 __all__ = ["CATALOG_ENV", "CONNECT_TIMEOUT", "connect", "default_catalog_url", "shown_url", "writing"]
 
@@ -65,7 +65,9 @@ def _sqlite_setup(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT * 1000)}")
         cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA synchronous = NORMAL")  # WAL stays consistent; a power cut may lose the last sync, redone by the next
+        cursor.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages: the bulk index inserts of a first sync stay in memory
+        cursor.execute("PRAGMA foreign_keys = OFF")  # declared, not checked per row: the catalog deletes dependents itself
         cursor.execute("PRAGMA case_sensitive_like = ON")  # LIKE as on PostgreSQL; ILIKE ignores case
         cursor.close()
 
@@ -89,7 +91,9 @@ def connect(url: str | None) -> Engine:
         _sqlite_setup(engine)
     else:
         try:
-            engine = create_engine(parsed, connect_args={"connect_timeout": CONNECT_TIMEOUT}, pool_pre_ping=True)
+            # prepare_threshold=None: no server-side prepared statements, whose generic plans ignore the filter's values
+            engine = create_engine(parsed, connect_args={"connect_timeout": CONNECT_TIMEOUT, "prepare_threshold": None},
+                                   pool_pre_ping=True)
         except NoSuchModuleError as exc:
             raise BackendUnavailable(f"no driver for this catalog ({exc}): pip install 'expstore[postgres]'",
                                      url=shown_url(parsed)) from None
@@ -102,6 +106,7 @@ def _create_tables(engine: Engine, parsed: URL) -> None:
     for attempt in range(3):
         try:
             with writing(engine) as conn:
+                _drop_outdated(conn)
                 metadata.create_all(conn, checkfirst=True)
             return
         except DBAPIError as exc:
@@ -110,6 +115,15 @@ def _create_tables(engine: Engine, parsed: URL) -> None:
                 message = f"cannot reach the catalog database: {exc.orig}".strip()
                 raise BackendUnavailable(message, url=shown_url(parsed)) from None
             time.sleep(0.05 * (attempt + 1))  # another process created them meanwhile: check again
+
+
+def _drop_outdated(conn: Connection) -> None:
+    """Drop a metric-history table without its `source` column (older catalogs created it and left it
+    empty), so that `create_all` makes it anew; nothing else is ever dropped."""
+    inspector = inspect(conn)
+    if inspector.has_table(metric_history.name):
+        if "source" not in {column["name"] for column in inspector.get_columns(metric_history.name)}:
+            metric_history.drop(conn)
 
 
 def _unreachable(exc: DBAPIError) -> bool:

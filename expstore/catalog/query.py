@@ -7,16 +7,17 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from sqlalchemy import Float, and_, case, exists, false, func, literal, not_, or_, select
+from sqlalchemy import Float, Text, and_, case, cast, exists, false, func, literal, not_, null, or_, select, union_all
 from sqlalchemy.engine import Connection
 
 from ..format.run_summary import RUNNING, STALE, STALE_AFTER_BEATS
 from .filters import And, Condition, Field, Node, Or, OrderItem
 from .schema import metrics, params, runs, tags
-from .writing import chunks
+from .writing import chunks, under
 
-__all__ = ["BASE_COLUMNS", "LIKE_ESCAPE", "check_max_results", "check_offset", "matching", "search"]
+__all__ = ["BASE_COLUMNS", "LIKE_ESCAPE", "check_max_results", "check_offset", "matching", "search", "utc_times"]
 
 BASE_COLUMNS = ("run_id", "name", "url", "status", "start_time", "end_time", "duration_seconds")
 _TEXT_ATTRIBUTES = ("run_id", "name", "url", "status")
@@ -168,17 +169,17 @@ def check_offset(offset: Any) -> int:
     raise ValueError(f"offset must be an int >= 0, got {offset!r}")
 
 
-def _selected(compiler: _Compiler, prefix: str, where: Node | None, stmt: Any) -> Any:
+def _selected(conn: Connection, compiler: _Compiler, prefix: str, where: Node | None, stmt: Any) -> Any:
     """`stmt` restricted to the runs under `prefix` that `where` selects."""
-    stmt = stmt.where(func.substr(runs.c.uid, 1, len(prefix)) == prefix)
+    stmt = stmt.where(under(runs.c.uid, prefix, conn.dialect.name))
     return stmt if where is None else stmt.where(compiler.node(where))
 
 
 def matching(conn: Connection, prefix: str, where: Node | None) -> tuple[int, dict[str, list[str]]]:
     """(number of runs under `prefix` that `where` selects, {"params"|"metrics"|"tags": their sorted keys})."""
     compiler = _Compiler(prefix, time.time())
-    ids = _selected(compiler, prefix, where, select(runs.c.id)).scalar_subquery()
-    count = conn.execute(_selected(compiler, prefix, where, select(func.count()).select_from(runs))).scalar_one()
+    ids = _selected(conn, compiler, prefix, where, select(runs.c.id)).scalar_subquery()
+    count = conn.execute(_selected(conn, compiler, prefix, where, select(func.count()).select_from(runs))).scalar_one()
     keys = {kind: list(conn.execute(select(table.c.key).where(table.c.run.in_(ids)).distinct().order_by(table.c.key)).scalars())
             for kind, table in (("params", params), ("metrics", metrics), ("tags", tags))}
     return count, keys
@@ -196,7 +197,7 @@ def search(conn: Connection, prefix: str, where: Node | None, order_by: list[Ord
     source: Any = runs
     for table, on in joins:
         source = source.outerjoin(table, on)
-    stmt = _selected(compiler, prefix, where, select(runs.c.id, *(a[c].label(c) for c in BASE_COLUMNS)).select_from(source))
+    stmt = _selected(conn, compiler, prefix, where, select(runs.c.id, *(a[c].label(c) for c in BASE_COLUMNS)).select_from(source))
     if offset:
         stmt = stmt.offset(offset)
     if max_results is not None:
@@ -205,40 +206,57 @@ def search(conn: Connection, prefix: str, where: Node | None, order_by: list[Ord
     ids = [row.id for row in rows]
     extra: dict[str, dict[int, Any]] = {}
     numeric_params: dict[str, bool] = {}
-    for kind, table in (("params", params), ("metrics", metrics), ("tags", tags)):
-        cols = [table.c.run, table.c.key, table.c.value] + ([table.c.num] if kind == "params" else [])
-        for part in chunks(ids):
-            for run, key, value, *num in conn.execute(select(*cols).where(table.c.run.in_(part))).all():
-                column = extra.get(f"{kind}.{key}")
-                if column is None:
-                    column = extra[f"{kind}.{key}"] = {}
-                column[run] = value
-                if num and num[0] is None:
-                    numeric_params[key] = False
+    for part in chunks(ids):  # the params, metrics and tags of the runs found, in one round trip
+        for kind, run, key, text, number in conn.execute(_fields(part)).all():
+            column = extra.get(f"{kind}.{key}")
+            if column is None:
+                column = extra[f"{kind}.{key}"] = {}
+            column[run] = number if kind == "metrics" else text
+            if kind == "params" and number is None:
+                numeric_params[key] = False
     return _frame(rows, ids, extra, numeric_params)
 
 
-def _times(seconds: list[float | None]) -> pd.Series:
+def _fields(ids: Any) -> Any:
+    """SQL: (kind, run, key, text, number) of every param, metric and tag of the runs `ids`."""
+    no_text, no_number = cast(null(), Text), cast(null(), Float)
+    return union_all(
+        select(literal("params"), params.c.run, params.c.key, params.c.value, params.c.num).where(params.c.run.in_(ids)),
+        select(literal("metrics"), metrics.c.run, metrics.c.key, no_text, metrics.c.value).where(metrics.c.run.in_(ids)),
+        select(literal("tags"), tags.c.run, tags.c.key, tags.c.value, no_number).where(tags.c.run.in_(ids)),
+    )
+
+
+def utc_times(seconds: list[float | None]) -> pd.Series:
     """Unix seconds as UTC datetimes, to the microsecond the logs write (no float noise in the nanoseconds)."""
     micros = pd.Series(seconds, dtype="float64").mul(1e6).round()
     return pd.to_datetime(micros, unit="us", utc=True).astype("datetime64[ns, UTC]")
 
 
+_STRING = pd.StringDtype()
+_NAN = float("nan")
+
+
+def _floats(values: list[Any]) -> np.ndarray:
+    """Numbers (None: NaN) as a float64 array, built without pandas' per-call dtype lookups."""
+    return np.fromiter((_NAN if v is None else float(v) for v in values), dtype=np.float64, count=len(values))
+
+
 def _frame(rows: list[Any], ids: list[int], extra: dict[str, dict[int, Any]], numeric_params: dict[str, bool]) -> pd.DataFrame:
     """The result DataFrame: the base columns, then params.*, metrics.*, tags.* (each sorted), with their dtypes."""
     data: dict[str, Any] = {
-        "run_id": pd.array([r.run_id for r in rows], dtype="string"),
-        "name": pd.array([r.name for r in rows], dtype="string"),
-        "url": pd.array([r.url for r in rows], dtype="string"),
-        "status": pd.array([r.status for r in rows], dtype="string"),
-        "start_time": _times([r.start_time for r in rows]),
-        "end_time": _times([r.end_time for r in rows]),
-        "duration_seconds": pd.Series([r.duration_seconds for r in rows], dtype="float64"),
+        "run_id": pd.array([r.run_id for r in rows], dtype=_STRING),
+        "name": pd.array([r.name for r in rows], dtype=_STRING),
+        "url": pd.array([r.url for r in rows], dtype=_STRING),
+        "status": pd.array([r.status for r in rows], dtype=_STRING),
+        "start_time": utc_times([r.start_time for r in rows]),
+        "end_time": utc_times([r.end_time for r in rows]),
+        "duration_seconds": _floats([r.duration_seconds for r in rows]),
     }
     for column in sorted(extra, key=lambda c: (("params.", "metrics.", "tags.").index(c[: c.index(".") + 1]), c)):
         values = [extra[column].get(i) for i in ids]
         if column.startswith("metrics.") or (column.startswith("params.") and numeric_params.get(column[7:], True)):
-            data[column] = pd.Series([None if v is None else float(v) for v in values], dtype="float64")
+            data[column] = _floats(values)
         else:
-            data[column] = pd.array(values, dtype="string")
-    return pd.DataFrame(data)
+            data[column] = pd.array(values, dtype=_STRING)
+    return pd.DataFrame(data, copy=False)

@@ -6,9 +6,9 @@ pushed by its logger and the same run found by a sync of any root above it are o
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
-__all__ = ["metadata", "metric_history", "metrics", "params", "runs", "summaries", "tags"]
+__all__ = ["history_sources", "metadata", "metric_history", "metrics", "params", "runs", "summaries", "tags"]
 
 metadata = MetaData()
 
@@ -28,7 +28,9 @@ runs = Table(
 
 
 def _run_column() -> Column:
-    return Column("run", Integer, ForeignKey("expstore_runs.id", ondelete="CASCADE"), primary_key=True)
+    """The run a row of params, metrics or tags belongs to: expstore_runs.id without a foreign key (checking
+    one per inserted row costs more than the insert; `writing.delete_runs` removes these rows with their run)."""
+    return Column("run", Integer, primary_key=True)
 
 
 params = Table(
@@ -36,24 +38,37 @@ params = Table(
     Column("key", Text, primary_key=True),
     Column("value", Text),  # the logged value as text
     Column("num", Float),  # the value as a number, when it is one
+    sqlite_with_rowid=False,  # the primary key is the table: one B-tree less to fill on a first sync
 )
 metrics = Table(
     "expstore_metrics", metadata, _run_column(),
     Column("key", Text, primary_key=True),
     Column("value", Float),  # the last value
+    sqlite_with_rowid=False,
 )
 tags = Table(
     "expstore_tags", metadata, _run_column(),
     Column("key", Text, primary_key=True),
     Column("value", Text),
+    sqlite_with_rowid=False,
 )
-metric_history = Table(
+history_sources = Table(
+    "expstore_history_sources", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("url", Text, nullable=False, unique=True),  # a structured log or one of its segments
+    Column("run", Integer, ForeignKey("expstore_runs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("version", Text, nullable=False),  # the store's version token when it was read
+    Column("read_bytes", BigInteger, nullable=False),  # bytes read: up to the end of the last complete line
+    Column("tail", Text, nullable=False),  # hex of the bytes before `read_bytes`: the source only grew while they are still there
+)
+metric_history = Table(  # no foreign keys, as for params: points go with their source or run explicitly
     "expstore_metric_history", metadata,
-    Column("run", Integer, ForeignKey("expstore_runs.id", ondelete="CASCADE"), nullable=False),
+    Column("run", Integer, nullable=False),  # expstore_runs.id
+    Column("source", Integer, nullable=False),  # expstore_history_sources.id
     Column("key", Text, nullable=False),
-    Column("step", Integer),
-    Column("timestamp", Float, nullable=False),
-    Column("value", Float),
+    Column("step", BigInteger),
+    Column("timestamp", Float, nullable=False),  # unix seconds
+    Column("value", Float),  # None for a value that is not finite
     Index("expstore_metric_history_run_key", "run", "key", "step"),
 )
 summaries = Table(

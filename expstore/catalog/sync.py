@@ -1,24 +1,27 @@
 """Incremental sync of the catalog from a root: one listing, a version check per summary, and a read
-only of the summaries whose version changed; runs whose summaries vanished drop out."""
+only of the summaries whose version changed; runs whose summaries vanished drop out. The metric
+history follows from the same listing (`history_sync`)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import exists, func, select
+from sqlalchemy.engine import Connection, Engine
 
 from ..errors import KeyNotFound
-from ..format.run_summary import log_key, parse_summary, split_stem
+from ..format.run_summary import SUMMARY_SUFFIX, log_key, parse_summary, split_stem
 from ..store.base import Store
 from ..store.locate import join_url
 from .engine import writing
+from .history_sync import held_sources, read_history, write_history
 from .records import record_from_summaries
-from .schema import runs, summaries
-from .writing import delete_runs, replace_summaries, upsert_runs
+from .schema import metrics, params, runs, summaries, tags
+from .writing import BULK, chunks, delete_runs, key_under, refresh_statistics, replace_summaries, under, upsert_runs
 
 __all__ = ["REMOTE_THREADS", "root_prefix", "sync_store"]
 
@@ -28,11 +31,6 @@ REMOTE_THREADS = 16  # parallel version checks and reads on a store that is not 
 def root_prefix(root_url: str) -> str:
     """The prefix that the uid of every run under `root_url` starts with."""
     return root_url if root_url.endswith("/") else f"{root_url}/"
-
-
-def _under(column: Any, prefix: str) -> Any:
-    """SQL: `column` starts with `prefix` (compared as a bound substring, so no LIKE wildcards apply)."""
-    return func.substr(column, 1, len(prefix)) == prefix
 
 
 def _summary_keys(keys: list[str]) -> dict[tuple[str, str], dict[int | None, str]]:
@@ -61,31 +59,84 @@ def _read(store: Store, key: str) -> dict[str, Any] | None:
         return None
 
 
+@dataclass(frozen=True)
+class _Held:
+    """What the catalog holds under a root, read while the store is listed: the summaries' and the history
+    sources' {key: version}, and how many runs there are and how many of them have no summary."""
+
+    summaries: dict[str, str]
+    sources: dict[str, str]
+    runs: int
+    orphans: int
+
+
+def _held(engine: Engine, prefix: str) -> _Held:
+    """The catalog's side of a no-change check, in a few queries and no documents."""
+    c = summaries.c
+    has_summary = exists().where(summaries.c.run == runs.c.id)
+    with engine.connect() as conn:
+        dialect = conn.dialect.name
+        versions = dict(conn.execute(select(key_under(c.url, prefix), c.version).where(under(c.url, prefix, dialect))).all())
+        counted = select(func.count(), func.count().filter(~has_summary)).where(under(runs.c.uid, prefix, dialect))
+        total, orphans = conn.execute(counted).one()
+        return _Held(versions, held_sources(conn, prefix), total, orphans)
+
+
+def _docs(conn: Connection, urls: list[str]) -> dict[str, Any]:
+    """The summary documents the catalog kept for these summary URLs."""
+    out: dict[str, Any] = {}
+    for part in chunks(urls):
+        stmt = select(summaries.c.url, summaries.c.doc).where(summaries.c.url.in_(part))
+        out.update((url, json.loads(doc)) for url, doc in conn.execute(stmt))
+    return out
+
+
 def sync_store(engine: Engine, store: Store) -> dict[str, int]:
-    """Bring the catalog's runs under `store`'s root up to date; counts of runs ``read``, ``kept`` and ``removed``."""
+    """Bring the catalog's runs under `store`'s root, and their metric history, up to date; counts of runs
+    ``read``, ``kept`` and ``removed``, and of history sources read (``history_read``)."""
+    prefix = root_prefix(store.url)
+    with ThreadPoolExecutor(1) as pool:  # the catalog's queries overlap the listing (both wait in the kernel)
+        pending = pool.submit(_held, engine, prefix)
+        listed = store.list_versions("")  # one listing: no request per summary to see it is unchanged
+        held = pending.result()
+        unchanged = held.orphans == 0 and held.summaries == {k: v for k, v in listed.items() if k.endswith(SUMMARY_SUFFIX)}
+        # the changed logs are read and parsed while the runs are written (the database works meanwhile)
+        reading = pool.submit(read_history, engine, store, prefix, listed, held.sources, lambda fn, items: _map(store, fn, items))
+        counts = {"read": 0, "kept": held.runs, "removed": 0} if unchanged else _sync_summaries(engine, store, listed)
+        history = write_history(engine, prefix, listed, reading.result())
+    return {**counts, "history_read": history["read"]}
+
+
+def _sync_summaries(engine: Engine, store: Store, listed: Mapping[str, str]) -> dict[str, int]:
+    """The runs part of `sync_store`: group the listed summaries by run, read the changed ones, write what changed."""
     root = store.url
     prefix = root_prefix(root)
-    listed = store.list_versions("")  # one listing: no request per summary to see it is unchanged
-    groups = _summary_keys(listed)
+    groups = _summary_keys(list(listed))
     keys = [key for ranks in groups.values() for key in ranks.values()]
-    versions: dict[str, str | None] = {key: listed[key] for key in keys}
     with engine.connect() as conn:
-        known = {row.url: (row.version, row.doc, row.uid) for row in conn.execute(
-            select(summaries.c.url, summaries.c.version, summaries.c.doc, runs.c.uid)
-            .join(runs, runs.c.id == summaries.c.run).where(_under(summaries.c.url, prefix)))}
-        catalogued = dict(conn.execute(select(runs.c.uid, runs.c.id).where(_under(runs.c.uid, prefix))).all())
+        known = {row.url: (row.version, row.uid) for row in conn.execute(
+            select(summaries.c.url, summaries.c.version, runs.c.uid)
+            .join(runs, runs.c.id == summaries.c.run).where(under(summaries.c.url, prefix, conn.dialect.name)))}
+        catalogued = dict(conn.execute(select(runs.c.uid, runs.c.id).where(under(runs.c.uid, prefix, conn.dialect.name))).all())
     known_urls: dict[str, set[str]] = {}
-    for url, (_, _, uid) in known.items():
+    for url, (_, uid) in known.items():
         known_urls.setdefault(uid, set()).add(url)
-    changed = [k for k in keys if versions[k] is not None and known.get(join_url(root, k), (None,))[0] != versions[k]]
+    changed = [k for k in keys if known.get(join_url(root, k), (None,))[0] != listed[k]]
     fresh = dict(zip(changed, _map(store, lambda k: _read(store, k), changed), strict=True))
-    records, summary_rows, present = [], [], set()
+    todo = []
+    present = set()
     for (folder, name), ranks in groups.items():
         uid = join_url(root, f"{folder}/{name}" if folder else name)
         urls = {join_url(root, key) for key in ranks.values()}
         if uid in catalogued and urls == known_urls.get(uid) and not any(key in fresh for key in ranks.values()):
             present.add(uid)  # nothing changed: no summary parsed, nothing written
-            continue
+        else:
+            todo.append((folder, name, ranks))
+    with engine.connect() as conn:  # the kept documents of the other ranks of runs that changed
+        kept = _docs(conn, [join_url(root, k) for _, _, ranks in todo for k in ranks.values()
+                            if k not in fresh and join_url(root, k) in known])
+    records, summary_rows = [], []
+    for folder, name, ranks in todo:
         docs: list[tuple[str, Mapping[str, Any]]] = []
         dirty = False
         for rank in sorted(ranks, key=lambda r: -1 if r is None else r):
@@ -95,8 +146,8 @@ def sync_store(engine: Engine, store: Store) -> dict[str, int]:
                 dirty = True
                 if fresh[key] is not None:
                     docs.append((key, fresh[key]))  # type: ignore[arg-type]
-            elif versions[key] is not None and url in known:
-                docs.append((key, json.loads(known[url][1])))
+            elif url in kept:
+                docs.append((key, kept[url]))
         if not docs:
             continue
         record = record_from_summaries(root, folder, name, [doc for _, doc in docs])
@@ -104,7 +155,7 @@ def sync_store(engine: Engine, store: Store) -> dict[str, int]:
         dirty = dirty or {join_url(root, k) for k, _ in docs} != known_urls.get(record.uid, set())
         if dirty or record.uid not in catalogued:
             records.append(record)
-            summary_rows.append((record.uid, [(join_url(root, k), versions[k], json.dumps(doc)) for k, doc in docs]))
+            summary_rows.append((record.uid, [(join_url(root, k), listed[k], json.dumps(doc)) for k, doc in docs]))
     gone = [run_id for uid, run_id in catalogued.items() if uid not in present]
     if records or gone:
         with writing(engine) as conn:
@@ -113,4 +164,6 @@ def sync_store(engine: Engine, store: Store) -> dict[str, int]:
             rows = [{"url": url, "run": ids[uid], "version": version, "doc": doc}
                     for uid, items in summary_rows for url, version, doc in items]
             replace_summaries(conn, [ids[uid] for uid, _ in summary_rows], rows)
+        if len(records) + len(gone) >= BULK:
+            refresh_statistics(engine, [runs, params, metrics, tags, summaries])
     return {"read": len(changed), "kept": len(present) - len(records), "removed": len(gone)}

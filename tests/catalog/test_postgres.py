@@ -117,7 +117,7 @@ def test_hostile_names_and_values_are_stored_and_found_exactly(root: str, catalo
 
 
 def test_sync_is_incremental_picks_up_new_runs_and_drops_deleted_ones(tmp_path: Path, catalog_url: str) -> None:
-    """A second sync lists once and reads no summary; a new run is read (only it); a deleted run drops out."""
+    """A second sync lists once and reads no summary; a new run is read (only it: its summary and its log); a deleted run drops out."""
     root = str(tmp_path / "root")
     for name in ("one", "two"):
         log_run(root, name, {"lr": 0.1}, {"loss": 1.0}, "completed")
@@ -140,7 +140,7 @@ def test_sync_is_incremental_picks_up_new_runs_and_drops_deleted_ones(tmp_path: 
         shutil.rmtree(Path(root) / "one")
         calls.clear()
         catalog.sync(store)
-        assert [args[0] for op, args in calls if op == "read"] == ["three/logs/three_run.json"]
+        assert sorted(args[0] for op, args in calls if op == "read") == ["three/logs/three_run.json", "three/logs/three_structured.jsonl"]
         assert sorted(names(catalog.search(root))) == ["three", "two"]
 
 

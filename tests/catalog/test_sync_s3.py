@@ -1,5 +1,6 @@
 """Incremental sync on S3 (moto over HTTP): a second sync with nothing changed lists once and reads
-no summary; a changed, a new and a deleted run cost only their own requests."""
+no summary and no log; a changed, a new and a deleted run cost only their own requests, and their
+metric history follows (a running run's segments, then the final log that merged them)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select
+
 from expstore import open_store
 from expstore.catalog import open_catalog
+from expstore.catalog.schema import metric_history
 from expstore.experiment_logger import ExperimentLogger
 
 from ..conftest import unique
@@ -47,8 +51,9 @@ def test_sync_reads_only_what_changed(moto_server: S3Server, tmp_path: Path) -> 
     store = CountingStore(open_store(url, **options))
     with open_catalog(f"sqlite:///{tmp_path / 'c.db'}") as catalog:
         catalog.sync(store)  # type: ignore[arg-type]
-        assert store.calls == {"list_versions": 1, "read": 4}
+        assert store.calls == {"list_versions": 1, "read": 8}  # 4 summaries, 3 final logs, the live run's segment
         assert sorted(catalog.search(store)["name"]) == ["live", "run0", "run1", "run2"]  # type: ignore[arg-type]
+        assert list(catalog.metric_history("live/logs/live", root=store)["value"]) == [9.0]
 
         store.calls.clear()
         catalog.sync(store)  # type: ignore[arg-type]
@@ -60,10 +65,15 @@ def test_sync_reads_only_what_changed(moto_server: S3Server, tmp_path: Path) -> 
         store.inner.delete("run0/logs/run0_run.json")
         store.calls.clear()
         catalog.sync(store)  # type: ignore[arg-type]
-        assert store.calls == {"list_versions": 1, "read": 2}  # the finished run and the new one
+        assert store.calls == {"list_versions": 1, "read": 4}  # the finished run and the new one: summary and final log
         frame = catalog.search(store, order_by=["name"])  # type: ignore[arg-type]
         assert list(frame["name"]) == ["live", "new", "run1", "run2"]
         assert frame.set_index("name").loc["live", "status"] == "completed"
         assert frame.set_index("name").loc["live", "metrics.loss"] == 4.5
+        history = catalog.metric_history(["live/logs/live", "new/logs/new"], "loss", root=store)  # type: ignore[arg-type]
+        assert list(zip(history["run_id"], history["value"], strict=True)) == [
+            ("live/logs/live", 9.0), ("live/logs/live", 4.5), ("new/logs/new", 7.0)]
+        with catalog.engine.connect() as conn:  # the segment's points went with it: each point is held once
+            assert conn.execute(select(func.count()).select_from(metric_history)).scalar_one() == 5
     store.close()
     store.inner.close()
