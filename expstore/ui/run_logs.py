@@ -22,9 +22,10 @@ from ..format.run_summary import SEGMENTS_SUFFIX, STRUCTURED_SUFFIX, iso_seconds
 from ..store.base import Store
 from ..store.prefixed import PrefixedStore
 
-__all__ = ["MIN_CHECK_SECONDS", "RunLog", "folder_store"]
+__all__ = ["MIN_CHECK_SECONDS", "TAIL", "RunLog", "folder_store"]
 
 MIN_CHECK_SECONDS = 0.2  # requests closer together than this share one look at the store
+TAIL = 64  # bytes before the read offset compared on the next read
 
 
 def folder_store(store: Store, folder: str) -> Store:
@@ -68,6 +69,7 @@ class RunLog:
         self._checked = float("-inf")
         self._versions: dict[str, str] = {}
         self._offset = 0  # bytes of the final JSONL read, when it is the run's only log
+        self._tail = b""  # the last bytes before `_offset`, to tell a log that grew from one rewritten
         self.events: list[dict[str, Any]] = []
         self._series: dict[str, _Series] = {}
 
@@ -102,14 +104,18 @@ class RunLog:
             self._checked = time.monotonic()
 
     def _read_more(self) -> None:
-        """Parse the complete lines past `_offset` of the only log, the final JSONL; a shorter file is re-read."""
-        size = self.store.size(self._final)
-        if size < self._offset:
+        """Parse the complete lines past `_offset` of the only log, the final JSONL. A log whose bytes
+        before `_offset` are not those read before (rewritten, shorter) is read again from the start."""
+        start = max(0, self._offset - len(self._tail))
+        data = self.store.read_range(self._final, start)
+        if data[: self._offset - start] != self._tail:
             self._reset()
-        data = self.store.read_range(self._final, self._offset, size)
-        end = data.rfind(b"\n") + 1  # a line still being written waits for the next refresh
-        self._add_lines(data[:end])
+            data, start = self.store.read_range(self._final, 0), 0
+        new = memoryview(data)[self._offset - start:]
+        end = bytes(new).rfind(b"\n") + 1  # a line still being written waits for the next refresh
+        self._add_lines(bytes(new[:end]))
         self._offset += end
+        self._tail = bytes(memoryview(data)[max(0, self._offset - start - TAIL): self._offset - start])
 
     def _only_new_segments(self, versions: dict[str, str]) -> bool:
         """Whether the change is new segments of this (unranked) run after those already read, and nothing else."""
@@ -142,7 +148,7 @@ class RunLog:
             self._add(event)
 
     def _reset(self) -> None:
-        self.events, self._series, self._offset = [], {}, 0
+        self.events, self._series, self._offset, self._tail = [], {}, 0, b""
 
     def _add(self, event: dict[str, Any]) -> None:
         """Append one event, and its metric values to their series."""

@@ -267,8 +267,11 @@ def test_a_line_still_being_written_waits_and_a_rewritten_log_is_read_again(root
         f.write(line[25:] + "\n")
     status, doc = _metrics_after_refresh(ui, "exp1/logs/exp1", cursor)
     assert doc["series"]["loss"] == {"step": [99], "time": [1767225600.0], "value": [0.5]}
-    log.write_text(line + "\n")  # rewritten shorter: read again from the start
-    deadline = time.monotonic() + 10
-    while (whole := ui.api("metrics", id="exp1/logs/exp1")[1])["series"]["loss"]["step"] != [99] and time.monotonic() < deadline:
-        pass
-    assert whole["series"]["loss"]["step"] == [99] and steps == list(range(1, 12))
+    for rewritten in ([99], [7] + list(range(100, 140))):  # shorter, then longer than what was read: read again whole
+        log.write_text("".join(line.replace('"step": 99', f'"step": {s}') + "\n" for s in rewritten))
+        deadline = time.monotonic() + 10
+        while (whole := ui.api("metrics", id="exp1/logs/exp1")[1])["series"]["loss"]["step"] != rewritten \
+                and time.monotonic() < deadline:
+            pass
+        assert whole["series"]["loss"]["step"] == rewritten
+    assert steps == list(range(1, 12))
