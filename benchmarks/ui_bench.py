@@ -266,7 +266,7 @@ def main() -> int:
 
     with benchlib.scratch_folder(args.dir, "ui-bench-") as folder:
         root = folder / "root"
-        catalog_bench.write_root(root, args.runs)
+        catalog_bench.write_root(root, args.runs, steps=0)
         log_big_run(root, args.points)
         live = LiveRun(root)
         try:
