@@ -1,19 +1,22 @@
-"""The logger's JSON: orjson's fast path gives exactly the bytes of the stdlib encoder (the reference)."""
+"""The logger's JSON: whatever path encodes an event, `json.loads` reads back what the stdlib encoder would have written."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
 import enum
+import json
 import math
 import uuid
 from typing import Any
 
 import numpy as np
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from expstore.experiment_logger.json_lines import stdlib_json, to_json, to_json_many
+from expstore.experiment_logger.json_lines import encode_events, stdlib_json, to_json
+from expstore.experiment_logger.line_format import format_pairs
 
 
 class Color(enum.Enum):
@@ -65,35 +68,61 @@ values = st.recursive(
 events = st.fixed_dictionaries({"step": st.one_of(st.none(), st.integers(0, 10**6), st.just(math.nan)), "metrics": st.dictionaries(keys, values, max_size=5)})
 
 
+def canonical(text: str | bytes) -> str:
+    """The values of a JSON text in one canonical spelling (so nan equals nan)."""
+    return json.dumps(json.loads(text))
+
+
 @settings(max_examples=600, deadline=None)
 @given(st.one_of(values, events))
-def test_one_value_is_the_stdlib_bytes(value: Any) -> None:
-    assert to_json(value) == stdlib_json(value)
+def test_one_value_reads_back_as_the_stdlib_values(value: Any) -> None:
+    text = to_json(value)
+    assert "\n" not in text
+    assert canonical(text) == canonical(stdlib_json(value))
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(values, events), max_size=30))
-def test_a_batch_is_the_stdlib_bytes(batch: list[Any]) -> None:
-    assert to_json_many(batch) == [stdlib_json(value) for value in batch]
+def test_a_batch_is_one_line_per_event_reading_back_as_the_stdlib_values(batch: list[Any]) -> None:
+    data = encode_events(batch)
+    assert data.endswith(b"\n") or not batch
+    lines = data.split(b"\n")[:-1]
+    assert [canonical(line) for line in lines] == [canonical(stdlib_json(value)) for value in batch]
 
 
-def test_the_fast_path_keeps_the_stdlib_forms() -> None:
-    """Spot checks of what the stdlib encoder writes: NaN/Infinity, repr's exponents, ASCII escapes, spaced separators."""
-    data = {"step": None, "metrics": {"loss": math.nan, "up": math.inf, "lr": 1e-05, "tiny": 2.5e-07, "big": 1e16}}
-    assert to_json(data) == (
-        '{"step": null, "metrics": {"loss": NaN, "up": Infinity, "lr": 1e-05, "tiny": 2.5e-07, "big": 1e+16}}'
-    )
-    assert to_json_many([{"é": [1, 2.5]}, {"a": np.float32(0.1)}]) == ['{"\\u00e9": [1, 2.5]}', '{"a": 0.10000000149011612}']
-    assert to_json({"c": Color.RED, "u": uuid.UUID(int=5)}) == stdlib_json({"c": Color.RED, "u": uuid.UUID(int=5)})
+def test_non_finite_floats_keep_the_seed_tokens() -> None:
+    """nan and ±inf are written NaN / Infinity / -Infinity (Python floats, numpy floats, in a batch or alone)."""
+    data = {"step": None, "metrics": {"a": math.nan, "b": math.inf, "c": -math.inf, "d": np.float64(math.nan), "e": np.float32(-math.inf)}}
+    expected = '{"step":null,"metrics":{"a":NaN,"b":Infinity,"c":-Infinity,"d":NaN,"e":-Infinity}}'
+    assert to_json(data) == expected
+    assert encode_events([{"x": 1}, data, {"y": None}]) == b'{"x":1}\n' + expected.encode() + b'\n{"y":null}\n'
+    assert to_json([np.float64(math.inf), 1.5]) == "[Infinity,1.5]"  # numpy tokens need no fallback
 
 
-def test_typical_metrics_events_take_the_orjson_path() -> None:
-    """Small learning rates, numpy scalars, a missing step and string keys with digits stay on the fast path."""
-    from expstore.experiment_logger.json_lines import orjson_text
+def test_typical_events_are_orjson_lines() -> None:
+    """Plain metrics events (floats, ints, a missing step, non-ASCII names) are orjson's bytes, one per line."""
+    batch = [{"timestamp": "2025-01-02T03:04:05.000006+00:00", "event_type": "metrics",
+              "data": {"step": step, "metrics": {"loss": 0.25, "lr": 1e-05, "énergie": 3, "tiny": 2.5e-07}}} for step in (7, None)]
+    assert encode_events(batch) == b"".join(orjson.dumps(event) + b"\n" for event in batch)
 
-    for event in (
-        {"step": 7, "metrics": {"loss": 0.25, "lr": 1e-05, "grad": 3.3e-07, "acc": np.float32(0.5), "n": np.int64(3)}},
-        {"step": None, "metrics": {"loss": 1.5e-05, "epoch_2": 2}},
-    ):
-        assert orjson_text(event) == stdlib_json(event)
-    assert orjson_text({"step": None, "metrics": {"loss": math.nan}}) is None  # left to the stdlib encoder
+
+def test_values_orjson_refuses_still_become_json() -> None:
+    """Huge ints, int keys, lone surrogates, numpy arrays, enums and the like read back as the stdlib writes them."""
+    for value in ({"n": 2**70, 3: "k"}, {"s": "\ud800"}, {"a": np.arange(3), "c": Color.RED, "u": uuid.UUID(int=5)}):
+        assert canonical(to_json(value)) == canonical(stdlib_json(value))
+        assert canonical(encode_events([value]).rstrip(b"\n")) == canonical(stdlib_json(value))
+    assert json.loads(to_json({"s": "\ud800"})) == {"s": "\ud800"}
+
+
+def reference_value(value: Any) -> str:
+    """The documented `.log` form of one metric value: 4 decimals, scientific below 1e-3 or from 1e6 on (0 stays fixed)."""
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return f"{v:.4f}" if v == 0 or 1e-3 <= abs(v) < 1e6 else f"{v:.4e}"
+    return str(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.one_of(st.text(max_size=4), st.integers(-3, 3)), scalars, max_size=5))
+def test_log_pairs_follow_the_documented_form(metrics: dict[Any, Any]) -> None:
+    assert format_pairs(metrics) == ", ".join(f"{k}={reference_value(v)}" for k, v in metrics.items())
