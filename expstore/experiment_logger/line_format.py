@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -26,11 +27,14 @@ LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"  # what the 
 # A queued item: (unix time, level, logger name or None = the experiment's, event type or None =
 # human line only, event data, message: a str, True = the event type's line built from the data
 # (`human_text`), or None = no human line). A ``metrics`` event's data is queued as the tuple
-# ``(step, metrics)``: a tuple of untracked values is one object the garbage collector never
-# scans again, where a dict of a dict would be scanned at every collection while it waits.
+# ``(step, names, values)`` (the metrics dict's keys and values): tuples of numbers and strings
+# are dropped from the garbage collector's lists at its first pass, while a tuple holding a dict
+# would be scanned at every full collection for as long as it waits in the queue.
 Item = tuple[float, int, str | None, str | None, Any, str | bool | None]
 
 
+INFO = logging.INFO
+_FLOAT = frozenset({float})
 _LEVEL_NAMES = {level: logging.getLevelName(level) for level in (10, 20, 30, 40, 50)}
 
 
@@ -52,8 +56,9 @@ def format_pairs(values: Any) -> str:
     ])
 
 
-def _metrics_message(data: tuple[Any, Any]) -> str:
-    step, metrics = data
+def _metrics_message(data: tuple[Any, tuple[Any, ...], tuple[Any, ...]]) -> str:
+    step, names, values = data
+    metrics = dict(zip(names, values))
     if step is None:
         return f"Metrics: {format_pairs(metrics)}"
     return f"Metrics (step {step}): {format_pairs(metrics)}"
@@ -90,6 +95,50 @@ def human_text(event_type: str | None, data: Any, message: str | bool) -> str:
         return f"<message could not be formatted: {type(exc).__name__}: {exc}>"
 
 
+_VECTOR_MIN = 8  # metrics events with the same names from which one numpy pass picks the formats
+_MAX_NAMES = 62  # names per event whose fixed/scientific choices fit in one int64
+
+
+def metrics_texts(packed: list[tuple[Any, tuple[Any, ...], tuple[Any, ...]]]) -> list[str]:
+    """The human messages of many ``(step, names, values)`` data, as `human_text` writes them.
+
+    Events whose metrics are plain floats under the same str names are formatted together: numpy
+    picks ``%.4f`` or ``%.4e`` for every value at once and each line is one %-template (one per
+    choice pattern) applied to the event's values; anything else goes through `human_text`."""
+    texts: list[str | None] = [None] * len(packed)
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, data in enumerate(packed):
+        groups.setdefault(data[1], []).append(i)
+    for names, where in groups.items():
+        if len(where) >= _VECTOR_MIN and 0 < len(names) <= _MAX_NAMES and all([type(k) is str for k in names]):
+            _vector_texts(names, where, packed, texts)
+    return [human_text("metrics", data, True) if text is None else text for data, text in zip(packed, texts)]
+
+
+def _vector_texts(names: tuple[str, ...], where: list[int], packed: list[Any], texts: list[str | None]) -> None:
+    """Fill `texts` at the indices `where` (events with these metric names) when all their values are floats."""
+    rows = [packed[i][2] for i in where]
+    if not _FLOAT.issuperset(map(type, chain.from_iterable(rows))):
+        return
+    values = np.fromiter(chain.from_iterable(rows), float, len(rows) * len(names)).reshape(len(rows), len(names))
+    size = np.abs(values)
+    fixed = ((size >= 1e-3) & (size < 1e6)) | (values == 0)  # format_value's choice, for all values at once
+    codes = (fixed.astype(np.int64) << np.arange(len(names), dtype=np.int64)).sum(axis=1).tolist()
+    templates: dict[int, tuple[str, str]] = {}  # per choice pattern: the message with an int step, and without a step
+    for i, code, row in zip(where, codes, rows):
+        found = templates.get(code)
+        if found is None:
+            pairs = ", ".join([k.replace("%", "%%") + ("=%.4f" if code >> bit & 1 else "=%.4e") for bit, k in enumerate(names)])
+            found = templates[code] = ("Metrics (step %d): " + pairs, "Metrics: " + pairs)
+        step = packed[i][0]
+        if type(step) is int:
+            texts[i] = found[0] % ((step,) + row)
+        elif step is None:
+            texts[i] = found[1] % row
+        else:
+            texts[i] = f"Metrics (step {step}): {found[1][9:] % row}"
+
+
 class LineFormatter:
     """Turns queued items into JSONL and `.log` bytes; caches the per-second parts of timestamps."""
 
@@ -111,34 +160,49 @@ class LineFormatter:
         self._iso_zone = f"{sign}{offset // 3600:02d}:{offset % 3600 // 60:02d}"
         self._log_head = time.strftime(LOG_DATE_FORMAT, local) + " - "
 
-    def format_many(self, items: list[Item]) -> tuple[bytes, bytes]:
-        """(JSONL, `.log` text) of a batch of items as UTF-8 bytes, each line ending with a newline; a
-        ``metrics`` item's packed data is replaced in `items` by its event dict."""
+    def format_many(self, items: list[Item]) -> tuple[bytes, bytes, list[Item]]:
+        """(JSONL, `.log` text, what the run summary needs) of a batch of items: the text as UTF-8 bytes,
+        each line ending with a newline; the summary gets the items with an event type, each run of
+        ``metrics`` events as one event holding their metrics merged in order (the last value of each name)."""
         events: list[dict[str, Any]] = []
         log_lines: list[str] = []
+        seen: list[Item] = []
+        merged: dict[Any, Any] = {}
         rank, logger_name = self.rank, self.logger_name
         base, iso_head, iso_zone, log_head = self._base, self._iso_head, self._iso_zone, self._log_head
         prefixes: dict[int, str] = {}  # the .log line up to the message, per level, for this second and logger
-        for index, (ts, levelno, name, event_type, data, message) in enumerate(items):
+        next_metrics_text = iter(metrics_texts([item[4] for item in items if item[3] == "metrics" and item[5] is True])).__next__
+        for item in items:
+            ts, levelno, name, event_type, data, message = item
             micro = int(ts * 1e6) - base
             if not 0 <= micro < 1_000_000:
                 self._new_second(micro + base)
                 micro -= self._base - base
                 base, iso_head, iso_zone, log_head = self._base, self._iso_head, self._iso_zone, self._log_head
                 prefixes = {}
-            shown = data  # what the human line is built from
             if event_type is not None:
-                if event_type == "metrics":
-                    data = {"step": data[0], "metrics": data[1]}
-                    items[index] = (ts, levelno, name, event_type, data, message)  # as the summary tracker reads it
                 stamp = f"{iso_head}{micro:06d}{iso_zone}"
+                if event_type == "metrics":
+                    metrics = dict(zip(data[1], data[2]))
+                    merged.update(metrics)
+                    data = {"step": data[0], "metrics": metrics}
+                else:
+                    if merged:
+                        seen.append((ts, INFO, None, "metrics", {"step": None, "metrics": merged}, None))
+                        merged = {}
+                    seen.append(item)
                 if rank is None:
                     events.append({"timestamp": stamp, "event_type": event_type, "data": data})
                 else:
                     events.append({"timestamp": stamp, "event_type": event_type, "rank": rank, "data": data})
             if message is None:
                 continue
-            text = message if type(message) is str else human_text(event_type, shown, message)
+            if type(message) is str:
+                text = message
+            elif event_type == "metrics":
+                text = next_metrics_text()
+            else:
+                text = human_text(event_type, data, message)
             prefix = prefixes.get(levelno) if name is None else None
             if prefix is None:
                 level = _LEVEL_NAMES.get(levelno) or logging.getLevelName(levelno)
@@ -146,5 +210,7 @@ class LineFormatter:
                 if name is None:
                     prefixes[levelno] = prefix
             log_lines.append(f"{prefix}{text}\n")
+        if merged:
+            seen.append((items[-1][0], INFO, None, "metrics", {"step": None, "metrics": merged}, None))
         self._base, self._iso_head, self._iso_zone, self._log_head = base, iso_head, iso_zone, log_head
-        return encode_events(events), "".join(log_lines).encode("utf-8", "backslashreplace")
+        return encode_events(events), "".join(log_lines).encode("utf-8", "backslashreplace"), seen

@@ -193,6 +193,7 @@ class ExperimentLogger:
             self.logger.addHandler(handler)
         self._quiet = [h for h in self._handlers if isinstance(h, _StoreHandler)]  # handlers that need no record
         self._summary: dict[str, Any] | None = None
+        self._names: tuple[Any, ...] = ()  # the metric names of the last `log_metrics`
         self._event(INFO, "experiment_start", {
             "experiment_name": experiment_name,
             "start_time": iso_time(self.start_time),
@@ -241,15 +242,25 @@ class ExperimentLogger:
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Record metric values (a dict name -> value), optionally at a step."""
-        if type(metrics) is dict:
-            metrics = metrics.copy()
-            if not _IMMUTABLE.issuperset(map(type, metrics.values())):
-                _snapshot(metrics)
+        values = tuple(metrics.values()) if type(metrics) is dict else None
+        if values is None or not _IMMUTABLE.issuperset(map(type, values)):
+            metrics = _as_dict(metrics, "metrics")  # mutable values copied as they are now
+            values = tuple(metrics.values())
+        names = tuple(metrics)
+        if names == self._names:
+            names = self._names  # one tuple shared by the queued events of a loop
         else:
-            metrics = _as_dict(metrics, "metrics")
-        self._event(INFO, "metrics", (step, metrics), True)  # the data packed as `line_format.Item` says
+            self._names = names
+        # `_event` inline (the hot path), the data packed as `line_format.Item` says
+        logger = self.logger
+        enabled = logger.isEnabledFor(INFO)
+        self._put((time.time(), INFO, None, "metrics", (step, names, values), True if enabled else None))
+        if self._queued() > MAX_QUEUED:
+            self.sink.wait_for_room()  # type: ignore[union-attr]
+        if enabled and (logger.handlers != self._quiet or logger.propagate):
+            logger.log(INFO, "%s", human_text("metrics", (step, names, values), True), extra={DIRECT: True})
         if self._push is not None:
-            self._push.metrics(metrics)
+            self._push.metrics(dict(zip(names, values)))
 
     def log_result(self, result: Mapping[str, Any]) -> None:
         """Record a result (a dict)."""

@@ -224,9 +224,10 @@ class LogSink:
         first = queue[0][0]
         while queue:
             batch = [popleft() for _ in range(min(len(queue), BATCH))]
-            for kind, data in zip(("jsonl", "log"), self._formatter.format_many(batch)):
-                self._add(kind, data)
-            self._summary.see_many(batch)  # after the formatter unpacked the metrics events' data
+            jsonl, log, seen = self._formatter.format_many(batch)
+            self._add("jsonl", jsonl)
+            self._add("log", log)
+            self._summary.see_many(seen)
         if self._oldest is None and any(b.pieces for b in self._buffers.values()):
             self._oldest = first  # at or before the oldest line still buffered: flushes early, never late
         with self._cond:
