@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from itertools import chain
 from typing import Any
 
@@ -95,6 +95,9 @@ def human_text(event_type: str | None, data: Any, message: str | bool) -> str:
         return f"<message could not be formatted: {type(exc).__name__}: {exc}>"
 
 
+# Event dicts go to orjson this many at a time: they are freed before the garbage collector's young
+# generation fills, instead of surviving into the older generations that full collections walk.
+_ENCODE_EVERY = 256
 _VECTOR_MIN = 8  # metrics events with the same names from which one numpy pass picks the formats
 _MAX_NAMES = 62  # names per event whose fixed/scientific choices fit in one int64
 
@@ -106,18 +109,24 @@ def metrics_texts(packed: list[tuple[Any, tuple[Any, ...], tuple[Any, ...]]]) ->
     picks ``%.4f`` or ``%.4e`` for every value at once and each line is one %-template (one per
     choice pattern) applied to the event's values; anything else goes through `human_text`."""
     texts: list[str | None] = [None] * len(packed)
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    for i, data in enumerate(packed):
-        groups.setdefault(data[1], []).append(i)
+    all_names = [data[1] for data in packed]
+    if all_names and all_names.count(all_names[0]) == len(all_names):  # one loop's events: one group
+        groups = {all_names[0]: range(len(packed))}
+    else:
+        groups = {}
+        for i, names in enumerate(all_names):
+            groups.setdefault(names, []).append(i)  # type: ignore[attr-defined]
     for names, where in groups.items():
         if len(where) >= _VECTOR_MIN and 0 < len(names) <= _MAX_NAMES and all([type(k) is str for k in names]):
             _vector_texts(names, where, packed, texts)
+    if None not in texts:
+        return texts  # type: ignore[return-value]
     return [human_text("metrics", data, True) if text is None else text for data, text in zip(packed, texts)]
 
 
-def _vector_texts(names: tuple[str, ...], where: list[int], packed: list[Any], texts: list[str | None]) -> None:
+def _vector_texts(names: tuple[str, ...], where: Sequence[int], packed: list[Any], texts: list[str | None]) -> None:
     """Fill `texts` at the indices `where` (events with these metric names) when all their values are floats."""
-    rows = [packed[i][2] for i in where]
+    rows = [data[2] for data in packed] if len(where) == len(packed) else [packed[i][2] for i in where]
     if not _FLOAT.issuperset(map(type, chain.from_iterable(rows))):
         return
     values = np.fromiter(chain.from_iterable(rows), float, len(rows) * len(names)).reshape(len(rows), len(names))
@@ -164,6 +173,7 @@ class LineFormatter:
         """(JSONL, `.log` text, what the run summary needs) of a batch of items: the text as UTF-8 bytes,
         each line ending with a newline; the summary gets the items with an event type, each run of
         ``metrics`` events as one event holding their metrics merged in order (the last value of each name)."""
+        jsonl: list[bytes] = []
         events: list[dict[str, Any]] = []
         log_lines: list[str] = []
         seen: list[Item] = []
@@ -195,6 +205,9 @@ class LineFormatter:
                     events.append({"timestamp": stamp, "event_type": event_type, "data": data})
                 else:
                     events.append({"timestamp": stamp, "event_type": event_type, "rank": rank, "data": data})
+                if len(events) == _ENCODE_EVERY:
+                    jsonl.append(encode_events(events))
+                    events = []
             if message is None:
                 continue
             if type(message) is str:
@@ -213,4 +226,5 @@ class LineFormatter:
         if merged:
             seen.append((items[-1][0], INFO, None, "metrics", {"step": None, "metrics": merged}, None))
         self._base, self._iso_head, self._iso_zone, self._log_head = base, iso_head, iso_zone, log_head
-        return encode_events(events), "".join(log_lines).encode("utf-8", "backslashreplace"), seen
+        jsonl.append(encode_events(events))
+        return b"".join(jsonl), "".join(log_lines).encode("utf-8", "backslashreplace"), seen
