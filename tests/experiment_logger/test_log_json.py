@@ -7,6 +7,7 @@ import datetime
 import enum
 import json
 import math
+import os
 import uuid
 from typing import Any
 
@@ -15,8 +16,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from expstore import open_store
+from expstore.experiment_logger import ExperimentLogger, load_structured_logs, load_text_log
 from expstore.experiment_logger.json_lines import encode_events, stdlib_json, to_json
-from expstore.experiment_logger.line_format import format_pairs
+from expstore.experiment_logger.line_format import format_pairs, human_text, metrics_texts
 
 
 class Color(enum.Enum):
@@ -73,7 +76,7 @@ def canonical(text: str | bytes) -> str:
     return json.dumps(json.loads(text))
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(st.one_of(values, events))
 def test_one_value_reads_back_as_the_stdlib_values(value: Any) -> None:
     text = to_json(value)
@@ -81,7 +84,7 @@ def test_one_value_reads_back_as_the_stdlib_values(value: Any) -> None:
     assert canonical(text) == canonical(stdlib_json(value))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.lists(st.one_of(values, events), max_size=30))
 def test_a_batch_is_one_line_per_event_reading_back_as_the_stdlib_values(batch: list[Any]) -> None:
     data = encode_events(batch)
@@ -126,3 +129,39 @@ def reference_value(value: Any) -> str:
 @given(st.dictionaries(st.one_of(st.text(max_size=4), st.integers(-3, 3)), scalars, max_size=5))
 def test_log_pairs_follow_the_documented_form(metrics: dict[Any, Any]) -> None:
     assert format_pairs(metrics) == ", ".join(f"{k}={reference_value(v)}" for k, v in metrics.items())
+
+
+floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, 1e-3, 9.9999e-4, 1e6, 999999.99]))
+packed_metrics = st.tuples(
+    st.one_of(st.none(), st.integers(-5, 10**20), st.just("s")),
+    st.sampled_from([("loss", "acc"), ("lr%s",), ("é", "loss", "x"), (1, "k"), ()]),
+    st.integers(0, 3),
+).flatmap(lambda t: st.tuples(st.just(t[0]), st.just(t[1]), st.tuples(*[
+    floats if t[2] else st.one_of(floats, st.integers(-3, 3), st.just(np.float32(0.5)), st.none()) for _ in t[1]
+])))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(packed_metrics, max_size=40), st.integers(8, 30))
+def test_metrics_lines_of_a_batch_are_each_events_line(mixed: list[Any], same: int) -> None:
+    """The batched `.log` metrics messages (numpy-chosen templates) are the per-event messages."""
+    batch = mixed + [(step, ("loss", "acc"), (1.0 / (step + 1), 1e-5 * step)) for step in range(same)] + mixed[:3]
+    assert metrics_texts(batch) == [human_text("metrics", data, True) for data in batch]
+
+
+def test_a_loop_of_metrics_reads_back_and_its_log_lines_keep_their_form() -> None:
+    """Through the logger: many events of one loop, other names between them, a nan and a missing step."""
+    memory_url = f"memory://log-json-{os.urandom(6).hex()}"
+    with ExperimentLogger("loop", memory_url, log_to_console=False) as logger:
+        for step in range(50):
+            logger.log_metrics({"loss": 1.0 / (step + 1), "lr": 3e-5}, step=step)
+            if step == 20:
+                logger.log_metrics({"val_loss": math.nan, "loss": 7.0})
+    events = [e for e in load_structured_logs(memory_url, "loop") if e["event_type"] == "metrics"]
+    assert len(events) == 51 and events[21] == {**events[21], "data": {"step": None, "metrics": {"val_loss": events[21]["data"]["metrics"]["val_loss"], "loss": 7.0}}}
+    assert math.isnan(events[21]["data"]["metrics"]["val_loss"]) and events[49]["data"] == {"step": 48, "metrics": {"loss": 1 / 49, "lr": 3e-5}}
+    text = load_text_log(memory_url, "loop")
+    assert "- INFO - Metrics (step 0): loss=1.0000, lr=3.0000e-05\n" in text
+    assert "- INFO - Metrics: val_loss=nan, loss=7.0000\n" in text and "Metrics (step 49): loss=0.0200, lr=3.0000e-05\n" in text
+    summary = json.loads(open_store(memory_url).read("loop_run.json"))
+    assert summary["final_metrics"] == {"loss": 1 / 50, "lr": 3e-5, "val_loss": summary["final_metrics"]["val_loss"]}
