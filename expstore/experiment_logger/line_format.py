@@ -173,6 +173,10 @@ class LineFormatter:
         """(JSONL, `.log` text, what the run summary needs) of a batch of items: the text as UTF-8 bytes,
         each line ending with a newline; the summary gets the items with an event type, each run of
         ``metrics`` events as one event holding their metrics merged in order (the last value of each name)."""
+        if items and items[0][3] == "metrics":
+            done = self._one_loop(items)
+            if done is not None:
+                return done
         jsonl: list[bytes] = []
         events: list[dict[str, Any]] = []
         log_lines: list[str] = []
@@ -228,3 +232,35 @@ class LineFormatter:
         self._base, self._iso_head, self._iso_zone, self._log_head = base, iso_head, iso_zone, log_head
         jsonl.append(encode_events(events))
         return b"".join(jsonl), "".join(log_lines).encode("utf-8", "backslashreplace"), seen
+
+    def _one_loop(self, items: list[Item]) -> tuple[bytes, bytes, list[Item]] | None:
+        """`format_many` of a batch of INFO ``log_metrics`` events with the same names within one second
+        (a training loop's), in list comprehensions and joins; None for any other batch."""
+        names = items[0][4][1]
+        count = len(items)
+        if [item[1:4] for item in items].count((INFO, None, "metrics")) != count or [item[5] for item in items].count(True) != count:
+            return None
+        datas = [item[4] for item in items]
+        if [data[1] for data in datas].count(names) != count:
+            return None
+        micros = [int(item[0] * 1e6) - self._base for item in items]
+        if not 0 <= min(micros) <= max(micros) < 1_000_000:
+            self._new_second(int(items[0][0] * 1e6))
+            micros = [int(item[0] * 1e6) - self._base for item in items]
+            if not 0 <= min(micros) <= max(micros) < 1_000_000:
+                return None
+        head, zone, rank = self._iso_head, self._iso_zone, self.rank
+        stamps = [f"{head}{micro:06d}{zone}" for micro in micros]
+        jsonl = []
+        for start in range(0, count, _ENCODE_EVERY):
+            chunk = zip(stamps[start : start + _ENCODE_EVERY], datas[start : start + _ENCODE_EVERY])
+            if rank is None:
+                events = [{"timestamp": t, "event_type": "metrics", "data": {"step": d[0], "metrics": dict(zip(names, d[2]))}} for t, d in chunk]
+            else:
+                events = [{"timestamp": t, "event_type": "metrics", "rank": rank,
+                           "data": {"step": d[0], "metrics": dict(zip(names, d[2]))}} for t, d in chunk]
+            jsonl.append(encode_events(events))
+        prefix = f"{self._log_head}{self.logger_name} - {_LEVEL_NAMES[INFO]} - "
+        log = prefix + f"\n{prefix}".join(metrics_texts(datas)) + "\n"
+        seen: list[Item] = [(items[-1][0], INFO, None, "metrics", {"step": None, "metrics": dict(zip(names, datas[-1][2]))}, None)]
+        return b"".join(jsonl), log.encode("utf-8", "backslashreplace"), seen

@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import enum
 import json
+import logging
 import math
 import os
 import uuid
@@ -13,13 +14,14 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from expstore import open_store
 from expstore.experiment_logger import ExperimentLogger, load_structured_logs, load_text_log
 from expstore.experiment_logger.json_lines import encode_events, stdlib_json, to_json
-from expstore.experiment_logger.line_format import format_pairs, human_text, metrics_texts
+from expstore.experiment_logger.line_format import LineFormatter, format_pairs, human_text, metrics_texts
 
 
 class Color(enum.Enum):
@@ -165,3 +167,17 @@ def test_a_loop_of_metrics_reads_back_and_its_log_lines_keep_their_form() -> Non
     assert "- INFO - Metrics: val_loss=nan, loss=7.0000\n" in text and "Metrics (step 49): loss=0.0200, lr=3.0000e-05\n" in text
     summary = json.loads(open_store(memory_url).read("loop_run.json"))
     assert summary["final_metrics"] == {"loss": 1 / 50, "lr": 3e-5, "val_loss": summary["final_metrics"]["val_loss"]}
+
+
+@pytest.mark.parametrize("rank", [None, 3])
+@pytest.mark.parametrize("spacing", [1e-6, 0.01])  # within one second, and across seconds
+def test_a_batch_of_one_loops_events_formats_as_any_batch(rank: int | None, spacing: float) -> None:
+    """A batch of one `log_metrics` loop (its own path) gives the lines the general path gives for it."""
+    names = ("loss", "lr")
+    loop = [(1.7e9 + 0.25 + i * spacing, logging.INFO, None, "metrics", (i if i % 3 else None, names, (1.0 / (i + 1), 3e-5)), True)
+            for i in range(300)]
+    plain = (loop[-1][0], logging.INFO, None, None, None, "a plain line")  # makes the batch a general one
+    jsonl, log, seen = LineFormatter("experiment.loop", rank).format_many(list(loop))
+    general = LineFormatter("experiment.loop", rank).format_many([*loop, plain])
+    assert jsonl == general[0] and log + log.splitlines(keepends=True)[-1].split(b" - INFO - ")[0] + b" - INFO - a plain line\n" == general[1]
+    assert [s[4]["metrics"] for s in seen][-1] == [s[4]["metrics"] for s in general[2]][-1] == {"loss": 1 / 300, "lr": 3e-5}
