@@ -27,9 +27,9 @@ LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"  # what the 
 # A queued item: (unix time, level, logger name or None = the experiment's, event type or None =
 # human line only, event data, message: a str, True = the event type's line built from the data
 # (`human_text`), or None = no human line). A ``metrics`` event's data is queued as the tuple
-# ``(step, names, values)`` (the metrics dict's keys and values): tuples of numbers and strings
-# are dropped from the garbage collector's lists at its first pass, while a tuple holding a dict
-# would be scanned at every full collection for as long as it waits in the queue.
+# ``(names, step, *values)`` (the metrics dict's keys as one tuple, then its values): a tuple of
+# numbers and strings is dropped from the garbage collector's lists at its first pass, while a
+# tuple holding a dict would be scanned at every full collection for as long as it waits queued.
 Item = tuple[float, int, str | None, str | None, Any, str | bool | None]
 
 
@@ -56,9 +56,9 @@ def format_pairs(values: Any) -> str:
     ])
 
 
-def _metrics_message(data: tuple[Any, tuple[Any, ...], tuple[Any, ...]]) -> str:
-    step, names, values = data
-    metrics = dict(zip(names, values))
+def _metrics_message(data: tuple[Any, ...]) -> str:
+    step = data[1]
+    metrics = dict(zip(data[0], data[2:]))
     if step is None:
         return f"Metrics: {format_pairs(metrics)}"
     return f"Metrics (step {step}): {format_pairs(metrics)}"
@@ -102,14 +102,14 @@ _VECTOR_MIN = 8  # metrics events with the same names from which one numpy pass 
 _MAX_NAMES = 62  # names per event whose fixed/scientific choices fit in one int64
 
 
-def metrics_texts(packed: list[tuple[Any, tuple[Any, ...], tuple[Any, ...]]]) -> list[str]:
-    """The human messages of many ``(step, names, values)`` data, as `human_text` writes them.
+def metrics_texts(packed: list[tuple[Any, ...]]) -> list[str]:
+    """The human messages of many ``(names, step, *values)`` data, as `human_text` writes them.
 
     Events whose metrics are plain floats under the same str names are formatted together: numpy
     picks ``%.4f`` or ``%.4e`` for every value at once and each line is one %-template (one per
     choice pattern) applied to the event's values; anything else goes through `human_text`."""
     texts: list[str | None] = [None] * len(packed)
-    all_names = [data[1] for data in packed]
+    all_names = [data[0] for data in packed]
     if all_names and all_names.count(all_names[0]) == len(all_names):  # one loop's events: one group
         groups = {all_names[0]: range(len(packed))}
     else:
@@ -126,26 +126,29 @@ def metrics_texts(packed: list[tuple[Any, tuple[Any, ...], tuple[Any, ...]]]) ->
 
 def _vector_texts(names: tuple[str, ...], where: Sequence[int], packed: list[Any], texts: list[str | None]) -> None:
     """Fill `texts` at the indices `where` (events with these metric names) when all their values are floats."""
-    rows = [data[2] for data in packed] if len(where) == len(packed) else [packed[i][2] for i in where]
+    chosen = packed if len(where) == len(packed) else [packed[i] for i in where]
+    rows = [data[2:] for data in chosen]
     if not _FLOAT.issuperset(map(type, chain.from_iterable(rows))):
         return
     values = np.fromiter(chain.from_iterable(rows), float, len(rows) * len(names)).reshape(len(rows), len(names))
     size = np.abs(values)
     fixed = ((size >= 1e-3) & (size < 1e6)) | (values == 0)  # format_value's choice, for all values at once
     codes = (fixed.astype(np.int64) << np.arange(len(names), dtype=np.int64)).sum(axis=1).tolist()
-    templates: dict[int, tuple[str, str]] = {}  # per choice pattern: the message with an int step, and without a step
-    for i, code, row in zip(where, codes, rows):
+    # Per choice pattern: the message of an int step and of no step, applied to the data tuple
+    # from the step on (``%.0s`` consumes a missing step), and the pairs alone.
+    templates: dict[int, tuple[str, str, str]] = {}
+    for i, code, data in zip(where, codes, chosen):
         found = templates.get(code)
         if found is None:
             pairs = ", ".join([k.replace("%", "%%") + ("=%.4f" if code >> bit & 1 else "=%.4e") for bit, k in enumerate(names)])
-            found = templates[code] = ("Metrics (step %d): " + pairs, "Metrics: " + pairs)
-        step = packed[i][0]
+            found = templates[code] = ("Metrics (step %d): " + pairs, "Metrics: %.0s" + pairs, pairs)
+        step = data[1]
         if type(step) is int:
-            texts[i] = found[0] % ((step,) + row)
+            texts[i] = found[0] % data[1:]
         elif step is None:
-            texts[i] = found[1] % row
+            texts[i] = found[1] % data[1:]
         else:
-            texts[i] = f"Metrics (step {step}): {found[1][9:] % row}"
+            texts[i] = f"Metrics (step {step}): {found[2] % data[2:]}"
 
 
 class LineFormatter:
@@ -197,9 +200,9 @@ class LineFormatter:
             if event_type is not None:
                 stamp = f"{iso_head}{micro:06d}{iso_zone}"
                 if event_type == "metrics":
-                    metrics = dict(zip(data[1], data[2]))
+                    metrics = dict(zip(data[0], data[2:]))
                     merged.update(metrics)
-                    data = {"step": data[0], "metrics": metrics}
+                    data = {"step": data[1], "metrics": metrics}
                 else:
                     if merged:
                         seen.append((ts, INFO, None, "metrics", {"step": None, "metrics": merged}, None))
@@ -236,12 +239,12 @@ class LineFormatter:
     def _one_loop(self, items: list[Item]) -> tuple[bytes, bytes, list[Item]] | None:
         """`format_many` of a batch of INFO ``log_metrics`` events with the same names within one second
         (a training loop's), in list comprehensions and joins; None for any other batch."""
-        names = items[0][4][1]
+        names = items[0][4][0]
         count = len(items)
         if [item[1:4] for item in items].count((INFO, None, "metrics")) != count or [item[5] for item in items].count(True) != count:
             return None
         datas = [item[4] for item in items]
-        if [data[1] for data in datas].count(names) != count:
+        if [data[0] for data in datas].count(names) != count:
             return None
         micros = [int(item[0] * 1e6) - self._base for item in items]
         if not 0 <= min(micros) <= max(micros) < 1_000_000:
@@ -255,12 +258,12 @@ class LineFormatter:
         for start in range(0, count, _ENCODE_EVERY):
             chunk = zip(stamps[start : start + _ENCODE_EVERY], datas[start : start + _ENCODE_EVERY])
             if rank is None:
-                events = [{"timestamp": t, "event_type": "metrics", "data": {"step": d[0], "metrics": dict(zip(names, d[2]))}} for t, d in chunk]
+                events = [{"timestamp": t, "event_type": "metrics", "data": {"step": d[1], "metrics": dict(zip(names, d[2:]))}} for t, d in chunk]
             else:
                 events = [{"timestamp": t, "event_type": "metrics", "rank": rank,
-                           "data": {"step": d[0], "metrics": dict(zip(names, d[2]))}} for t, d in chunk]
+                           "data": {"step": d[1], "metrics": dict(zip(names, d[2:]))}} for t, d in chunk]
             jsonl.append(encode_events(events))
         prefix = f"{self._log_head}{self.logger_name} - {_LEVEL_NAMES[INFO]} - "
         log = prefix + f"\n{prefix}".join(metrics_texts(datas)) + "\n"
-        seen: list[Item] = [(items[-1][0], INFO, None, "metrics", {"step": None, "metrics": dict(zip(names, datas[-1][2]))}, None)]
+        seen: list[Item] = [(items[-1][0], INFO, None, "metrics", {"step": None, "metrics": dict(zip(names, datas[-1][2:]))}, None)]
         return b"".join(jsonl), log.encode("utf-8", "backslashreplace"), seen

@@ -242,25 +242,24 @@ class ExperimentLogger:
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Record metric values (a dict name -> value), optionally at a step."""
-        values = tuple(metrics.values()) if type(metrics) is dict else None
-        if values is None or not _IMMUTABLE.issuperset(map(type, values)):
+        if type(metrics) is not dict or not _IMMUTABLE.issuperset(map(type, metrics.values())):
             metrics = _as_dict(metrics, "metrics")  # mutable values copied as they are now
-            values = tuple(metrics.values())
         names = tuple(metrics)
         if names == self._names:
             names = self._names  # one tuple shared by the queued events of a loop
         else:
             self._names = names
-        # `_event` inline (the hot path), the data packed as `line_format.Item` says
+        data = (names, step, *metrics.values())  # packed as `line_format.Item` says
+        # `_event` inline (the hot path)
         logger = self.logger
         enabled = logger.isEnabledFor(INFO)
-        self._put((time.time(), INFO, None, "metrics", (step, names, values), True if enabled else None))
+        self._put((time.time(), INFO, None, "metrics", data, True if enabled else None))
         if self._queued() > MAX_QUEUED:
             self.sink.wait_for_room()  # type: ignore[union-attr]
         if enabled and (logger.handlers != self._quiet or logger.propagate):
-            logger.log(INFO, "%s", human_text("metrics", (step, names, values), True), extra={DIRECT: True})
+            logger.log(INFO, "%s", human_text("metrics", data, True), extra={DIRECT: True})
         if self._push is not None:
-            self._push.metrics(dict(zip(names, values)))
+            self._push.metrics(dict(zip(names, data[2:])))
 
     def log_result(self, result: Mapping[str, Any]) -> None:
         """Record a result (a dict)."""

@@ -138,16 +138,16 @@ packed_metrics = st.tuples(
     st.one_of(st.none(), st.integers(-5, 10**20), st.just("s")),
     st.sampled_from([("loss", "acc"), ("lr%s",), ("é", "loss", "x"), (1, "k"), ()]),
     st.integers(0, 3),
-).flatmap(lambda t: st.tuples(st.just(t[0]), st.just(t[1]), st.tuples(*[
+).flatmap(lambda t: st.tuples(st.just(t[1]), st.just(t[0]), *[
     floats if t[2] else st.one_of(floats, st.integers(-3, 3), st.just(np.float32(0.5)), st.none()) for _ in t[1]
-])))
+]))
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(packed_metrics, max_size=40), st.integers(8, 30))
 def test_metrics_lines_of_a_batch_are_each_events_line(mixed: list[Any], same: int) -> None:
     """The batched `.log` metrics messages (numpy-chosen templates) are the per-event messages."""
-    batch = mixed + [(step, ("loss", "acc"), (1.0 / (step + 1), 1e-5 * step)) for step in range(same)] + mixed[:3]
+    batch = mixed + [(("loss", "acc"), step, 1.0 / (step + 1), 1e-5 * step) for step in range(same)] + mixed[:3]
     assert metrics_texts(batch) == [human_text("metrics", data, True) for data in batch]
 
 
@@ -174,7 +174,7 @@ def test_a_loop_of_metrics_reads_back_and_its_log_lines_keep_their_form() -> Non
 def test_a_batch_of_one_loops_events_formats_as_any_batch(rank: int | None, spacing: float) -> None:
     """A batch of one `log_metrics` loop (its own path) gives the lines the general path gives for it."""
     names = ("loss", "lr")
-    loop = [(1.7e9 + 0.25 + i * spacing, logging.INFO, None, "metrics", (i if i % 3 else None, names, (1.0 / (i + 1), 3e-5)), True)
+    loop = [(1.7e9 + 0.25 + i * spacing, logging.INFO, None, "metrics", (names, i if i % 3 else None, 1.0 / (i + 1), 3e-5), True)
             for i in range(300)]
     plain = (loop[-1][0], logging.INFO, None, None, None, "a plain line")  # makes the batch a general one
     jsonl, log, seen = LineFormatter("experiment.loop", rank).format_many(list(loop))
