@@ -2,9 +2,9 @@
 
 Both are built in the logger's flusher thread, never in the training loop: the caller only queues
 ``(time, level, logger name, event type, data, message)`` and this module turns a batch of those
-into text. JSON takes numpy scalars and arrays, datetimes, paths, sets and nan/inf (written as
-Python's ``NaN`` / ``Infinity``, which `json.loads` reads back); anything else becomes its `repr`,
-so encoding never fails.
+into UTF-8 bytes, one blob per kind and batch. The JSON is compact (`json_lines`: numpy values,
+datetimes, paths, sets, nan/inf as Python's ``NaN`` / ``Infinity``, anything else its `repr`, so
+encoding never fails); the `.log` lines keep the seed's text.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from .json_lines import encode_events
 
-__all__ = ["LOG_DATE_FORMAT", "LOG_FORMAT", "Item", "LineFormatter", "format_pairs", "format_value", "human_text"]
+__all__ = ["LOG_DATE_FORMAT", "LOG_FORMAT", "Item", "LineFormatter", "format_pairs", "format_value", "human_text", "metrics_texts"]
 
 LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"  # what the console handler prints
@@ -33,7 +33,7 @@ LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"  # what the 
 Item = tuple[float, int, str | None, str | None, Any, str | bool | None]
 
 
-INFO = logging.INFO
+_INFO = logging.INFO
 _FLOAT = frozenset({float})
 _LEVEL_NAMES = {level: logging.getLevelName(level) for level in (10, 20, 30, 40, 50)}
 
@@ -205,7 +205,7 @@ class LineFormatter:
                     data = {"step": data[1], "metrics": metrics}
                 else:
                     if merged:
-                        seen.append((ts, INFO, None, "metrics", {"step": None, "metrics": merged}, None))
+                        seen.append((ts, _INFO, None, "metrics", {"step": None, "metrics": merged}, None))
                         merged = {}
                     seen.append(item)
                 if rank is None:
@@ -231,7 +231,7 @@ class LineFormatter:
                     prefixes[levelno] = prefix
             log_lines.append(f"{prefix}{text}\n")
         if merged:
-            seen.append((items[-1][0], INFO, None, "metrics", {"step": None, "metrics": merged}, None))
+            seen.append((items[-1][0], _INFO, None, "metrics", {"step": None, "metrics": merged}, None))
         self._base, self._iso_head, self._iso_zone, self._log_head = base, iso_head, iso_zone, log_head
         jsonl.append(encode_events(events))
         return b"".join(jsonl), "".join(log_lines).encode("utf-8", "backslashreplace"), seen
@@ -241,7 +241,7 @@ class LineFormatter:
         (a training loop's), in list comprehensions and joins; None for any other batch."""
         names = items[0][4][0]
         count = len(items)
-        if [item[1:4] for item in items].count((INFO, None, "metrics")) != count or [item[5] for item in items].count(True) != count:
+        if [item[1:4] for item in items].count((_INFO, None, "metrics")) != count or [item[5] for item in items].count(True) != count:
             return None
         datas = [item[4] for item in items]
         if [data[0] for data in datas].count(names) != count:
@@ -263,7 +263,7 @@ class LineFormatter:
                 events = [{"timestamp": t, "event_type": "metrics", "rank": rank,
                            "data": {"step": d[1], "metrics": dict(zip(names, d[2:]))}} for t, d in chunk]
             jsonl.append(encode_events(events))
-        prefix = f"{self._log_head}{self.logger_name} - {_LEVEL_NAMES[INFO]} - "
+        prefix = f"{self._log_head}{self.logger_name} - {_LEVEL_NAMES[_INFO]} - "
         log = prefix + f"\n{prefix}".join(metrics_texts(datas)) + "\n"
-        seen: list[Item] = [(items[-1][0], INFO, None, "metrics", {"step": None, "metrics": dict(zip(names, datas[-1][2:]))}, None)]
+        seen: list[Item] = [(items[-1][0], _INFO, None, "metrics", {"step": None, "metrics": dict(zip(names, datas[-1][2:]))}, None)]
         return b"".join(jsonl), log.encode("utf-8", "backslashreplace"), seen

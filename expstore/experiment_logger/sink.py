@@ -235,14 +235,14 @@ class LogSink:
 
     def _add(self, kind: str, data: bytes) -> None:
         """Append formatted lines to buffer `kind`, cutting it after each line that brings it to `flush_bytes`."""
-        buffer = self._buffers[kind]
-        while data and buffer.size + len(data) >= self.flush_bytes:  # at most once per `flush_bytes` of text
-            end = data.index(b"\n", max(self.flush_bytes - buffer.size - 1, 0)) + 1
-            buffer.add(data[:end])
-            data = data[end:]
+        buffer, start = self._buffers[kind], 0
+        while start < len(data) and buffer.size + len(data) - start >= self.flush_bytes:  # once per `flush_bytes` of text
+            end = data.index(b"\n", start + max(self.flush_bytes - buffer.size - 1, 0)) + 1
+            buffer.add(data[start:end])
+            start = end
             self._cut(kind)
-        if data:
-            buffer.add(data)
+        if start < len(data):
+            buffer.add(data[start:] if start else data)
 
     def _cut(self, kind: str) -> None:
         """Move buffer `kind` into a chunk waiting to be written; enforce the memory bound."""
