@@ -35,7 +35,7 @@ from ..store.registry import open_store
 from .catalog_push import CatalogPush, catalog_url, start_push
 from .environment import describe_environment, environment_line
 from .layout import rank_stem, structured_key, text_key
-from .line_format import LOG_DATE_FORMAT, LOG_FORMAT, format_pairs
+from .line_format import LOG_DATE_FORMAT, LOG_FORMAT, human_text
 from .sink import MAX_QUEUED, LogSink, MiB, check_flush_policy
 from .summaries import iso_time
 
@@ -45,47 +45,6 @@ DIRECT = "_expstore_direct"  # set on records the logger queued itself, so its s
 _OWNED = "_expstore_owned"  # marks the handlers an ExperimentLogger installed
 DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
 _INTERRUPTS = (KeyboardInterrupt, SystemExit)
-
-
-# ---- human messages, built in the flusher thread from the event data -----------------------------
-
-
-def _metrics_message(data: dict[str, Any]) -> str:
-    step = data.get("step")
-    return f"Metrics{'' if step is None else f' (step {step})'}: {format_pairs(data['metrics'])}"
-
-
-def _progress_message(data: dict[str, Any]) -> str:
-    percent = data.get("percent")
-    text = f"Progress: {data['iteration']}/{data['total']} ({'n/a' if percent is None else f'{percent:.1f}%'})"
-    return f"{text} | {format_pairs(data['metrics'])}" if data.get("metrics") else text
-
-
-def _result_message(data: dict[str, Any]) -> str:
-    return f"Result: {format_pairs(data)}"
-
-
-def _checkpoint_message(data: dict[str, Any]) -> str:
-    return f"Checkpoint: {format_pairs(data)}"
-
-
-def _error_message(data: dict[str, Any]) -> str:
-    text = f"Error: {data['error_type']}: {data['message']}"
-    if data.get("context"):
-        text += f" | context: {format_pairs(data['context'])}"
-    return f"{text}\n{data['traceback'].rstrip()}" if data.get("traceback") else text
-
-
-def _end_message(data: dict[str, Any]) -> str:
-    return f"Experiment {data['final_status']} after {data['duration_seconds']:.2f} s"
-
-
-def _text(message: Any, data: Any) -> str:
-    """The human message of an event for the console and other handlers (never raises)."""
-    try:
-        return message if type(message) is str else message(data)
-    except Exception as exc:  # noqa: BLE001 - a value whose str() fails must not stop training
-        return f"<message could not be formatted: {type(exc).__name__}: {exc}>"
 
 
 # Values that cannot change after they are logged; anything else is copied when it is logged,
@@ -234,6 +193,7 @@ class ExperimentLogger:
             self.logger.addHandler(handler)
         self._quiet = [h for h in self._handlers if isinstance(h, _StoreHandler)]  # handlers that need no record
         self._summary: dict[str, Any] | None = None
+        self._names: tuple[Any, ...] = ()  # the metric names of the last `log_metrics`
         self._event(INFO, "experiment_start", {
             "experiment_name": experiment_name,
             "start_time": iso_time(self.start_time),
@@ -248,15 +208,17 @@ class ExperimentLogger:
 
     # ---- the one way in ---------------------------------------------------------------------------
 
-    def _event(self, levelno: int, event_type: str | None, data: Any, message: Any) -> None:
-        """Queue an event (and its human line if `levelno` is enabled); other handlers get a record."""
+    def _event(self, levelno: int, event_type: str | None, data: Any, message: str | bool) -> None:
+        """Queue an event (and its human line if `levelno` is enabled); other handlers get a record.
+
+        `message` is the human line, or True for the line the event type builds from `data` in the flusher."""
         logger = self.logger
         enabled = logger.isEnabledFor(levelno)
         self._put((time.time(), levelno, None, event_type, data, message if enabled else None))
         if self._queued() > MAX_QUEUED:
             self.sink.wait_for_room()  # type: ignore[union-attr]
         if enabled and (logger.handlers != self._quiet or logger.propagate):
-            logger.log(levelno, "%s", _text(message, data), extra={DIRECT: True})
+            logger.log(levelno, "%s", human_text(event_type, data, message), extra={DIRECT: True})
 
     # ---- the logging API -------------------------------------------------------------------------
 
@@ -274,22 +236,34 @@ class ExperimentLogger:
     def log_progress(self, iteration: int, total: int, metrics: Mapping[str, Any] | None = None) -> None:
         """Record ``Progress: 100/1000 (10.0%) | loss=0.5000``; a total of 0 or None gives ``(n/a)``."""
         data = {"iteration": iteration, "total": total, "percent": _percent(iteration, total), "metrics": _as_dict(metrics, "metrics")}
-        self._event(INFO, "progress", data, _progress_message)
+        self._event(INFO, "progress", data, True)
         if self._push is not None:
             self._push.metrics(data["metrics"])
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Record metric values (a dict name -> value), optionally at a step."""
-        if type(metrics) is not dict:
-            metrics = _as_dict(metrics, "metrics")
-        data = {"step": step, "metrics": _snapshot(metrics.copy())}
-        self._event(INFO, "metrics", data, _metrics_message)
+        if type(metrics) is not dict or not _IMMUTABLE.issuperset(map(type, metrics.values())):
+            metrics = _as_dict(metrics, "metrics")  # mutable values copied as they are now
+        names = tuple(metrics)
+        if names == self._names:
+            names = self._names  # one tuple shared by the queued events of a loop
+        else:
+            self._names = names
+        data = (names, step, *metrics.values())  # packed as `line_format.Item` says
+        # `_event` inline (the hot path)
+        logger = self.logger
+        enabled = logger.isEnabledFor(INFO)
+        self._put((time.time(), INFO, None, "metrics", data, True if enabled else None))
+        if self._queued() > MAX_QUEUED:
+            self.sink.wait_for_room()  # type: ignore[union-attr]
+        if enabled and (logger.handlers != self._quiet or logger.propagate):
+            logger.log(INFO, "%s", human_text("metrics", data, True), extra={DIRECT: True})
         if self._push is not None:
-            self._push.metrics(data["metrics"])
+            self._push.metrics(dict(zip(names, data[2:])))
 
     def log_result(self, result: Mapping[str, Any]) -> None:
         """Record a result (a dict)."""
-        self._event(INFO, "result", _as_dict(result, "result"), _result_message)
+        self._event(INFO, "result", _as_dict(result, "result"), True)
 
     def log_error(self, error: BaseException | str, context: Mapping[str, Any] | None = None) -> None:
         """Record an exception: type, message and traceback, plus optional context."""
@@ -302,11 +276,11 @@ class ExperimentLogger:
         else:
             data = {"error_type": "Error", "message": _safe_str(error), "traceback": None}
         data["context"] = _as_dict(context, "context")
-        self._event(ERROR, "error", data, _error_message)
+        self._event(ERROR, "error", data, True)
 
     def log_checkpoint(self, checkpoint_info: Mapping[str, Any]) -> None:
         """Record that a checkpoint was saved (path, iteration, ...)."""
-        self._event(INFO, "checkpoint", _as_dict(checkpoint_info, "checkpoint_info"), _checkpoint_message)
+        self._event(INFO, "checkpoint", _as_dict(checkpoint_info, "checkpoint_info"), True)
 
     def debug(self, message: str, *args: Any) -> None:
         """A human DEBUG line (``message % args``)."""
@@ -342,7 +316,7 @@ class ExperimentLogger:
         duration = time.time() - self.start_time
         level = INFO if final_status == "completed" else WARNING
         data = {"final_status": final_status, "duration_seconds": duration}
-        self._event(level, "experiment_end", data, _end_message)
+        self._event(level, "experiment_end", data, True)
         for handler in self._handlers:
             self.logger.removeHandler(handler)
             handler.close()  # a console handler leaves sys.stdout open

@@ -43,7 +43,7 @@ from .summaries import SummaryTracker
 
 MiB = 2**20
 MAX_QUEUED = 100_000  # items not yet formatted; a caller that gets this far ahead waits for the flusher
-BATCH = 2048  # items formatted together: one orjson call and one respacing pass per batch
+BATCH = 2048  # items formatted together: one orjson call per batch
 EXIT_FLUSH_TIMEOUT = 10.0  # seconds atexit / SIGTERM wait for each sink
 MAX_BACKOFF = 30.0
 
@@ -77,16 +77,20 @@ class _Chunk:
 
 
 class _Buffer:
-    """Formatted lines of one kind that are not cut into a chunk yet."""
+    """Formatted lines of one kind (UTF-8 bytes, whole lines) that are not cut into a chunk yet."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
+        self.pieces: list[bytes] = []
         self.size = 0
 
+    def add(self, data: bytes) -> None:
+        self.pieces.append(data)
+        self.size += len(data)
+
     def take(self) -> tuple[bytes, int]:
-        data, count = "".join(self.lines).encode("utf-8", "backslashreplace"), len(self.lines)
-        self.lines, self.size = [], 0
-        return data, count
+        data = b"".join(self.pieces)
+        self.pieces, self.size = [], 0
+        return data, data.count(b"\n")
 
 
 class LogSink:
@@ -220,32 +224,30 @@ class LogSink:
         first = queue[0][0]
         while queue:
             batch = [popleft() for _ in range(min(len(queue), BATCH))]
-            self._summary.see_many(batch)
-            for kind, lines in zip(("jsonl", "log"), self._formatter.format_many(batch)):
-                self._add(kind, lines)
-        if self._oldest is None and any(b.lines for b in self._buffers.values()):
+            jsonl, log, seen = self._formatter.format_many(batch)
+            self._add("jsonl", jsonl)
+            self._add("log", log)
+            self._summary.see_many(seen)
+        if self._oldest is None and any(b.pieces for b in self._buffers.values()):
             self._oldest = first  # at or before the oldest line still buffered: flushes early, never late
         with self._cond:
             self._cond.notify_all()  # callers waiting for room in the queue
 
-    def _add(self, kind: str, lines: list[str]) -> None:
-        """Append formatted lines to buffer `kind`, cutting it after the line that brings it to `flush_bytes`."""
-        buffer = self._buffers[kind]
-        size = buffer.size + sum(map(len, lines))
-        if size < self.flush_bytes:
-            buffer.lines += lines
-            buffer.size = size
-            return
-        for line in lines:  # at most once per `flush_bytes` of text
-            buffer.lines.append(line)
-            buffer.size += len(line)
-            if buffer.size >= self.flush_bytes:
-                self._cut(kind)
+    def _add(self, kind: str, data: bytes) -> None:
+        """Append formatted lines to buffer `kind`, cutting it after each line that brings it to `flush_bytes`."""
+        buffer, start = self._buffers[kind], 0
+        while start < len(data) and buffer.size + len(data) - start >= self.flush_bytes:  # once per `flush_bytes` of text
+            end = data.index(b"\n", start + max(self.flush_bytes - buffer.size - 1, 0)) + 1
+            buffer.add(data[start:end])
+            start = end
+            self._cut(kind)
+        if start < len(data):
+            buffer.add(data[start:] if start else data)
 
     def _cut(self, kind: str) -> None:
         """Move buffer `kind` into a chunk waiting to be written; enforce the memory bound."""
         buffer = self._buffers[kind]
-        if not buffer.lines:
+        if not buffer.pieces:
             return
         data, lines = buffer.take()
         if self.segmented:
@@ -255,7 +257,7 @@ class LogSink:
             key = structured_key(self.stem) if kind == "jsonl" else text_key(self.stem)
         self._unsent.append(_Chunk(kind, key, data, lines))
         self._unsent_bytes += len(data)
-        if not any(b.lines for b in self._buffers.values()):
+        if not any(b.pieces for b in self._buffers.values()):
             self._oldest = None
         while self._unsent_bytes > self.max_buffer_bytes and len(self._unsent) > 1:
             self._drop(self._unsent.popleft())
