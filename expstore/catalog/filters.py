@@ -121,6 +121,9 @@ def _unquote(text: str) -> str:
     return text[1:-1].replace(quote * 2, quote)
 
 
+MAX_DEPTH = 100  # nested parentheses a filter may have (each is a level of recursion here and in SQL)
+
+
 class _Parser:
     """Recursive descent over the tokens of one filter or order-by text (the grammar is the module docstring)."""
 
@@ -128,6 +131,7 @@ class _Parser:
         self.what = what
         self.tokens = _tokens(text, what)
         self.at = 0
+        self.depth = 0  # parentheses open at the current token
 
     @property
     def token(self) -> _Token:
@@ -175,7 +179,11 @@ class _Parser:
     def primary(self) -> Node:
         opening = self.token
         if self.punct("("):
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise self.fail(f"at most {MAX_DEPTH} nested parentheses", opening)
             node = self.disjunction()
+            self.depth -= 1
             if not self.punct(")"):
                 raise self.fail(f"')' to close the '(' at position {opening.position}, or AND / OR")
             return node

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -19,9 +21,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..catalog import Catalog, open_catalog
+from ..errors import StoreError
 from ..store.base import Store
 from ..store.locate import opened_store
-from .access import ApiError, TokenGate, check_run_id, int_param
+from .access import AccessGate, ApiError, check_run_id, check_token, int_param
 from .run_detail import checkpoint_folder, list_checkpoints, read_run, verify_checkpoint
 from .run_logs import MIN_CHECK_SECONDS, RunLog
 from .runs_view import RunsView, run_row
@@ -30,14 +33,30 @@ __all__ = ["STATIC", "create_app"]
 
 STATIC = files("expstore.ui") / "static"
 MAX_PAGE = 1000
+MAX_OFFSET = 2 ** 62  # within a 64-bit SQL integer
+MAX_CACHED_EVENTS = 2_000_000  # events kept parsed over all runs; the least recently asked runs are dropped first
 MAX_RUN_LOGS = 32  # runs whose events stay parsed in memory; the least recently asked is dropped
 
 
 class _Json(JSONResponse):
-    """JSON without NaN (None instead), as browsers' JSON.parse needs."""
+    """JSON without NaN (None instead), as browsers' JSON.parse needs; ints beyond 64 bits as JSON numbers too."""
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+        try:
+            return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            return json.dumps(_finite(content), default=repr).encode()
+
+
+def _finite(value: Any) -> Any:
+    """`value` with non-finite floats as None and keys as str (what `orjson` does), for the stdlib encoder."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 class Dashboard:
@@ -56,7 +75,8 @@ class Dashboard:
         with self._lock:
             log = self._logs.pop(key, None) or RunLog(self.store, folder, name)
             self._logs[key] = log
-            while len(self._logs) > MAX_RUN_LOGS:
+            while len(self._logs) > 1 and (len(self._logs) > MAX_RUN_LOGS
+                                           or sum(len(kept.events) for kept in self._logs.values()) > MAX_CACHED_EVENTS):
                 self._logs.pop(next(iter(self._logs)))
             return log
 
@@ -92,7 +112,7 @@ class Dashboard:
     def runs_page(self, request: Request) -> Response:
         q = request.query_params
         limit = int_param(q, "limit", 100, 1, MAX_PAGE)
-        offset = int_param(q, "offset", 0, 0)
+        offset = int_param(q, "offset", 0, 0, MAX_OFFSET)
         return _Json(self.runs.page(q.get("filter"), q.getlist("order_by"), limit, offset))
 
     def run(self, request: Request) -> Response:
@@ -135,6 +155,8 @@ class Dashboard:
 def _api_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, ApiError):
         return _Json({"error": exc.message}, status_code=exc.status)
+    if isinstance(exc, StoreError):  # the store stopped answering, or holds something unreadable
+        return _Json({"error": f"reading the store failed: {exc}"}, status_code=503)
     if isinstance(exc, HTTPException):
         return _Json({"error": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
     return _Json({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
@@ -144,6 +166,7 @@ def create_app(root: str | Store, *, catalog: str | Catalog | None = None, token
                refresh_seconds: float = 2.0, **storage_options: Any) -> Any:
     """The dashboard of `root` (any store URL) as an ASGI app; `catalog` as `open_catalog` takes it;
     with `token`, every request must carry it. The catalog syncs from `root` while the app runs."""
+    check_token(token)
     if not (isinstance(refresh_seconds, (int, float)) and refresh_seconds > 0):
         raise ValueError(f"refresh_seconds must be a number > 0, got {refresh_seconds!r}")
     opened_catalog = catalog if isinstance(catalog, Catalog) else open_catalog(catalog)
@@ -186,5 +209,5 @@ def create_app(root: str | Store, *, catalog: str | Catalog | None = None, token
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={ApiError: _api_error, HTTPException: _api_error, Exception: _api_error})
-    app.add_middleware(TokenGate, token=token)
+    app.add_middleware(AccessGate, token=token)
     return app

@@ -14,7 +14,10 @@ import json
 import threading
 import time
 import warnings
+from collections import Counter
 from typing import Any
+
+import orjson
 
 from ..errors import KeyNotFound
 from ..experiment_logger import load_structured_logs
@@ -26,6 +29,14 @@ __all__ = ["MIN_CHECK_SECONDS", "TAIL", "RunLog", "folder_store"]
 
 MIN_CHECK_SECONDS = 0.2  # requests closer together than this share one look at the store
 TAIL = 64  # bytes before the read offset compared on the next read
+
+
+def _identity(event: dict[str, Any]) -> bytes:
+    """An event's content as bytes, equal for the same event read twice."""
+    try:
+        return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an int beyond 64 bits
+        return json.dumps(event, sort_keys=True, default=repr).encode()
 
 
 def folder_store(store: Store, folder: str) -> Store:
@@ -96,8 +107,9 @@ class RunLog:
                         self._reset()  # segments were merged into the final file: read it from the start
                     self._read_more()
                 elif self._only_new_segments(versions):
-                    for key in sorted(set(versions) - set(self._versions)):
-                        self._add_lines(self.store.read(key))
+                    fresh = [self.store.read(key) for key in sorted(set(versions) - set(self._versions))]
+                    for data in fresh:  # added only once all are read: a failed read leaves the log as it was
+                        self._add_lines(data)
                 else:
                     self._read_all()
                 self._versions = versions
@@ -136,15 +148,27 @@ class RunLog:
 
     def _read_all(self) -> None:
         """Re-read every log of the run through the logger's reader (which merges segments and ranks and
-        drops lines that a finalize merging segments made appear twice)."""
+        drops lines that a finalize merging segments made appear twice). Events not seen before are
+        added at the end, in the order they arrive, so a rank that flushed late does not move a cursor;
+        when events seen before are gone (a log rewritten), the run's events start again."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # torn last lines of a live run: skipped, as the reader says
             try:
                 events = load_structured_logs(folder_store(self.store, self.folder), self.name)
             except KeyNotFound:
                 events = []
-        self._reset()
+        seen = Counter(_identity(e) for e in self.events)
+        fresh = []
         for event in events:
+            identity = _identity(event)
+            if seen[identity]:
+                seen[identity] -= 1
+            else:
+                fresh.append(event)
+        if any(seen.values()):
+            self._reset()
+            fresh = events
+        for event in fresh:
             self._add(event)
 
     def _reset(self) -> None:

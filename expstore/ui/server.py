@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import re
 import signal
 import socket
 import sys
@@ -14,30 +12,18 @@ from typing import Any, TextIO
 
 import uvicorn
 
+from .access import check_token, is_loopback
 from .app import create_app
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "check_host", "serve"]
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
-_TOKEN = re.compile(r"[A-Za-z0-9._~-]{8,}")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_host(host: str, token: str | None) -> None:
-    """`ValueError` for a host other than loopback without a token, and for a token that is easy to guess or
-    cannot ride in a URL and a cookie as it is."""
-    if token is not None and not _TOKEN.fullmatch(token):
-        raise ValueError("--token must be at least 8 characters of A-Z a-z 0-9 . _ ~ - "
-                         "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')")
-    if token is None and not _is_loopback(host):
+    """`ValueError` for a host other than loopback without a token, and for a token `check_token` refuses."""
+    check_token(token)
+    if token is None and not is_loopback(host):
         raise ValueError(f"--host {host} would serve the dashboard beyond this machine: give --token too "
                          "(or use 127.0.0.1 and an SSH port forward, see docs/ui.md)")
 

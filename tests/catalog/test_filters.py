@@ -93,6 +93,7 @@ def test_or_and_parentheses_bind_as_in_sql() -> None:
     ("metric.acc !=", 13, "expected a number or a quoted string, got the end of the text"),
     ("1=1", 0, "expected a name such as"),
     ("(metrics.a < 1", 14, "expected ')' to close the '(' at position 0"),
+    ("(" * 2000 + "metrics.a < 1" + ")" * 2000, 100, "expected at most 100 nested parentheses"),
     ("metrics.a ~ 1", 10, "expected a name, number"),
     ("metrics.a IN 1", 13, "expected '(' after IN"),
     ("params.a NOT = 'x'", 13, "expected LIKE, ILIKE or IN after NOT"),

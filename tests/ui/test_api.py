@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from expstore import open_store
+from expstore.experiment_logger import ExperimentLogger
 from tests.ui.runs import HOSTILE_NAME, write_run
 from tests.workers import REPO_ROOT
 
@@ -189,14 +190,29 @@ def _metrics_after_refresh(ui: Any, run_id: str, cursor: int) -> tuple[int, Any]
 def test_with_a_token_every_request_needs_it(root: str, start_dashboard: Any) -> None:
     ui = start_dashboard(root, token="s3cret-token-123")
     for path in ("", "api/info", "api/runs", "static/app.js"):
-        status, headers, body = ui.request(path, token=False)
-        assert status == 401 and "token" in json.loads(body)["error"], path
+        for method in ("GET", "HEAD"):
+            status, headers, body = ui.request(path, token=False, method=method)
+            assert status == 401 and (method == "HEAD" or "token" in json.loads(body)["error"]), (path, method)
         assert ui.request(path, token="wrong-token-456")[0] == 401
     assert ui.request("api/info")[0] == 200
+    cookie = f"expstore_token_{ui.url.rstrip('/').rpartition(':')[2]}"  # one cookie per port: two dashboards do not clash
     status, headers, _ = ui.request("api/info?token=s3cret-token-123", token=False)
-    assert status == 200 and "expstore_token=s3cret-token-123" in headers["set-cookie"] and "HttpOnly" in headers["set-cookie"]
-    assert ui.request("api/runs", token=False, headers={"Cookie": "expstore_token=s3cret-token-123"})[0] == 200
-    assert ui.request("api/runs", token=False, headers={"Cookie": "expstore_token=nope"})[0] == 401
+    assert status == 200 and f"{cookie}=s3cret-token-123" in headers["set-cookie"] and "HttpOnly" in headers["set-cookie"]
+    other_apps = 'session={"user":1}; a=b c; expstore_token_1=other'  # cookies of other apps on localhost
+    assert ui.request("api/runs", token=False, headers={"Cookie": f"{other_apps}; {cookie}=s3cret-token-123"})[0] == 200
+    assert ui.request("api/runs", token=False, headers={"Cookie": f"{cookie}=nope"})[0] == 401
+    assert ui.request("api/runs", token=False, headers={"Host": "attacker.example"})[0] == 401
+
+
+def test_without_a_token_only_requests_for_this_machine_are_answered(root: str, start_dashboard: Any) -> None:
+    """A web page whose DNS name was rebound to 127.0.0.1 sends its own name as Host: it gets nothing."""
+    ui = start_dashboard(root)
+    port = ui.url.rstrip("/").rpartition(":")[2]
+    for host in ("attacker.example", f"attacker.example:{port}", "127.0.0.1.attacker.example", "10.0.0.1"):
+        status, headers, body = ui.request("api/runs", headers={"Host": host})
+        assert status == 403 and "127.0.0.1" in json.loads(body)["error"], host
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
+        assert ui.request("api/runs", headers={"Host": host})[0] == 200, host
 
 
 @pytest.mark.parametrize(("args", "expected"), [
@@ -275,3 +291,32 @@ def test_a_line_still_being_written_waits_and_a_rewritten_log_is_read_again(root
             pass
         assert whole["series"]["loss"]["step"] == rewritten
     assert steps == list(range(1, 12))
+
+
+def test_a_rank_that_flushes_late_adds_its_points_after_the_cursor(tmp_path: Path, start_dashboard: Any) -> None:
+    """Two ranks of one run: rank 1's events are timestamped between rank 0's but flushed after a poll."""
+    root = str(tmp_path / "runs")
+    ranks = [ExperimentLogger("mr", f"{root}/mr/logs", log_to_console=False, rank=r, flush_interval=600) for r in (0, 1)]
+    for step in range(1, 6):
+        for rank, logger in enumerate(ranks):
+            logger.log_metrics({"loss": float(step)}, step=100 * rank + step)
+    ranks[0].flush()
+    ui = start_dashboard(root)
+    status, first = _metrics_after_refresh(ui, "mr/logs/mr", 0)
+    ranks[1].flush()
+    status, second = _metrics_after_refresh(ui, "mr/logs/mr", first["cursor"])
+    seen = first["series"]["loss"]["step"] + second["series"]["loss"]["step"]
+    assert sorted(seen) == [1, 2, 3, 4, 5, 101, 102, 103, 104, 105]
+    for logger in ranks:
+        logger.finalize()
+
+
+def test_values_json_cannot_hold_exactly_still_answer(tmp_path: Path, start_dashboard: Any) -> None:
+    root = str(tmp_path / "runs")
+    write_run(root, "big", config={"seed": 2 ** 70, "nan": float("nan")})
+    ui = start_dashboard(root)
+    status, run = ui.api("run", id="big/logs/big")
+    assert status == 200 and run["config"] == {"seed": 2 ** 70, "nan": None}
+    assert ui.api("events", id="big/logs/big")[0] == 200
+    status, doc = ui.api("runs", offset=str(2 ** 70))
+    assert status == 400 and "offset" in doc["error"]
