@@ -130,10 +130,14 @@ class RunLog:
         self._tail = bytes(memoryview(data)[max(0, self._offset - start - TAIL): self._offset - start])
 
     def _only_new_segments(self, versions: dict[str, str]) -> bool:
-        """Whether the change is new segments of this (unranked) run after those already read, and nothing else."""
+        """Whether the change is new segments of this (unranked) run after those already read, and nothing else
+        (a final file from an earlier session, unchanged, may sit beside them)."""
         old = self._versions
-        return (bool(versions) and all(k.startswith(self._segments) for k in versions) and all(versions.get(k) == v for k, v in old.items())
-                and (not old or min(set(versions) - set(old)) > max(old)))
+        new = set(versions) - set(old)
+        read_segments = [k for k in old if k.startswith(self._segments)]
+        return (bool(new) and all(k.startswith(self._segments) for k in new)
+                and all(k == self._final or k.startswith(self._segments) for k in versions)
+                and all(versions.get(k) == v for k, v in old.items()) and min(new) > max(read_segments, default=""))
 
     def _add_lines(self, data: bytes) -> None:
         """Add the events of complete JSON lines (unreadable ones are skipped, as the reader skips them)."""

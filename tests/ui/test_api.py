@@ -320,3 +320,28 @@ def test_values_json_cannot_hold_exactly_still_answer(tmp_path: Path, start_dash
     assert ui.api("events", id="big/logs/big")[0] == 200
     status, doc = ui.api("runs", offset=str(2 ** 70))
     assert status == 400 and "offset" in doc["error"]
+
+
+def test_a_resumed_run_on_s3_gains_its_new_segments_once(tmp_path: Path, start_dashboard: Any, moto_server: Any) -> None:
+    """A second session of a finished run: its final log stays, new segments come beside it."""
+    root, options = f"s3://expstore-test/ui-resumed-{tmp_path.name}", moto_server.storage_options
+    write_run(root, "live", steps=4, **options)
+    ui = start_dashboard(root, "--endpoint-url", moto_server.endpoint_url, env=_s3_env(options))
+    status, first = ui.api("metrics", id="live/logs/live")
+    assert first["series"]["loss"]["step"] == [1, 2, 3, 4]
+    worker = subprocess.Popen([sys.executable, "-m", "tests.workers.ui_workers", f"{root}/live/logs", "live"], cwd=REPO_ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "UI_WORKER_OPTIONS": json.dumps(options)})
+    try:
+        assert worker.stdout.readline().strip() == "flushed 0"
+        cursor, steps = first["cursor"], []
+        for batch in (2, 3):
+            worker.stdin.write(f"log {batch}\n")
+            worker.stdin.flush()
+            assert worker.stdout.readline().strip() == f"flushed {len(steps) + batch}"
+            status, doc = _metrics_after_refresh(ui, "live/logs/live", cursor)
+            cursor, steps = doc["cursor"], steps + doc["series"]["loss"]["step"]
+        assert steps == [1, 2, 3, 4, 5]
+    finally:
+        worker.kill()
+        worker.wait()
