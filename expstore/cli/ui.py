@@ -18,7 +18,8 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 takes a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs --token)")
     p.add_argument("--token", default=None, help="secret every request must carry (needed beyond loopback)")
-    p.add_argument("--catalog", default=None, metavar="URL", help="catalog database URL (default: EXPSTORE_CATALOG or the embedded SQLite)")
+    p.add_argument("--catalog", default=None, metavar="URL",
+                   help="catalog database URL (default: EXPSTORE_CATALOG or the embedded SQLite)")
     p.add_argument("--refresh", type=float, default=2.0, metavar="SECONDS", help="seconds between catalog syncs (default 2)")
     p.set_defaults(func=cmd_ui)
 

@@ -120,7 +120,8 @@ class Dashboard:
         config, environment = self.run_log(folder, name).config()
         doc = run_row({"run_id": record.run_id, "name": record.name, "url": record.url, "status": record.status,
                        "start_time": record.start_time, "end_time": record.end_time, "duration_seconds": record.duration_seconds,
-                       **{f"params.{k}": v for k, v in record.params.items()}, **{f"metrics.{k}": v for k, v in record.metrics.items()},
+                       **{f"params.{k}": v for k, v in record.params.items()},
+                       **{f"metrics.{k}": v for k, v in record.metrics.items()},
                        **{f"tags.{k}": v for k, v in record.tags.items()}})
         ckpt = checkpoint_folder(self.store, folder, name)
         return _Json({**doc, "config": config, "environment": environment,

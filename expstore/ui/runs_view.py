@@ -39,7 +39,8 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
     """One search result row as the API's run object: base fields, then params / metrics / tags as maps."""
     run: dict[str, Any] = {key: _plain(record.get(key)) for key in (*_BASE, "start_time", "end_time", "duration_seconds")}
     for prefix in _PREFIXES:
-        run[prefix[:-1]] = {k[len(prefix):]: _plain(v) for k, v in record.items() if k.startswith(prefix) and _plain(v) is not None}
+        values = {k[len(prefix):]: _plain(v) for k, v in record.items() if k.startswith(prefix)}
+        run[prefix[:-1]] = {k: v for k, v in values.items() if v is not None}
     return run
 
 
@@ -61,7 +62,8 @@ class RunsView:
             self.catalog.sync(self.store)
         except Exception as exc:  # noqa: BLE001 - a store or database hiccup must not stop the dashboard
             if self.sync_error is None:
-                warnings.warn(f"expstore ui: syncing the catalog from {self.store.url} failed: {exc}", RuntimeWarning, stacklevel=2)
+                warnings.warn(f"expstore ui: syncing the catalog from {self.store.url} failed: {exc}", RuntimeWarning,
+                              stacklevel=2)
             self.sync_error = f"{type(exc).__name__}: {exc}"
         else:
             self.sync_error = None

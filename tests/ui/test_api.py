@@ -273,7 +273,8 @@ def test_a_line_still_being_written_waits_and_a_rewritten_log_is_read_again(root
     log = Path(root) / "exp1" / "logs" / "exp1_structured.jsonl"
     status, doc = ui.api("metrics", id="exp1/logs/exp1")
     cursor, steps = doc["cursor"], doc["series"]["loss"]["step"]
-    line = json.dumps({"timestamp": "2026-01-01T00:00:00+00:00", "event_type": "metrics", "data": {"step": 99, "metrics": {"loss": 0.5}}})
+    line = json.dumps({"timestamp": "2026-01-01T00:00:00+00:00", "event_type": "metrics",
+                       "data": {"step": 99, "metrics": {"loss": 0.5}}})
     with log.open("a") as f:
         f.write(line[:25])  # a writer that has not finished its line
     time.sleep(0.25)  # let the server's next look at the store see the torn line (no assert depends on timing)
