@@ -16,7 +16,7 @@ from torch.distributed.checkpoint.storage import StorageReader
 from torch.futures import Future
 
 from expstore.errors import CorruptData, KeyNotFound, PickleNotAllowed
-from expstore.store import Store, open_store
+from expstore.store import Store
 
 from .codec import decode_metadata, dtype_of
 from .layout import (
@@ -24,15 +24,14 @@ from .layout import (
     CheckpointNotFound,
     StoredItem,
     bytes_crc32c,
-    checkpoint_url,
     decode_metadata_object,
-    is_supported_url,
 )
+from .location import StoreLocation
 
 __all__ = ["StoreReader", "check_item", "read_dcp_metadata"]
 
 
-class StoreReader(StorageReader):
+class StoreReader(StoreLocation, StorageReader):
     """Read a DCP checkpoint that `StoreWriter` committed under `url` (`storage_options` as for `open_store`).
 
     DCP's planner stores non-tensor values as `torch.save` bytes and loads them with a full unpickler;
@@ -40,43 +39,16 @@ class StoreReader(StorageReader):
     `PickleNotAllowed` names the entry."""
 
     def __init__(self, url: str | os.PathLike[str], *, allow_pickle: bool = False, **storage_options: Any) -> None:
-        super().__init__()
-        self.url = checkpoint_url(url)
+        super().__init__(url, storage_options)
         self.allow_pickle = allow_pickle
-        self.storage_options = storage_options
         self.storage_data: dict[Any, StoredItem] = {}
         self.load_id = uuid.uuid4().hex
-        self._store: Store | None = None
-
-    @property
-    def checkpoint_id(self) -> str:
-        """The URL this reader loads from (DCP logs it)."""
-        return self.url
-
-    @classmethod
-    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
-        """True for a local path or a URL whose scheme expstore opens."""
-        return is_supported_url(checkpoint_id)
 
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
         """Start a new load (from `checkpoint_id`, a URL, when given)."""
-        if checkpoint_id is not None and checkpoint_url(checkpoint_id) != self.url:
-            self.close()
-            self.url = checkpoint_url(checkpoint_id)
+        self.move_to(checkpoint_id)
         self.storage_data = {}
         self.load_id = uuid.uuid4().hex
-
-    def store(self) -> Store:
-        """The store at this reader's URL, opened on first use."""
-        if self._store is None:
-            self._store = open_store(self.url, **self.storage_options)
-        return self._store
-
-    def close(self) -> None:
-        """Close the store this reader opened."""
-        if self._store is not None:
-            self._store.close()
-            self._store = None
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         """The committed checkpoint's metadata; `CheckpointNotFound` naming the URL when none is committed."""

@@ -16,7 +16,6 @@ from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
 from torch.futures import Future
 
 from expstore.errors import PreconditionFailed, StoreError
-from expstore.store import Store, open_store
 
 from .codec import encode_metadata
 from .layout import (
@@ -25,16 +24,15 @@ from .layout import (
     CheckpointExists,
     StoredItem,
     bytes_crc32c,
-    checkpoint_url,
     data_key,
     encode_metadata_object,
-    is_supported_url,
 )
+from .location import StoreLocation
 
 __all__ = ["StoreWriter"]
 
 
-class StoreWriter(StorageWriter):
+class StoreWriter(StoreLocation, StorageWriter):
     """Write a DCP checkpoint under `url` (any expstore URL; `storage_options` as for `open_store`).
 
     Each rank writes one data object of raw tensor bytes (crc32c per item); the coordinator then
@@ -42,28 +40,13 @@ class StoreWriter(StorageWriter):
     and a committed one is never overwritten (`CheckpointExists`)."""
 
     def __init__(self, url: str | os.PathLike[str], **storage_options: Any) -> None:
-        super().__init__()
-        self.url = checkpoint_url(url)
-        self.storage_options = storage_options
+        super().__init__(url, storage_options)
         self.save_id = uuid.uuid4().hex
         self.rank = 0
-        self._store: Store | None = None
-
-    @property
-    def checkpoint_id(self) -> str:
-        """The URL this writer saves to (DCP logs it)."""
-        return self.url
-
-    @classmethod
-    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
-        """True for a local path or a URL whose scheme expstore opens."""
-        return is_supported_url(checkpoint_id)
 
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
         """Start a new save (to `checkpoint_id`, a URL, when given): a fresh save id names its objects."""
-        if checkpoint_id is not None and checkpoint_url(checkpoint_id) != self.url:
-            self.close()
-            self.url = checkpoint_url(checkpoint_id)
+        self.move_to(checkpoint_id)
         self.save_id = uuid.uuid4().hex
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
@@ -73,18 +56,6 @@ class StoreWriter(StorageWriter):
                              "commits one metadata object for all ranks")
         self.rank = int(kwargs.get("rank") or 0)
         self.store()
-
-    def store(self) -> Store:
-        """The store at this writer's URL, opened on first use."""
-        if self._store is None:
-            self._store = open_store(self.url, **self.storage_options)
-        return self._store
-
-    def close(self) -> None:
-        """Close the store this writer opened (a later save opens it again)."""
-        if self._store is not None:
-            self._store.close()
-            self._store = None
 
     def storage_meta(self) -> StorageMeta:
         """The URL and save id, which DCP records in the checkpoint's metadata."""
