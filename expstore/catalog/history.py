@@ -16,16 +16,14 @@ from typing import Any
 import orjson
 
 from ..errors import KeyNotFound
-from ..format.run_summary import SEGMENTS_SUFFIX, STRUCTURED_SUFFIX, SUMMARY_SUFFIX, iso_seconds, log_key
+from ..format.metric_points import Point, metric_points
+from ..format.run_summary import SEGMENTS_SUFFIX, STRUCTURED_SUFFIX, SUMMARY_SUFFIX, log_key
 from ..store.base import Store
 
 __all__ = ["TAIL", "Known", "Read", "changed_sources", "is_source", "parse_points", "read_source", "summary_of"]
 
 TAIL = 64  # bytes before the read offset kept, to recognise a source that only grew
 _SEGMENT_MARK = f"{SEGMENTS_SUFFIX}/"
-_STEP_FIELD = {"metrics": "step", "progress": "iteration"}
-_BIG = 2 ** 1023  # ints beyond a float's range are not charted as numbers
-_BIG_STEP = 2 ** 63  # a step column is a 64-bit integer
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class Read:
     """One read of a source: the points found, the new read offset and tail, and whether they replace the old points."""
 
     key: str
-    points: list[tuple[str, int | None, float, float | None]]
+    points: list[Point]
     read_bytes: int
     tail: str
     replace: bool
@@ -75,33 +73,14 @@ def _event(line: bytes) -> Any:
             return None
 
 
-def parse_points(data: bytes | memoryview) -> tuple[list[tuple[str, int | None, float, float | None]], int]:
+def parse_points(data: bytes | memoryview) -> tuple[list[Point], int]:
     """The metric points of the complete lines of `data`, and how many bytes those lines take (a torn last line waits)."""
     data = bytes(data)
     end = data.rfind(b"\n") + 1
-    points: list[tuple[str, int | None, float, float | None]] = []
+    points: list[Point] = []
     for line in data[:end].split(b"\n"):
-        if b'"metrics"' not in line:  # every event that carries metrics names them: skip the others unparsed
-            continue
-        event = _event(line)
-        if not isinstance(event, dict):
-            continue
-        kind = event.get("event_type")
-        field = _STEP_FIELD.get(kind) if isinstance(kind, str) else None
-        body = event.get("data")
-        if field is None or not isinstance(body, dict) or not isinstance(body.get("metrics"), dict):
-            continue
-        stamp = iso_seconds(event.get("timestamp"))
-        if stamp is None:
-            continue
-        step = body.get(field)
-        step = step if type(step) is int and -_BIG_STEP < step < _BIG_STEP else None
-        for key, raw in body["metrics"].items():
-            number = type(raw)
-            if number is float:
-                points.append((key, step, stamp, raw if raw - raw == 0.0 else None))  # inf - inf and nan - nan are nan
-            elif number is int or number is bool:  # bool: a 0/1 metric, as the catalog's latest metrics
-                points.append((key, step, stamp, float(raw) if -_BIG < raw < _BIG else None))
+        if b'"metrics"' in line:  # every event that carries metrics names them: skip the others unparsed
+            points += metric_points(_event(line))
     return points, end
 
 

@@ -21,7 +21,8 @@ import orjson
 
 from ..errors import KeyNotFound
 from ..experiment_logger import load_structured_logs
-from ..format.run_summary import SEGMENTS_SUFFIX, STRUCTURED_SUFFIX, iso_seconds, log_key, split_stem
+from ..format.metric_points import metric_points
+from ..format.run_summary import SEGMENTS_SUFFIX, STRUCTURED_SUFFIX, log_key, split_stem
 from ..store.base import Store
 from ..store.prefixed import PrefixedStore
 
@@ -52,20 +53,12 @@ class _Series:
     def __init__(self) -> None:
         self.at: list[int] = []
         self.step: list[int | None] = []
-        self.time: list[float | None] = []
+        self.time: list[float] = []
         self.value: list[float | None] = []
 
     def since(self, cursor: int) -> dict[str, list[Any]]:
         start = bisect.bisect_left(self.at, cursor)
         return {"step": self.step[start:], "time": self.time[start:], "value": self.value[start:]}
-
-
-def _number(value: Any) -> float | None:
-    """A metric value as a finite float for a chart; None for what is not one (NaN, text, lists)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if value == value and abs(value) != float("inf") else None
 
 
 class RunLog:
@@ -182,23 +175,14 @@ class RunLog:
         """Append one event, and its metric values to their series."""
         at = len(self.events)
         self.events.append(event)
-        data = event.get("data")
-        if not isinstance(data, dict) or event.get("event_type") not in ("metrics", "progress"):
-            return
-        values = data.get("metrics")
-        if not isinstance(values, dict):
-            return
-        step = data.get("step") if event["event_type"] == "metrics" else data.get("iteration")
-        step = step if isinstance(step, int) and not isinstance(step, bool) else None
-        seconds = iso_seconds(event.get("timestamp"))
-        for key, value in values.items():
+        for key, step, seconds, value in metric_points(event):
             series = self._series.get(key)
             if series is None:
                 series = self._series[key] = _Series()
             series.at.append(at)
             series.step.append(step)
             series.time.append(seconds)
-            series.value.append(_number(value))
+            series.value.append(value)
 
     def metrics_since(self, cursor: int) -> dict[str, Any]:
         """``{"cursor", "series": {metric: {"step", "time", "value"}}}`` of the points after `cursor`."""
