@@ -7,13 +7,13 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import KeyNotFound, StoreError
 from ..store.base import Store
 from ..store.conditions import check_condition
 from ..store.keys import RESERVED_PREFIX
+from .local_listing import files_below
 from .posix import flocked, fsync_path, lock_if_free, new_file_beside, write_all
 
 __all__ = ["LocalStore", "open_url"]
@@ -123,23 +123,23 @@ class LocalStore(Store):
             raise KeyNotFound("no value at this key (it is a folder)", url=self.url, key=key)
         return st
 
-    def _list(self, prefix: str) -> Iterator[str]:
-        for key, _ in self._files(prefix):
-            yield key
+    def _list(self, prefix: str) -> list[str]:
+        return [key for key, _ in self._files(prefix)]
 
-    def _list_versions(self, prefix: str) -> Iterator[tuple[str, str]]:
-        for key, entry in self._files(prefix):
+    def _list_versions(self, prefix: str) -> list[tuple[str, str]]:
+        out = []
+        for key, path in self._files(prefix):
             try:
-                yield key, _token_of(entry.stat())
+                out.append((key, _token_of(os.stat(path))))
             except FileNotFoundError:
                 continue  # deleted since the listing
+        return out
 
-    def _files(self, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
-        """(key, directory entry) of every file in the folders `prefix` can reach."""
+    def _files(self, prefix: str) -> list[tuple[str, str]]:
+        """(key, path) of every file in the folders `prefix` can reach."""
         folder_part = prefix.rpartition("/")[0]
         start = self._path(folder_part) if folder_part else self.root
-        base = f"{folder_part}/" if folder_part else ""
-        yield from _walk(str(start), base)
+        return files_below(str(start), f"{folder_part}/" if folder_part else "", RESERVED_PREFIX)
 
     def _make_folder(self, folder: Path, key: str) -> Path:
         try:
@@ -151,27 +151,6 @@ class LocalStore(Store):
                 key=key,
             ) from None
         return folder
-
-
-def _walk(folder: str, base: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
-    """(key, entry) of every file below `folder` whose keys start with `base`; one loop, not a generator
-    per folder (a root of 10,000 runs has 20,000 folders)."""
-    pending = [(folder, base)]
-    while pending:
-        folder, base = pending.pop()
-        try:
-            with os.scandir(folder) as found:
-                entries = list(found)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for entry in entries:
-            name = entry.name
-            if name.startswith(RESERVED_PREFIX):
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                pending.append((entry.path, f"{base}{name}/"))
-            elif entry.is_file():
-                yield base + name, entry
 
 
 def _token_of(st: os.stat_result) -> str:
