@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, inspect, select
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from ..errors import BackendUnavailable
-from .schema import metadata, metric_history
+from .schema import catalog_state, metadata, metric_history
 
 __all__ = ["CATALOG_ENV", "CONNECT_TIMEOUT", "connect", "default_catalog_url", "shown_url", "writing"]
 
@@ -105,9 +105,11 @@ def _create_tables(engine: Engine, parsed: URL) -> None:
     """Create the tables that are missing; several processes may race on it (PostgreSQL then reports a duplicate)."""
     for attempt in range(3):
         try:
-            with writing(engine) as conn:
+            with writing(engine, changes_runs=False) as conn:
                 _drop_outdated(conn)
                 metadata.create_all(conn, checkfirst=True)
+                if conn.execute(select(catalog_state.c.id)).first() is None:
+                    conn.execute(catalog_state.insert().values(id=1, generation=0))
             return
         except DBAPIError as exc:
             if exc.connection_invalidated or _unreachable(exc) or attempt == 2:
@@ -133,9 +135,13 @@ def _unreachable(exc: DBAPIError) -> bool:
 
 
 @contextlib.contextmanager
-def writing(engine: Engine) -> Iterator[Connection]:
-    """A transaction that writes (on SQLite it takes the write lock at BEGIN, so that it waits rather than fails)."""
+def writing(engine: Engine, *, changes_runs: bool = True) -> Iterator[Connection]:
+    """A transaction that writes (on SQLite it takes the write lock at BEGIN, so that it waits rather than fails).
+    One that `changes_runs` bumps the catalog's generation as it ends, so no remembered listing vouches for it."""
     with engine.connect() as conn:
         conn.execution_options(**{_WRITE: True})
         with conn.begin():
             yield conn
+            if changes_runs:  # last: the row lock on PostgreSQL is held only for the commit
+                conn.execute(catalog_state.update().where(catalog_state.c.id == 1)
+                             .values(generation=catalog_state.c.generation + 1))

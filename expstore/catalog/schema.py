@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
-__all__ = ["history_sources", "metadata", "metric_history", "metrics", "params", "runs", "summaries", "tags"]
+__all__ = ["catalog_state", "history_sources", "listings", "metadata", "metric_history", "metrics", "params", "runs",
+           "summaries", "tags"]
 
 metadata = MetaData()
 
@@ -77,6 +78,18 @@ summaries = Table(
     Column("run", Integer, ForeignKey("expstore_runs.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("version", Text, nullable=False),  # the store's version token when it was read
     Column("doc", Text, nullable=False),  # the summary document, for rebuilding a run of several ranks
+)
+catalog_state = Table(  # one row: the generation, bumped by every transaction that changes the runs or their history
+    "expstore_state", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("generation", BigInteger, nullable=False),
+)
+listings = Table(  # per root: a digest of the listing the catalog held exactly, valid while the generation is unchanged
+    "expstore_listings", metadata,
+    Column("prefix", Text, primary_key=True),
+    Column("digest", Text, nullable=False),
+    Column("generation", BigInteger, nullable=False),
+    Column("runs", Integer, nullable=False),
 )
 Index("expstore_params_key_num", params.c.key, params.c.num)
 Index("expstore_metrics_key_value", metrics.c.key, metrics.c.value)

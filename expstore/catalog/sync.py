@@ -1,5 +1,6 @@
 """Incremental sync of the catalog from a root: one listing, a version check per summary, and a read
-only of the summaries whose version changed; runs whose summaries vanished drop out. The metric
+only of the summaries whose version changed; runs whose summaries vanished drop out. A listing the
+catalog was found to hold exactly, with nothing changed since, is recognised by its digest alone. The metric
 history follows from the same listing (`history_sync`)."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..store.base import Store
 from ..store.locate import join_url
 from .engine import writing
 from .history_sync import held_sources, read_history, write_history
+from .listing_digest import generation, listing_digest, remember_listing, vouched_runs
 from .records import record_from_summaries
 from .schema import metrics, params, runs, summaries, tags
 from .writing import BULK, chunks, delete_runs, key_under, refresh_statistics, replace_summaries, under, upsert_runs
@@ -61,9 +63,11 @@ def _read(store: Store, key: str) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class _Held:
-    """What the catalog holds under a root, read while the store is listed: the summaries' and the history
-    sources' {key: version}, and how many runs there are and how many of them have no summary."""
+    """What the catalog holds under a root, read while the store is listed: the generation it was read at,
+    the summaries' and the history sources' {key: version}, and how many runs there are and how many of
+    them have no summary."""
 
+    generation: int
     summaries: dict[str, str]
     sources: dict[str, str]
     runs: int
@@ -75,11 +79,12 @@ def _held(engine: Engine, prefix: str) -> _Held:
     c = summaries.c
     has_summary = exists().where(summaries.c.run == runs.c.id)
     with engine.connect() as conn:
+        at = generation(conn)  # first: a change committed after it makes what is remembered below invalid
         dialect = conn.dialect.name
         versions = dict(conn.execute(select(key_under(c.url, prefix), c.version).where(under(c.url, prefix, dialect))).all())
         counted = select(func.count(), func.count().filter(~has_summary)).where(under(runs.c.uid, prefix, dialect))
         total, orphans = conn.execute(counted).one()
-        return _Held(versions, held_sources(conn, prefix), total, orphans)
+        return _Held(at, versions, held_sources(conn, prefix), total, orphans)
 
 
 def _docs(conn: Connection, urls: list[str]) -> dict[str, Any]:
@@ -95,15 +100,20 @@ def sync_store(engine: Engine, store: Store) -> dict[str, int]:
     """Bring the catalog's runs under `store`'s root, and their metric history, up to date; counts of runs
     ``read``, ``kept`` and ``removed``, and of history sources read (``history_read``)."""
     prefix = root_prefix(store.url)
-    with ThreadPoolExecutor(1) as pool:  # the catalog's queries overlap the listing (both wait in the kernel)
-        pending = pool.submit(_held, engine, prefix)
-        listed = store.list_versions("")  # one listing: no request per summary to see it is unchanged
-        held = pending.result()
-        unchanged = held.orphans == 0 and held.summaries == {k: v for k, v in listed.items() if k.endswith(SUMMARY_SUFFIX)}
-        # the changed logs are read and parsed while the runs are written (the database works meanwhile)
+    listed = store.list_versions("")  # one listing: no request per summary to see it is unchanged
+    digest = listing_digest(listed)
+    runs = vouched_runs(engine, prefix, digest)
+    if runs is not None:  # the catalog held exactly this listing and nothing changed it since
+        return {"read": 0, "kept": runs, "removed": 0, "history_read": 0}
+    held = _held(engine, prefix)
+    unchanged = held.orphans == 0 and held.summaries == {k: v for k, v in listed.items() if k.endswith(SUMMARY_SUFFIX)}
+    with ThreadPoolExecutor(1) as pool:  # the changed logs are read and parsed while the runs are written
         reading = pool.submit(read_history, engine, store, prefix, listed, held.sources, lambda fn, items: _map(store, fn, items))
         counts = {"read": 0, "kept": held.runs, "removed": 0} if unchanged else _sync_summaries(engine, store, listed)
-        history = write_history(engine, prefix, listed, reading.result())
+        pending = reading.result()
+    if unchanged and pending is None:
+        remember_listing(engine, prefix, digest, held.generation, held.runs)
+    history = write_history(engine, prefix, listed, pending)
     return {**counts, "history_read": history["read"]}
 
 

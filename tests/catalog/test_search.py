@@ -255,9 +255,22 @@ def test_importing_the_logger_does_not_import_sqlalchemy() -> None:
 
 def test_a_push_that_lands_after_a_sync_of_the_final_summary_is_corrected_by_the_next_sync(tmp_path: Path, catalog_url: str) -> None:
     log_run(tmp_path, "late", {"lr": 0.1}, {"loss": 0.2}, "completed")
-    assert search_runs(tmp_path, catalog=catalog_url)["status"].tolist() == ["completed"]
+    for _ in range(2):  # the second sync finds nothing changed and remembers the listing
+        assert search_runs(tmp_path, catalog=catalog_url)["status"].tolist() == ["completed"]
     logs = str(tmp_path / "late" / "logs")  # the pushing logger's root and run id: the same row as the sync's
     open_catalog(catalog_url).record_run(RunRecord(root=logs, run_id="late", name="late", url=str(tmp_path / "late"),
                                                    status="running", metrics={"loss": 0.9}))
     found = search_runs(tmp_path, catalog=catalog_url)
     assert found["status"].tolist() == ["completed"] and found["metrics.loss"].tolist() == [0.2]
+
+
+def test_a_catalog_made_before_the_remembered_listings_gains_their_tables(tmp_path: Path, catalog_url: str) -> None:
+    log_run(tmp_path, "first", {"lr": 0.1}, {"loss": 0.2}, "completed")
+    assert names(search_runs(tmp_path, catalog=catalog_url)) == {"first"}
+    with open_catalog(catalog_url) as catalog, catalog.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE expstore_listings")
+        conn.exec_driver_sql("DROP TABLE expstore_state")
+    for _ in range(3):  # a full compare, one that remembers the listing, one that trusts it
+        assert names(search_runs(tmp_path, catalog=catalog_url)) == {"first"}
+    log_run(tmp_path, "second", {"lr": 0.5}, {"loss": 0.9}, "completed")
+    assert names(search_runs(tmp_path, catalog=catalog_url)) == {"first", "second"}
