@@ -104,25 +104,35 @@ _WEED_PORTS = (
 )
 
 
-def start_seaweedfs() -> S3Server:
-    """`weed mini` with every port chosen free, data in a temp folder, auth by the test keys."""
-    data = tempfile.mkdtemp(prefix="expstore-weed-")
-    ports = {name: free_port() for name in _WEED_PORTS}
-    args = [weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
-    args += [f"-{name}={port}" for name, port in ports.items()]
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
-    log = open(Path(data) / "weed.log", "wb")
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=data)
-    stop = _stopper(process, log, data)
-    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
-    server = S3Server("seaweedfs", endpoint, stop)
-    try:
-        _wait_until_answers(endpoint, timeout=60, process=process)
-        _wait_until_writable(server, timeout=60)
-    except BaseException:
-        stop()
-        raise
-    return server
+def start_seaweedfs(attempts: int = 3) -> S3Server:
+    """`weed mini` with every port chosen free, data in a temp folder, auth by the test keys. A port taken by
+    another process between choosing and binding it (weed exits naming it) is chosen again."""
+    for _ in range(attempts):
+        data = tempfile.mkdtemp(prefix="expstore-weed-")
+        ports = {name: free_port() for name in _WEED_PORTS}
+        args = [weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
+        args += [f"-{name}={port}" for name, port in ports.items()]
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+        log_path = Path(data) / "weed.log"
+        log = open(log_path, "wb")
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=data)
+        endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+        try:
+            _wait_until_answers(endpoint, timeout=60, process=process)
+        except BaseException as exc:
+            clash = isinstance(exc, RuntimeError) and process.poll() is not None and b"already in use" in log_path.read_bytes()
+            _stopper(process, log, data)()
+            if clash:
+                continue
+            raise
+        server = S3Server("seaweedfs", endpoint, _stopper(process, log, data))
+        try:
+            _wait_until_writable(server, timeout=60)
+        except BaseException:
+            server.stop()
+            raise
+        return server
+    raise RuntimeError(f"SeaweedFS found one of its ports taken in each of {attempts} attempts")
 
 
 S3RVER_VERSION = "3.7.1"
