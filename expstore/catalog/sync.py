@@ -63,7 +63,7 @@ def _read(store: Store, key: str) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class _Held:
-    """What the catalog holds under a root, read while the store is listed: the generation it was read at,
+    """What the catalog holds under a root, for comparing with a listing: the generation it was read at,
     the summaries' and the history sources' {key: version}, and how many runs there are and how many of
     them have no summary."""
 
