@@ -139,7 +139,7 @@ class LocalStore(Store):
         """(key, path) of every file in the folders `prefix` can reach."""
         folder_part = prefix.rpartition("/")[0]
         start = self._path(folder_part) if folder_part else self.root
-        return files_below(str(start), f"{folder_part}/" if folder_part else "", RESERVED_PREFIX)
+        return files_below(str(start), f"{folder_part}/" if folder_part else "")
 
     def _make_folder(self, folder: Path, key: str) -> Path:
         try:

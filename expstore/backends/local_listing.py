@@ -13,6 +13,8 @@ import os
 import time
 from dataclasses import dataclass
 
+from ..store.keys import RESERVED_PREFIX
+
 __all__ = ["MAX_REMEMBERED", "RECENT_NS", "files_below"]
 
 RECENT_NS = 2_000_000_000  # wider than any local filesystem's timestamp resolution and clock step
@@ -32,8 +34,8 @@ class _Folder:
 _remembered: dict[str, _Folder] = {}
 
 
-def _contents(path: str, skip: str) -> _Folder:
-    """The files and sub-folders of `path` (names starting with `skip` left out), remembered or read."""
+def _contents(path: str) -> _Folder:
+    """The files and sub-folders of `path` (the backend's own temp and lock files left out), remembered or read."""
     st = os.stat(path)  # before the read: a change during the read then shows as a new stamp next time
     stamp = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
     held = _remembered.get(path)
@@ -44,7 +46,7 @@ def _contents(path: str, skip: str) -> _Folder:
     with os.scandir(path) as found:
         for entry in found:
             name = entry.name
-            if name.startswith(skip):
+            if name.startswith(RESERVED_PREFIX):
                 continue
             if entry.is_dir(follow_symlinks=False):
                 folders.append((name, entry.path))
@@ -60,15 +62,15 @@ def _contents(path: str, skip: str) -> _Folder:
     return folder
 
 
-def files_below(top: str, base: str, skip: str) -> list[tuple[str, str]]:
+def files_below(top: str, base: str) -> list[tuple[str, str]]:
     """(key, path) of every file below folder `top`, keys prefixed with `base`; names starting with
-    `skip` (and what is below them) are left out. A folder that vanishes meanwhile is skipped."""
+    `RESERVED_PREFIX` (and what is below them) are left out. A folder that vanishes meanwhile is skipped."""
     out: list[tuple[str, str]] = []
     pending = [(top, base)]
     while pending:
         path, base = pending.pop()
         try:
-            folder = _contents(path, skip)
+            folder = _contents(path)
         except (FileNotFoundError, NotADirectoryError):
             continue
         pending.extend((child, f"{base}{name}/") for name, child in folder.folders)

@@ -26,10 +26,22 @@ def root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_a_remembered_folder_is_not_read_again(root: Path, remembering: None) -> None:
+def test_a_remembered_folder_is_not_read_again(root: Path, remembering: None, monkeypatch: pytest.MonkeyPatch) -> None:
     store = open_store(str(root))
-    store.list_versions("")
-    assert str(root / "a" / "logs") in local_listing._remembered  # what the speed of a second listing rests on
+    first = store.list_versions("")
+    opened: list[str] = []
+    scandir = os.scandir
+
+    def counting(path: str) -> os.ScandirIterator:  # type: ignore[type-arg]
+        opened.append(path)
+        return scandir(path)
+
+    monkeypatch.setattr(local_listing.os, "scandir", counting)
+    assert store.list_versions("") == first
+    assert opened == []  # an unchanged root: every folder stat'ed, none read
+    store.write("a/logs/added.json", b"{}")
+    assert "a/logs/added.json" in store.list_versions("")
+    assert opened == [str(root / "a" / "logs")]  # only the folder that changed
 
 
 def test_an_append_in_place_shows_as_a_new_version(root: Path, remembering: None) -> None:
