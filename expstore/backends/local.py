@@ -13,7 +13,7 @@ from ..errors import KeyNotFound, StoreError
 from ..store.base import Store
 from ..store.conditions import check_condition
 from ..store.keys import RESERVED_PREFIX
-from .local_listing import files_below
+from .local_listing import file_version, keys_below, versions_below
 from .posix import flocked, fsync_path, lock_if_free, new_file_beside, write_all
 
 __all__ = ["LocalStore", "open_url"]
@@ -73,7 +73,7 @@ class LocalStore(Store):
                 if if_absent or if_match is not None:
                     check_condition(_current_version(path), if_absent, if_match, self.url, key)
                 _stamp_unique_mtime(pending.fd)
-                return _token_of(pending.replace())
+                return file_version(pending.replace())
 
     def remove_stale_temp_files(self, dry_run: bool = False) -> list[str]:
         """Delete the temp files of writers that died mid-write (no process holds their lock);
@@ -97,6 +97,8 @@ class LocalStore(Store):
                 _stamp_unique_mtime(fd)
             finally:
                 os.close(fd)
+            with contextlib.suppress(PermissionError):  # a folder not ours to touch: listings see the append later
+                _stamp_unique_mtime(folder)  # after the write: a listing that saw the folder unchanged re-reads it
 
     def _delete(self, key: str) -> None:
         path = self._path(key)
@@ -115,7 +117,7 @@ class LocalStore(Store):
         return self._stat(key).st_size
 
     def _version(self, key: str) -> str:
-        return _token_of(self._stat(key))
+        return file_version(self._stat(key))
 
     def _stat(self, key: str) -> os.stat_result:
         st = os.stat(self._local_path(key))
@@ -124,22 +126,16 @@ class LocalStore(Store):
         return st
 
     def _list(self, prefix: str) -> list[str]:
-        return [key for key, _ in self._files(prefix)]
+        return keys_below(*self._walk_from(prefix))
 
     def _list_versions(self, prefix: str) -> list[tuple[str, str]]:
-        out = []
-        for key, path in self._files(prefix):
-            try:
-                out.append((key, _token_of(os.stat(path))))
-            except FileNotFoundError:
-                continue  # deleted since the listing
-        return out
+        return versions_below(*self._walk_from(prefix))
 
-    def _files(self, prefix: str) -> list[tuple[str, str]]:
-        """(key, path) of every file in the folders `prefix` can reach."""
+    def _walk_from(self, prefix: str) -> tuple[str, str]:
+        """The folder a listing of `prefix` starts at, and the key prefix of its files."""
         folder_part = prefix.rpartition("/")[0]
         start = self._path(folder_part) if folder_part else self.root
-        return files_below(str(start), f"{folder_part}/" if folder_part else "")
+        return str(start), f"{folder_part}/" if folder_part else ""
 
     def _make_folder(self, folder: Path, key: str) -> Path:
         try:
@@ -153,22 +149,18 @@ class LocalStore(Store):
         return folder
 
 
-def _token_of(st: os.stat_result) -> str:
-    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
-
-
 def _current_version(path: Path) -> str | None:
     """The version at `path` for a precondition check; None when nothing is there. A folder has no
     version but is there: it gets the empty one, which `if_absent` refuses and no `if_match` names."""
     if path.is_file():
-        return _token_of(path.stat())
+        return file_version(path.stat())
     return "" if path.exists() else None
 
 
-def _stamp_unique_mtime(fd: int) -> None:
-    """Give the file a nanosecond mtime: the kernel's coarse clock would let two versions share a token."""
+def _stamp_unique_mtime(target: int | Path) -> None:
+    """Give a file (or folder) a nanosecond mtime: the kernel's coarse clock would let two versions share a stamp."""
     now = time.time_ns()
-    os.utime(fd, ns=(now, now))
+    os.utime(target, ns=(now, now))
 
 
 def _folder_lock(folder: Path) -> contextlib.AbstractContextManager[None]:

@@ -1,9 +1,11 @@
-"""The local store's listing remembers folders whose stamp (inode, mtime, ctime) is unchanged: every change
-a user or a logger makes must still show in the next `list` / `list_versions`, in remembered folders too."""
+"""The local store's listing remembers folders whose stamp (inode, mtime, ctime) is unchanged, with their files'
+versions: every change the store makes must still show in the next `list` / `list_versions`, and a file another
+program changes in place must show once its folder's versions are re-checked."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,35 @@ def test_a_remembered_folder_is_not_read_again(root: Path, remembering: None, mo
     store.write("a/logs/added.json", b"{}")
     assert "a/logs/added.json" in store.list_versions("")
     assert opened == [str(root / "a" / "logs")]  # only the folder that changed
+
+
+def test_an_unchanged_root_costs_one_stat_per_folder(root: Path, remembering: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store(str(root))
+    first = store.list_versions("")
+    stated: list[str] = []
+    real_stat = os.stat
+
+    def counting(path: str, *args: object, **kwargs: object) -> os.stat_result:
+        stated.append(str(path))
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(local_listing.os, "stat", counting)
+    assert store.list_versions("") == first
+    assert sorted(stated) == sorted(str(p) for p in [root, root / "a", root / "a" / "logs", root / "b", root / "b" / "logs"])
+
+
+def test_a_file_changed_in_place_by_another_program_shows_at_its_recheck(
+        root: Path, remembering: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another program's write in place leaves the folder's stamp alone: the remembered versions are re-checked in time."""
+    store = open_store(str(root))
+    store.list_versions("")
+    with open(root / "a" / "logs" / "a_structured.jsonl", "ab") as f:
+        f.write(b'{"by": "tail -f >>"}\n')
+    now = time.time_ns()
+    monkeypatch.setattr(local_listing.time, "time_ns", lambda: now + local_listing.TRUSTED_NS)
+    listed = store.list_versions("")
+    assert listed["a/logs/a_structured.jsonl"] == store.version("a/logs/a_structured.jsonl")
+    assert listed == {key: store.version(key) for key in store.list("")}
 
 
 def test_an_append_in_place_shows_as_a_new_version(root: Path, remembering: None) -> None:
@@ -96,3 +127,12 @@ def test_a_folder_changed_just_now_is_not_remembered(root: Path) -> None:
     assert str(root / "a" / "logs") not in local_listing._remembered
     store.write("a/logs/second.json", b"{}")
     assert "a/logs/second.json" in store.list("")
+
+
+def test_stores_rooted_at_a_folder_and_below_it_each_get_their_own_keys(root: Path, remembering: None) -> None:
+    outer, inner = open_store(str(root)), open_store(str(root / "a"))
+    for _ in range(2):  # the second round is served from the remembered folders
+        assert inner.list_versions("") == {"logs/a_run.json": inner.version("logs/a_run.json"),
+                                           "logs/a_structured.jsonl": inner.version("logs/a_structured.jsonl")}
+        assert outer.list("a/") == ["a/logs/a_run.json", "a/logs/a_structured.jsonl"]
+        assert outer.list("") == ["a/logs/a_run.json", "a/logs/a_structured.jsonl", "b/logs/b_run.json", "top.json"]
