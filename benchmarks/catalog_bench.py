@@ -8,8 +8,12 @@ The runs are written as the run-summary objects a logger writes (``<run>/logs/<r
 same document `ExperimentLogger` produces), straight to files under a local root: going through
 10,000 loggers would only time the logger. Figures:
 
-* first sync of every run into an empty catalog, and a second sync with nothing changed (with the
-  number of summary objects that second sync read, which must be 0);
+* first sync of every run into an empty catalog, each in a fresh child process, median of
+  ``--first-syncs`` (3) interleaved between SQLite and PostgreSQL after one warm-up read of every file
+  under the root, which is also timed as the raw limit;
+* a sync with nothing changed: a second sync in one process (median of repeated calls, with the number
+  of summary objects it read, which must be 0), and the same in a fresh process, which has not
+  listed the root yet;
 * a 3-clause filter (``params.optimizer = 'adam' and metrics.loss < 0.5 and metrics.acc > 0.65``)
   ordered by ``metrics.loss``, 100 results: `Catalog.search` (the query alone) and `search_runs`
   (incremental sync + query, what a user calls), median of repeated calls after one warm-up;
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -205,16 +210,79 @@ def _counting_store(root: Path) -> Any:
     return Counting(open_store(str(root)))
 
 
+def sync_side(catalog_url: str, root: Path, count_reads: bool) -> dict[str, Any]:
+    """One sync of `root` into the catalog, timed in this fresh process (nothing of the root remembered yet);
+    with `count_reads`, through a store that counts the objects read."""
+    from expstore.catalog import open_catalog
+
+    store = _counting_store(root) if count_reads else str(root)
+    with open_catalog(catalog_url) as catalog:
+        seconds, _ = timed(lambda: catalog.sync(store))
+    return {"seconds": seconds, "reads": store.reads if count_reads else None}
+
+
+def run_sync_side(catalog_url: str, root: Path, count_reads: bool = False) -> dict[str, Any]:
+    """`sync_side` in a child process of this interpreter."""
+    args = [sys.executable, str(Path(__file__).resolve()), "--sync-side", catalog_url, "--root", str(root),
+            *(["--count-reads"] if count_reads else [])]
+    done = subprocess.run(args, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def read_every_file(root: Path) -> int:
+    """Read every file under `root` once with plain Python (the raw limit of what a first sync reads); bytes read."""
+    total = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            with open(os.path.join(folder, name), "rb", buffering=0) as f:
+                total += len(f.read())
+    return total
+
+
+def _emptied(catalog_url: str) -> str:
+    """`catalog_url` with its catalog emptied: the SQLite file deleted, or the tables of PostgreSQL's dropped."""
+    if catalog_url.startswith("sqlite:///"):
+        path = Path(catalog_url.removeprefix("sqlite:///"))
+        for leftover in path.parent.glob(f"{path.name}*"):
+            leftover.unlink()
+        return catalog_url
+    from expstore.catalog import open_catalog
+    from expstore.catalog.schema import metadata
+
+    with open_catalog(catalog_url) as catalog:
+        metadata.drop_all(catalog.engine)
+    return catalog_url
+
+
+def first_syncs(urls: dict[str, str], root: Path, repeat: int) -> dict[str, Any]:
+    """Median seconds of a first sync into each emptied catalog and of a no-change sync in a fresh process, each in
+    its own child process, interleaved between the catalogs; and of reading every file under the root once."""
+    read_every_file(root)  # warm-up: the root in the page cache, as the catalogs will find it
+    raw, first, fresh = [], {name: [] for name in urls}, {name: [] for name in urls}  # type: ignore[var-annotated]
+    for _ in range(repeat):
+        raw.append(timed(lambda: read_every_file(root))[0])
+        for name, url in urls.items():
+            first[name].append(run_sync_side(_emptied(url), root)["seconds"])
+        for name, url in urls.items():
+            done = run_sync_side(url, root, count_reads=True)
+            if done["reads"]:
+                raise SystemExit(f"{url}: a sync with nothing changed, in a fresh process, read {done['reads']} objects")
+            fresh[name].append(done["seconds"])
+    return {"raw_read": statistics.median(raw),
+            **{name: {"first_sync": statistics.median(first[name]), "fresh_nochange": statistics.median(fresh[name])}
+               for name in urls}}
+
+
 def measure(catalog_url: str, root: Path, runs: int, steps: int, repeat: int) -> dict[str, Any]:
-    """First sync, no-change sync (time and objects read), search alone, `search_runs` and one run's
-    `metric_history` on one catalog."""
+    """On a catalog that holds the root: no-change sync (time and objects read), search alone, `search_runs` and one
+    run's `metric_history`."""
     from sqlalchemy import func, select
 
     from expstore.catalog import open_catalog, search_runs
     from expstore.catalog.schema import metric_history
 
     with open_catalog(catalog_url) as catalog:
-        first, _ = timed(lambda: catalog.sync(str(root)))
+        catalog.sync(str(root))  # warm-up: this process lists the root once
         again, _ = timed(lambda: catalog.sync(str(root)), repeat)
         counting = _counting_store(root)
         catalog.sync(counting)
@@ -230,15 +298,8 @@ def measure(catalog_url: str, root: Path, runs: int, steps: int, repeat: int) ->
     if held != runs * steps * N_METRICS or len(points) != steps * N_METRICS:
         raise SystemExit(f"{catalog_url}: {held} history points held, {len(points)} for one run; "
                          f"expected {steps * N_METRICS} per run")
-    return {"first_sync": first, "nochange_sync": again, "nochange_reads": counting.reads, "search": search, "search_runs": full,
+    return {"nochange_sync": again, "nochange_reads": counting.reads, "search": search, "search_runs": full,
             "history": chart, "points": held}
-
-
-def _fresh_sqlite(workdir: Path, runs: int) -> str:
-    path = workdir / f"catalog-{runs}.sqlite"
-    for leftover in workdir.glob(f"{path.name}*"):
-        leftover.unlink()
-    return f"sqlite:///{path}"
 
 
 def expstore_side(runs: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -250,18 +311,18 @@ def expstore_side(runs: int, args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(root, ignore_errors=True)
         written, _ = timed(lambda: write_root(root, runs, args.history_steps))
         marker.touch()
-    sqlite = measure(_fresh_sqlite(args.workdir, runs), root, runs, args.history_steps, args.repeat)
-    results: dict[str, Any] = {"written": written, "sqlite": sqlite}
     server = None
     try:
-        url = args.postgres
-        if url is None:
+        urls = {"sqlite": f"sqlite:///{args.workdir / f'catalog-{runs}.sqlite'}", "postgresql": args.postgres}
+        if args.postgres is None:
             sys.path.insert(0, str(REPO_ROOT))
             from tests.pgserver import start_postgres
 
             server = start_postgres()
-            url = server.create_database("bench")
-        results["postgresql"] = measure(url, root, runs, args.history_steps, args.repeat)
+            urls["postgresql"] = server.create_database("bench")
+        results: dict[str, Any] = {"written": written, **first_syncs(urls, root, args.first_syncs)}
+        for name, url in urls.items():
+            results[name].update(measure(url, root, runs, args.history_steps, args.repeat))
     finally:
         if server is not None:
             server.stop()
@@ -277,7 +338,10 @@ def report(ours: dict[str, Any], mlflow: dict[str, Any] | None, runs: int, steps
 
     rows = [
         (f"first sync of {runs:,} runs", ms(sq["first_sync"]), ms(pg["first_sync"]), "<= 10 s"),
-        ("sync with nothing changed", ms(sq["nochange_sync"]), ms(pg["nochange_sync"]), "<= 0.2 s"),
+        ("  reading every summary and log once (the raw limit) / first sync",
+         f"{ours['raw_read'] / sq['first_sync']:.3f}", f"{ours['raw_read'] / pg['first_sync']:.3f}", ""),
+        ("sync with nothing changed (a second sync)", ms(sq["nochange_sync"]), ms(pg["nochange_sync"]), "<= 0.2 s"),
+        ("  the same in a fresh process (nothing remembered)", ms(sq["fresh_nochange"]), ms(pg["fresh_nochange"]), ""),
         ("  summaries and logs read by it", str(sq["nochange_reads"]), str(pg["nochange_reads"]), "0"),
         (f"  (history points the first sync wrote: {sq['points']:,})", "", "", ""),
         ("3-clause search, order by a metric, 100 results (query)", ms(sq["search"]), ms(pg["search"]), "<= 50 ms"),
@@ -300,6 +364,7 @@ def report(ours: dict[str, Any], mlflow: dict[str, Any] | None, runs: int, steps
     if ours["written"] is not None:
         rows.append((f"  (writing the {runs:,} summary objects, setup)", ms(ours["written"]), "", ""))
     print(f"filter: {FILTER!r}  order_by={ORDER_BY}  max_results={MAX_RESULTS}  (median of the repeated calls)")
+    print(f"reading every file under the root once: {ms(ours['raw_read'])}")
     print(f"each run: {N_PARAMS} params, {N_METRICS} metrics, a structured log of {steps} metric events")
     print("| figure | SQLite | PostgreSQL | target |")
     print("|---|---|---|---|")
@@ -316,15 +381,22 @@ def main() -> None:
                         help="where the root, the catalogs and the cached MLflow database live")
     parser.add_argument("--history-steps", type=int, default=HISTORY_STEPS,
                         help="metric events per run's structured log (0: summaries only, no history)")
+    parser.add_argument("--first-syncs", type=int, default=3, help="first syncs timed per catalog (the median is shown)")
     parser.add_argument("--postgres", default=None, help="a PostgreSQL catalog URL (default: start a throwaway server)")
     parser.add_argument("--mlflow-python", default="/work/venv-mlflow/bin/python", help="an interpreter that has mlflow")
     parser.add_argument("--mlflow-side", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--sync-side", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--count-reads", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     runs = args.runs or (500 if args.quick else 10_000)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # `finally` stops the PostgreSQL server
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.mlflow_side:
         print(json.dumps(mlflow_side(runs, args.workdir, args.repeat)))
+        return
+    if args.sync_side:
+        print(json.dumps(sync_side(args.sync_side, args.root, args.count_reads)))
         return
     report(expstore_side(runs, args), run_mlflow(args.mlflow_python, runs, args.workdir, args.repeat), runs, args.history_steps)
 
