@@ -4,12 +4,32 @@ the search that returns one DataFrame row per run."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Float, Text, and_, case, cast, exists, false, func, literal, not_, null, or_, select, union_all
+from sqlalchemy import (
+    Float,
+    Integer,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    null,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from ..format.run_summary import RUNNING, STALE, STALE_AFTER_BEATS
@@ -207,7 +227,7 @@ def search(conn: Connection, prefix: str, where: Node | None, order_by: list[Ord
     extra: dict[str, dict[int, Any]] = {}
     numeric_params: dict[str, bool] = {}
     for part in chunks(ids):  # the params, metrics and tags of the runs found, in one round trip
-        for kind, run, key, text, number in conn.execute(_fields(part)).all():
+        for kind, run, key, text, number in conn.execute(_fields(part, conn.dialect.name)).all():
             column = extra.get(f"{kind}.{key}")
             if column is None:
                 column = extra[f"{kind}.{key}"] = {}
@@ -217,13 +237,19 @@ def search(conn: Connection, prefix: str, where: Node | None, order_by: list[Ord
     return _frame(rows, ids, extra, numeric_params)
 
 
-def _fields(ids: Any) -> Any:
-    """SQL: (kind, run, key, text, number) of every param, metric and tag of the runs `ids`."""
+def _fields(ids: Sequence[int], dialect: str) -> Any:
+    """SQL: (kind, run, key, text, number) of every param, metric and tag of the runs `ids` (on PostgreSQL bound
+    as one array: the driver then sends a short statement it has parsed before, not a placeholder per run)."""
     no_text, no_number = cast(null(), Text), cast(null(), Float)
+    if dialect == "postgresql":
+        one_of = any_(bindparam("ids", list(ids), type_=postgresql.ARRAY(Integer)))
+        among = [table.c.run == one_of for table in (params, metrics, tags)]
+    else:
+        among = [table.c.run.in_(ids) for table in (params, metrics, tags)]
     return union_all(
-        select(literal("params"), params.c.run, params.c.key, params.c.value, params.c.num).where(params.c.run.in_(ids)),
-        select(literal("metrics"), metrics.c.run, metrics.c.key, no_text, metrics.c.value).where(metrics.c.run.in_(ids)),
-        select(literal("tags"), tags.c.run, tags.c.key, tags.c.value, no_number).where(tags.c.run.in_(ids)),
+        select(literal("params"), params.c.run, params.c.key, params.c.value, params.c.num).where(among[0]),
+        select(literal("metrics"), metrics.c.run, metrics.c.key, no_text, metrics.c.value).where(among[1]),
+        select(literal("tags"), tags.c.run, tags.c.key, tags.c.value, no_number).where(among[2]),
     )
 
 
