@@ -100,4 +100,3 @@ Index("expstore_metrics_key_value", metrics.c.key, metrics.c.value)
 event.listen(params, "after_create", DDL(
     "CREATE STATISTICS IF NOT EXISTS expstore_params_key_value (mcv) ON key, value FROM expstore_params",
 ).execute_if(dialect="postgresql"))
-
