@@ -12,6 +12,8 @@ import pytest
 
 from expstore import open_store
 from expstore.catalog import RunRecord, open_catalog, search_runs
+from expstore.catalog.engine import writing
+from expstore.catalog.writing import upsert_runs
 from expstore.errors import BackendUnavailable
 from expstore.experiment_logger import create_experiment_logger
 
@@ -198,3 +200,20 @@ def test_an_unreachable_server_is_an_error_naming_it() -> None:
 def test_a_missing_database_is_an_error_naming_it(postgres_server: PostgresServer) -> None:
     with pytest.raises(BackendUnavailable, match="no_such_db"):
         open_catalog(postgres_server.url("no_such_db"))
+
+
+def test_postgres_expects_a_param_filter_to_select_its_real_share_of_runs(postgres_url: str) -> None:
+    """A third of 900 runs have optimizer 'adam': the planner must expect about that many rows, not the few that
+    key and value taken as independent give (with those it probes every run's metrics one by one)."""
+    optimizers = ("adam", "sgd", "rmsprop")
+    records = [RunRecord(root="s3://bucket/plan", run_id=f"r{i}", name=f"r{i}", url="s3://bucket/plan",
+                         params={"optimizer": optimizers[i % 3], **{f"p{k}": f"v{k}-{i % 7}" for k in range(20)}})
+               for i in range(900)]
+    with open_catalog(postgres_url) as catalog:
+        with writing(catalog.engine) as conn:
+            upsert_runs(conn, records)
+            conn.exec_driver_sql("ANALYZE expstore_params")
+        with catalog.engine.connect() as conn:
+            plan = conn.exec_driver_sql(
+                "EXPLAIN (FORMAT JSON) SELECT run FROM expstore_params WHERE key = 'optimizer' AND value = 'adam'").scalar_one()
+    assert 150 <= plan[0]["Plan"]["Plan Rows"] <= 600  # 300 match
