@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine, func, inspect, select, text
 
 from expstore import open_store
+from expstore.backends import local_listing
 from expstore.catalog import open_catalog
 from expstore.catalog.history import parse_points
 from expstore.catalog.schema import history_sources, metric_history
@@ -113,6 +114,26 @@ def test_a_rewritten_log_is_read_whole_and_replaces_its_points(tmp_path: Path) -
         catalog.sync(str(root))
         assert list(catalog.metric_history("run/logs/run", root=str(root))["value"]) == [1.0]
         assert stored_points(catalog) == 1
+
+
+def test_a_log_that_only_grew_after_a_remembered_listing_is_read(
+        tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast paths of a sync with nothing changed (the local listing's remembered folders, the catalog's
+    remembered digest) must still see a log appended to while its summary and folder names stay the same."""
+    monkeypatch.setattr(local_listing, "RECENT_NS", -10**12)  # folders just written count as old: remembered at once
+    root = tmp_path / "root"
+    logger = logger_of(root, "run")
+    logger.log_metrics({"loss": 1.0}, step=0)
+    logger.finalize()
+    with open_catalog(catalog_url) as catalog, open_store(str(root)) as store:
+        for _ in range(3):  # a full sync, one that remembers the listing, one that trusts it
+            catalog.sync(store)
+        summary = store.version("run/logs/run_run.json")
+        line = {"timestamp": "2026-12-02T12:00:00+00:00", "event_type": "metrics", "data": {"step": 1, "metrics": {"loss": 0.5}}}
+        store.append("run/logs/run_structured.jsonl", json.dumps(line).encode() + b"\n")
+        catalog.sync(store)
+        assert store.version("run/logs/run_run.json") == summary
+        assert list(catalog.metric_history("run/logs/run", root=store)["value"]) == [1.0, 0.5]
 
 
 def test_a_torn_last_line_waits_for_its_end() -> None:
