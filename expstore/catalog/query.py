@@ -241,15 +241,15 @@ def _fields(ids: Sequence[int], dialect: str) -> Any:
     """SQL: (kind, run, key, text, number) of every param, metric and tag of the runs `ids` (on PostgreSQL bound
     as one array: the driver then sends a short statement it has parsed before, not a placeholder per run)."""
     no_text, no_number = cast(null(), Text), cast(null(), Float)
-    if dialect == "postgresql":
-        one_of = any_(bindparam("ids", list(ids), type_=postgresql.ARRAY(Integer)))
-        among = [table.c.run == one_of for table in (params, metrics, tags)]
-    else:
-        among = [table.c.run.in_(ids) for table in (params, metrics, tags)]
+    one_of = any_(bindparam("ids", list(ids), type_=postgresql.ARRAY(Integer))) if dialect == "postgresql" else None
+
+    def of_runs(table: Any) -> Any:
+        return table.c.run.in_(ids) if one_of is None else table.c.run == one_of
+
     return union_all(
-        select(literal("params"), params.c.run, params.c.key, params.c.value, params.c.num).where(among[0]),
-        select(literal("metrics"), metrics.c.run, metrics.c.key, no_text, metrics.c.value).where(among[1]),
-        select(literal("tags"), tags.c.run, tags.c.key, tags.c.value, no_number).where(among[2]),
+        select(literal("params"), params.c.run, params.c.key, params.c.value, params.c.num).where(of_runs(params)),
+        select(literal("metrics"), metrics.c.run, metrics.c.key, no_text, metrics.c.value).where(of_runs(metrics)),
+        select(literal("tags"), tags.c.run, tags.c.key, tags.c.value, no_number).where(of_runs(tags)),
     )
 
 
